@@ -1,0 +1,24 @@
+# sopcorr: dense semantic object correspondence from a classification CNN
+# (Gaur & Manjunath, ICCV 2017). `snakemake --cores all` runs the embedded default.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/manifold.smk"
+include: "workflow/rules/flow.smk"
+include: "workflow/rules/siamese.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        ALL_TARGETS,

@@ -1,0 +1,110 @@
+"""Configuration: load YAML files, validate against ``workflow/schemas/config.schema.yaml``
+and fill in defaults. Errors are :class:`sopcorr.errors.ConfigError` with one line that names
+the key at fault (``manifold.n_parts: -1 is less than the minimum of 2``)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+#: the schema shipped with the workflow (repository layout: src/sopcorr/ -> ../../workflow)
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    with open(path or SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _extend_with_default(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _extend_with_default(jsonschema.Draft202012Validator)
+
+
+def _key(path: Iterable[Any]) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "<config>"
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Validate ``config`` in place (filling defaults) and return it.
+
+    Raises ConfigError naming the first offending key, e.g.
+    ``config error: unknown key 'manifold.n_part'`` or
+    ``config error: backbone.name: 'resnet' is not one of ['efficientnet_lite0', 'vgg16']``.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"config error: the configuration must be a mapping, got {type(config).__name__}")
+    schema = schema or load_schema()
+    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: (len(e.path), list(map(str, e.path))))
+    if errors:
+        err = errors[0]
+        if err.validator == "additionalProperties":
+            allowed = sorted(err.schema.get("properties", {}))
+            extra = sorted(set(err.instance) - set(allowed))
+            prefix = _key(err.absolute_path)
+            name = extra[0] if prefix == "<config>" else f"{prefix}.{extra[0]}"
+            raise ConfigError(f"config error: unknown key '{name}' (allowed here: {', '.join(allowed)})")
+        raise ConfigError(f"config error: {_key(err.absolute_path)}: {err.message}")
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict) -> None:
+    ds = config["dataset"]
+    if ds["kind"] == "generic" and not ds.get("path"):
+        raise ConfigError("config error: dataset.path: required when dataset.kind is 'generic'")
+    lo, hi = config["siamese"]["scale_range"]
+    if lo > hi:
+        raise ConfigError(f"config error: siamese.scale_range: lower bound {lo} exceeds upper bound {hi}")
+
+
+def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
+    """Merge YAML files left to right (later files win, mappings merge recursively), apply
+    ``overrides`` and validate."""
+    merged: dict = {}
+    for p in paths:
+        p = Path(p)
+        try:
+            with open(p) as fh:
+                data = yaml.safe_load(fh) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config error: file not found: {p}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config error: {p}: not valid YAML ({exc.__class__.__name__})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config error: {p}: the top level must be a mapping")
+        merged = deep_merge(merged, data)
+    if overrides:
+        merged = deep_merge(merged, overrides)
+    return validate_config(merged)
+
+
+def deep_merge(base: dict, other: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in other.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def results_dir(config: dict) -> Path:
+    return Path("results") / config["run"]

@@ -1,0 +1,136 @@
+"""Image <-> network-input <-> feature-grid geometry shared by every stage.
+
+Conventions (the generic dataset format's): pixel coordinates are 0-based, x to the right,
+y down, the centre of the top-left pixel at (0, 0).
+
+*Letterboxing.* An image of size (h, w) is resized by ``scale = size / max(h, w)`` to
+``(round(h * scale), round(w * scale))`` and placed at the top-left corner of a
+``size x size`` canvas; the rest is padding. An image point x maps to the input point
+``(x + 0.5) * scale - 0.5`` (same for y).
+
+*Feature grid.* A map of stride s over a ``size`` input has ``size // s`` cells per side; cell
+(r, c) is centred at input point ``((c + 0.5) * s - 0.5, (r + 0.5) * s - 0.5)``. A cell is
+*valid* when its centre lies inside the resized image (not in the padding).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Letterbox transform of one image: original (height, width) and input ``size``."""
+
+    height: int
+    width: int
+    size: int
+
+    @property
+    def scale(self) -> float:
+        return self.size / max(self.height, self.width)
+
+    @property
+    def resized_hw(self) -> tuple[int, int]:
+        s = self.scale
+        return max(1, round(self.height * s)), max(1, round(self.width * s))
+
+    def image_to_input(self, xy: np.ndarray) -> np.ndarray:
+        """(..., 2) image coordinates -> (..., 2) input coordinates."""
+        return (np.asarray(xy, dtype=np.float64) + 0.5) * self.scale - 0.5
+
+    def input_to_image(self, xy: np.ndarray) -> np.ndarray:
+        """(..., 2) input coordinates -> (..., 2) image coordinates."""
+        return (np.asarray(xy, dtype=np.float64) + 0.5) / self.scale - 0.5
+
+
+@dataclass(frozen=True)
+class FeatureGrid:
+    """A feature grid of ``stride`` over a letterboxed image."""
+
+    letterbox: Letterbox
+    stride: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        n = self.letterbox.size // self.stride
+        return n, n
+
+    def cell_centers_input(self) -> np.ndarray:
+        """(H, W, 2) input coordinates (x, y) of the cell centres."""
+        h, w = self.shape
+        xs = (np.arange(w) + 0.5) * self.stride - 0.5
+        ys = (np.arange(h) + 0.5) * self.stride - 0.5
+        return np.stack(np.meshgrid(xs, ys), axis=-1)
+
+    def cell_centers_image(self) -> np.ndarray:
+        """(H, W, 2) image coordinates (x, y) of the cell centres."""
+        return self.letterbox.input_to_image(self.cell_centers_input())
+
+    def image_to_cell(self, xy: np.ndarray) -> np.ndarray:
+        """(..., 2) image coordinates -> (..., 2) continuous cell coordinates (col, row);
+        integer values are cell centres."""
+        inp = self.letterbox.image_to_input(xy)
+        return (inp + 0.5) / self.stride - 0.5
+
+    def cell_to_image(self, cr: np.ndarray) -> np.ndarray:
+        """(..., 2) continuous cell coordinates (col, row) -> (..., 2) image coordinates."""
+        inp = (np.asarray(cr, dtype=np.float64) + 0.5) * self.stride - 0.5
+        return self.letterbox.input_to_image(inp)
+
+    def valid_mask(self) -> np.ndarray:
+        """(H, W) bool: cell centre inside the resized image."""
+        rh, rw = self.letterbox.resized_hw
+        c = self.cell_centers_input()
+        return (c[..., 0] < rw - 0.5 + 1e-9) & (c[..., 1] < rh - 0.5 + 1e-9)
+
+
+def bilinear_sample(field: np.ndarray, cr: np.ndarray) -> np.ndarray:
+    """Bilinearly sample ``field`` (H, W, ...) at continuous cell coordinates ``cr`` (K, 2)
+    given as (col, row); coordinates are clamped to the grid. Returns (K, ...)."""
+    field = np.asarray(field)
+    h, w = field.shape[:2]
+    c = np.clip(np.asarray(cr, dtype=np.float64)[:, 0], 0, w - 1)
+    r = np.clip(np.asarray(cr, dtype=np.float64)[:, 1], 0, h - 1)
+    c0 = np.floor(c).astype(int)
+    r0 = np.floor(r).astype(int)
+    c1 = np.minimum(c0 + 1, w - 1)
+    r1 = np.minimum(r0 + 1, h - 1)
+    fc = (c - c0).reshape((-1,) + (1,) * (field.ndim - 2))
+    fr = (r - r0).reshape((-1,) + (1,) * (field.ndim - 2))
+    top = field[r0, c0] * (1 - fc) + field[r0, c1] * fc
+    bot = field[r1, c0] * (1 - fc) + field[r1, c1] * fc
+    return top * (1 - fr) + bot * fr
+
+
+@dataclass
+class DenseCorrespondence:
+    """A dense map from a source image to a target image, defined on the source's grid.
+
+    target_xy: (H, W, 2) float target *image* coordinates (x, y) matched to each source cell.
+    score:     (H, W) float confidence, higher is better (e.g. cosine similarity).
+    valid:     (H, W) bool, cells whose match is defined/trusted.
+    grid:      the source FeatureGrid (maps source image coordinates to cells).
+
+    Every correspondence method of the project (nearest neighbours, SIFT-flow, the Siamese
+    network) returns one of these, so evaluation treats them all alike.
+    """
+
+    target_xy: np.ndarray
+    score: np.ndarray
+    valid: np.ndarray
+    grid: FeatureGrid
+
+    def transfer(self, points_xy: np.ndarray, mode: str = "bilinear") -> tuple[np.ndarray, np.ndarray]:
+        """Map source image points (K, 2) to target image points (K, 2); also returns (K,)
+        scores. ``mode``: 'bilinear' interpolates the target coordinates; 'nearest' takes the
+        nearest cell's match."""
+        pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+        cr = self.grid.image_to_cell(pts)
+        if mode == "nearest":
+            h, w = self.score.shape
+            c = np.clip(np.rint(cr[:, 0]).astype(int), 0, w - 1)
+            r = np.clip(np.rint(cr[:, 1]).astype(int), 0, h - 1)
+            return self.target_xy[r, c].astype(np.float64), self.score[r, c].astype(np.float64)
+        return bilinear_sample(self.target_xy, cr), bilinear_sample(self.score, cr)

@@ -1,0 +1,57 @@
+"""Atomic artifact writing and small I/O helpers.
+
+Every artifact is written to a temporary sibling path and renamed into place, so a killed job
+never leaves a file or a zarr store that looks complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it to ``path`` (replacing
+    what was there), on failure delete it. Works for files and directories (zarr stores)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = tmp / path.name
+    try:
+        yield target
+        if not target.exists():
+            raise FileNotFoundError(f"nothing was written to {target}")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | Path, obj, indent: int | None = 1) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=indent, sort_keys=False)
+            fh.write("\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_figure(fig, path: str | Path, **kwargs) -> None:
+    """Save a matplotlib figure atomically (format from the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **kwargs)
+    plt.close(fig)

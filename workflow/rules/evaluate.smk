@@ -1,0 +1,1 @@
+# evaluate stage rules (to be written)

@@ -1,0 +1,1 @@
+# features stage rules (to be written)

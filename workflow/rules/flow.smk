@@ -1,0 +1,1 @@
+# flow stage rules (to be written)

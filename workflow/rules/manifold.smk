@@ -1,0 +1,1 @@
+# manifold stage rules (to be written)

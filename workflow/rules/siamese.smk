@@ -1,0 +1,1 @@
+# siamese stage rules (to be written)
