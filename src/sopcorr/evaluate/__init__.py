@@ -1,0 +1,1 @@
+"""Evaluation: PCK, keypoint transfer, retrieval, classification, dense metrics, tables."""
