@@ -1,0 +1,1 @@
+"""Figures: contact sheets, correspondence colour maps, keypoint predictions, bars, convergence."""
