@@ -6,8 +6,6 @@ _SRC = str(Path(workflow.basedir) / "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
 
-from snakemake.exceptions import WorkflowError
-
 from sopcorr.config import validate_config
 from sopcorr.errors import SopcorrError
 from sopcorr.workflow_support import resolve_categories
@@ -16,7 +14,9 @@ try:
     validate_config(config)
     CATEGORIES = resolve_categories(config)
 except SopcorrError as _err:
-    raise WorkflowError(str(_err)) from None
+    # one line naming the key/file at fault, non-zero exit, before any job runs
+    print(str(_err), file=sys.stderr)
+    sys.exit(1)
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
