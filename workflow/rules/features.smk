@@ -1,1 +1,25 @@
-# features stage rules (to be written)
+# features stage: dense CNN feature maps per category (sopcorr.features).
+
+
+rule extract_features:
+    """Letterbox every image of a category, run the configured backbone, ReLU + per-location
+    L2, and write a zarr feature store (N, H, W, C) float16 + valid mask + global descriptors."""
+    input:
+        instances=results("data", "{category}", "instances.json"),
+    output:
+        store=directory(results("features", "{category}.zarr")),
+    params:
+        backbone=config["backbone"],
+        seed=config["seed"],
+    threads: 2
+    resources:
+        mem_mb=2000 if config["backbone"]["name"] == "efficientnet_lite0" else 8000,
+    log:
+        results("logs", "extract_features", "{category}.log"),
+    benchmark:
+        results("benchmarks", "extract_features", "{category}.tsv")
+    script:
+        "../scripts/extract_features.py"
+
+
+ALL_TARGETS.extend(per_category(results("features", "{category}.zarr")))
