@@ -1,0 +1,32 @@
+"""Pair-wise PCK (the PF-WILLOW / PF-PASCAL / SPair protocol, issue 6 item 5).
+
+For an ordered pair (source, target) of the dataset's ``pairs``, the source's keypoints that are
+visible in both images are mapped through the method's correspondence source -> target; a
+keypoint is correct within alpha * max(target box h, w). A point the method leaves undefined
+counts as wrong. A category's PCK pools the keypoints of all its pairs (correct / total).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..geometry import DenseCorrespondence
+from .pck import correct_keypoints
+from .transfer import transfer_points
+
+
+def pair_counts(corr: DenseCorrespondence, src_kps: np.ndarray, tgt_kps: np.ndarray,
+                tgt_bbox, alphas) -> dict[float, tuple[int, int]]:
+    """src_kps, tgt_kps: (P, 3) x, y, visible over the same names. Returns
+    {alpha: (correct, total)} over the names visible in both."""
+    s = np.asarray(src_kps, dtype=np.float64)
+    t = np.asarray(tgt_kps, dtype=np.float64)
+    both = (s[:, 2] > 0) & (t[:, 2] > 0)
+    out = {}
+    if not both.any():
+        return {a: (0, 0) for a in alphas}
+    xy, _, ok = transfer_points(corr, s[both, :2])
+    xy = np.where(ok[:, None], xy, np.nan)
+    for a in alphas:
+        c = correct_keypoints(xy, t[both, :2], np.ones(int(both.sum()), bool), tgt_bbox, a)
+        out[a] = (int(c.sum()), int(both.sum()))
+    return out

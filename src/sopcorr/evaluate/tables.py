@@ -1,0 +1,173 @@
+"""Result tables: CSV, Markdown and LaTeX laid out like the paper's Tables 1 and 2.
+
+A table has a first column ``method``, optional key columns (``alpha`` for pair-wise PCK,
+``metric`` for the dense table), one column per category, then ``mean`` (the mean over the
+categories, empty when a category is missing). Values are printed with a fixed number of
+decimals so two runs of the same configuration give byte-identical files.
+
+The paper's own numbers (``paper_numbers.csv``, long format: table, paper_row, method, category,
+value, source) are appended as rows named ``paper: <row>`` when every category of the table is
+one of the paper's (the PASCAL VOC categories).
+"""
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import write_text
+
+
+def wide_table(records: pd.DataFrame, categories: list[str], methods: list[str] | None = None,
+               keys: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Long records (columns method, *keys, category, value) -> the wide table
+    (method, *keys, *categories, mean). Method order: ``methods`` (those present) else first
+    appearance; key order: first appearance."""
+    cols = ["method", *keys]
+    if records is None or len(records) == 0:
+        return pd.DataFrame(columns=[*cols, *categories, "mean"])
+    rec = records.copy()
+    present = list(dict.fromkeys(rec["method"]))
+    order = [m for m in (methods or []) if m in present] + [m for m in present if m not in (methods or [])]
+    rows = []
+    for m in order:
+        sub = rec[rec["method"] == m]
+        key_vals = list(dict.fromkeys(map(tuple, sub[list(keys)].itertuples(index=False)))) if keys else [()]
+        for kv in key_vals:
+            s = sub
+            for k, v in zip(keys, kv):
+                s = s[s[k] == v]
+            vals = {c: float(s.loc[s["category"] == c, "value"].iloc[0]) if (s["category"] == c).any()
+                    else float("nan") for c in categories}
+            arr = np.array([vals[c] for c in categories], dtype=float)
+            mean = float(arr.mean()) if len(arr) and np.isfinite(arr).all() else float("nan")
+            rows.append({"method": m, **dict(zip(keys, kv)), **vals, "mean": mean})
+    return pd.DataFrame(rows, columns=[*cols, *categories, "mean"])
+
+
+def _fmt(v, decimals: int) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return f"{float(v):.{decimals}f}"
+
+
+def _key_fmt(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):g}"
+    return str(v)
+
+
+def to_csv(df: pd.DataFrame, decimals: int = 1, keys: tuple[str, ...] = ()) -> str:
+    """Deterministic CSV text (fixed decimals, empty cells for missing values)."""
+    lines = [",".join(df.columns)]
+    for _, row in df.iterrows():
+        cells = []
+        for c in df.columns:
+            v = row[c]
+            if c == "method" or c in keys:
+                s = _key_fmt(v)
+                cells.append(f'"{s}"' if ("," in s or '"' in s) else s)
+            else:
+                cells.append(_fmt(v, decimals))
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(df: pd.DataFrame, decimals: int = 1, title: str = "", notes: list[str] = (),
+                keys: tuple[str, ...] = ()) -> str:
+    """A Markdown table (methods as rows, categories as columns, then mean); missing: '-'."""
+    out = []
+    if title:
+        out += [f"**{title}**", ""]
+    out.append("| " + " | ".join(df.columns) + " |")
+    out.append("|" + "|".join([":--"] * (1 + len(keys)) + ["--:"] * (len(df.columns) - 1 - len(keys))) + "|")
+    for _, row in df.iterrows():
+        cells = []
+        for c in df.columns:
+            if c == "method" or c in keys:
+                cells.append(_key_fmt(row[c]))
+            else:
+                cells.append(_fmt(row[c], decimals) or "-")
+        out.append("| " + " | ".join(cells) + " |")
+    if notes:
+        out += [""] + [f"{n}" for n in notes]
+    return "\n".join(out) + "\n"
+
+
+def _tex_escape(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
+                 ("#", r"\#"), ("@", r"@")):
+        s = s.replace(a, b)
+    return s
+
+
+def to_latex(df: pd.DataFrame, decimals: int = 1, caption: str = "", label: str = "",
+             keys: tuple[str, ...] = ()) -> str:
+    """A LaTeX table (booktabs) like the paper's: methods as rows, categories and mean as
+    columns; rows named ``paper: ...`` are set apart by a rule."""
+    ncol = len(df.columns)
+    spec = "l" * (1 + len(keys)) + "r" * (ncol - 1 - len(keys))
+    lines = [r"\begin{table*}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{spec}}}",
+             r"\toprule", " & ".join(_tex_escape(str(c)) for c in df.columns) + r" \\", r"\midrule"]
+    prev_paper = None
+    for _, row in df.iterrows():
+        is_paper = str(row["method"]).startswith("paper:")
+        if prev_paper is not None and is_paper != prev_paper:
+            lines.append(r"\midrule")
+        prev_paper = is_paper
+        cells = []
+        for c in df.columns:
+            if c == "method" or c in keys:
+                cells.append(_tex_escape(_key_fmt(row[c])))
+            else:
+                cells.append(_fmt(row[c], decimals) or "--")
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(rf"\caption{{{_tex_escape(caption)}}}")
+    if label:
+        lines.append(rf"\label{{{label}}}")
+    lines.append(r"\end{table*}")
+    return "\n".join(lines) + "\n"
+
+
+def paper_numbers() -> pd.DataFrame:
+    """The paper's Tables 1 and 2 as long records (table, paper_row, method, category, value,
+    source)."""
+    with resources.files("sopcorr.evaluate").joinpath("paper_numbers.csv").open() as fh:
+        return pd.read_csv(fh, dtype={"category": str})
+
+
+def paper_rows(table: str, categories: list[str]) -> tuple[pd.DataFrame, str | None]:
+    """Rows ``paper: <row>`` of the paper's ``table`` ('keypoint_classification' or
+    'keypoint_pck') over ``categories`` (mean recomputed over them when they are a subset),
+    and the source line; empty when a category is not one of the paper's."""
+    pn = paper_numbers()
+    pn = pn[pn["table"] == table]
+    known = set(pn["category"]) - {"mean"}
+    if pn.empty or not categories or not set(categories) <= known:
+        return pd.DataFrame(), None
+    rec = pn[pn["category"] != "mean"].assign(method=lambda d: "paper: " + d["paper_row"])
+    wide = wide_table(rec[["method", "category", "value"]], categories)
+    if set(categories) == known:  # the paper's printed means (its own rounding)
+        printed = pn[pn["category"] == "mean"].set_index("paper_row")["value"]
+        wide["mean"] = [float(printed[m[len("paper: "):]]) for m in wide["method"]]
+    return wide, str(pn["source"].iloc[0])
+
+
+def write_table(df: pd.DataFrame, csv_path: str | Path, decimals: int = 1, title: str = "",
+                notes: list[str] = (), keys: tuple[str, ...] = (), label: str = "",
+                md_path: str | Path | None = None, tex_path: str | Path | None = None) -> None:
+    """Write ``df`` as CSV, Markdown and LaTeX (default: the CSV path with .md/.tex)."""
+    csv_path = Path(csv_path)
+    write_text(csv_path, to_csv(df, decimals, keys))
+    write_text(md_path or csv_path.with_suffix(".md"), to_markdown(df, decimals, title, notes, keys))
+    write_text(tex_path or csv_path.with_suffix(".tex"),
+               to_latex(df, decimals, " ".join([title, *notes]).strip(), label, keys))
