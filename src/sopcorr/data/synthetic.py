@@ -696,7 +696,7 @@ def generate(out_dir: str | Path, categories=("bird", "quadruped", "car", "aircr
     ``gt/<cat>/<k>_canon.npy`` ((H, W, 2) float32), ``gt/templates.json`` (per category: part
     names in label order, template keypoint positions, mirror sign) and ``dataset.json`` (last,
     atomically). Split: the first ``round(n * train_fraction)`` instances of each category are
-    "train" (instances are i.i.d.). Pairs: ``pairs_per_category`` ordered (source, target)
+    "train" (instances are i.i.d.; at least two are "test"). Pairs: ``pairs_per_category`` ordered (source, target)
     pairs of distinct *test* instances (fewer when there are fewer test pairs), drawn without
     replacement. Deterministic given ``seed``.
     """
@@ -720,7 +720,7 @@ def generate(out_dir: str | Path, categories=("bird", "quadruped", "car", "aircr
         (out / "images" / cat).mkdir(parents=True, exist_ok=True)
         (out / "gt" / cat).mkdir(parents=True, exist_ok=True)
         n_train = int(round(images_per_category * train_fraction))
-        n_train = min(max(n_train, 1), images_per_category - 1)
+        n_train = min(max(n_train, 1), images_per_category - min(2, images_per_category - 1))
         ids = []
         rng_iter = range(images_per_category)
         if progress:
