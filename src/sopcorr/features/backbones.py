@@ -238,15 +238,24 @@ class VGG16Net(BackboneNet):
         super().__init__(VGG16, input_size, layers)
         import torchvision
 
-        model = torchvision.models.vgg16(weights=None)
         path = _vgg16_weights_path(weights)
         state = _load_state_dict(path, "vgg16")
+        with torch.device("meta"):  # no random initialisation: every tensor comes from ``state``
+            model = torchvision.models.vgg16(weights=None)
+        features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        if not features and all(k.split(".")[0].isdigit() for k in state):
+            features = dict(state)  # saved as vgg.features.state_dict()
+        self.has_classifier = any(k.startswith("classifier.") for k in state)
         try:
-            model.load_state_dict(state, strict=True)
+            if self.has_classifier:
+                model.load_state_dict(state, strict=True, assign=True)
+            else:  # a features-only state dict is enough for dense features
+                model.features.load_state_dict(features, strict=True, assign=True)
+                model.classifier = nn.Identity()
         except RuntimeError as exc:
             raise WeightsError(
                 f"{path}: the VGG16 weights do not match torchvision's VGG16 "
-                f"({str(exc).splitlines()[0]})"
+                f"({str(exc).splitlines()[0]}; first keys: {list(state)[:3]})"
             ) from None
         self.model = model.eval()
         self._taps = {_VGG16_CONVS[n][0]: n for n in self.layers}
@@ -266,7 +275,10 @@ class VGG16Net(BackboneNet):
         return out
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, 1000) ImageNet logits (needs a state dict with the classifier)."""
         self._check_input(x)
+        if not self.has_classifier:
+            raise WeightsError("vgg16: the weights hold no classifier, cannot classify")
         return self.model(x)
 
 

@@ -1,0 +1,257 @@
+"""Backbone registry, preprocessing, dense maps and extraction (sopcorr.features)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sopcorr.errors import ConfigError, DatasetError, WeightsError
+from sopcorr.features import backbones as bb
+from sopcorr.features.backbones import BACKBONES, build_backbone, get_spec
+from sopcorr.features.extract import (combine_layers, dense_maps, extract_category, extract_images,
+                                      global_descriptor, preprocess)
+from sopcorr.features.store import FeatureStore
+from sopcorr.geometry import FeatureGrid, Letterbox
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def lite64():
+    """EfficientNet-Lite0 (packaged ImageNet weights) at 64 px, default layers."""
+    return build_backbone("efficientnet_lite0", 64)
+
+
+@pytest.fixture(scope="module")
+def random_vgg_features(tmp_path_factory):
+    """A state dict of a randomly initialised VGG16's conv part (as `vgg.features.state_dict()`
+    is saved by hand) plus the same in `features.*` naming; and the network for reference."""
+    import torchvision
+
+    torch.manual_seed(0)
+    feats = torchvision.models.vgg16(weights=None).features.eval()
+    d = tmp_path_factory.mktemp("vgg")
+    bare, prefixed = d / "vgg16_features.pth", d / "vgg16_prefixed.pth"
+    torch.save(feats.state_dict(), bare)
+    torch.save({f"features.{k}": v for k, v in feats.state_dict().items()}, prefixed)
+    return feats, bare, prefixed
+
+
+# ---------------------------------------------------------------------------- ImageNet weights
+@pytest.mark.parametrize("name,classes", [("chelsea", range(281, 286)), ("coffee", [967])])
+def test_default_weights_are_imagenet(name, classes):
+    """The packaged weights classify real photographs shipped with scikit-image correctly
+    (random or mismatched weights would not): a tabby/tiger/Persian/Siamese/Egyptian cat
+    (281-285) and an espresso (967). Goes through the extraction's own preprocessing."""
+    skdata = pytest.importorskip("skimage.data")
+    net = build_backbone("efficientnet_lite0", 224, layers=["head"])
+    x, _ = preprocess(getattr(skdata, name)(), 224, net.spec.mean, net.spec.std)
+    with torch.inference_mode():
+        top = int(net.classify(x[None]).argmax(1))
+    assert top in classes
+
+
+# ---------------------------------------------------------------------------- registry/errors
+def test_registry_specs():
+    assert set(BACKBONES) >= {"efficientnet_lite0", "vgg16"}
+    spec = get_spec("vgg16")
+    assert spec.layer("conv4_3").stride == 8 and spec.layer("conv5_3").stride == 16
+    assert spec.layer("conv5_3").channels == 512
+    lite = get_spec("efficientnet_lite0")
+    strides = {l.stride for l in lite.layers}
+    assert {8, 16, 32} <= strides
+    for name in lite.default_layers:
+        assert lite.layer(name).stride in (16, 32)
+
+
+def test_unknown_backbone_lists_valid_names():
+    with pytest.raises(ConfigError, match="resnet.*efficientnet_lite0.*vgg16"):
+        build_backbone("resnet", 64)
+
+
+def test_unknown_layer_lists_valid_names():
+    with pytest.raises(ConfigError, match="conv9_9.*conv4_3"):
+        get_spec("vgg16").layer("conv9_9")
+    with pytest.raises(ConfigError, match="'block99'.*block0, block1"):
+        build_backbone("efficientnet_lite0", 64, layers=["block99"])
+
+
+def test_input_size_must_fit_coarsest_stride():
+    with pytest.raises(ConfigError, match="input_size.*multiple of 32"):
+        build_backbone("efficientnet_lite0", 80, layers=["block7", "block14"])
+
+
+def test_lite_layers_shapes_and_attributes(lite64):
+    net = build_backbone("efficientnet_lite0", 64, layers=["block14", "block4", "block7"])
+    assert net.layers == ["block4", "block7", "block14"]  # sorted shallow -> deep
+    assert net.out_stride == 8 and net.out_channels == 40 + 80 + 192 and net.out_size == 8
+    out = net(torch.zeros(2, 3, 64, 64))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "block4": (2, 40, 8, 8), "block7": (2, 80, 4, 4), "block14": (2, 192, 2, 2)}
+    with pytest.raises(ValueError, match="64"):
+        net(torch.zeros(1, 3, 96, 96))
+
+
+# ---------------------------------------------------------------------------- VGG16 weights
+def test_vgg16_loads_state_dict_from_path(random_vgg_features):
+    feats, bare, prefixed = random_vgg_features
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref43 = feats[:22](x)  # through conv4_3, before its ReLU
+        ref53 = feats[:29](x)
+    for path in (bare, prefixed):
+        net = build_backbone("vgg16", 64, layers=["conv5_3", "conv4_3"], weights=path)
+        assert net.layers == ["conv4_3", "conv5_3"] and net.out_stride == 8 and net.out_channels == 1024
+        with torch.inference_mode():
+            out = net(x)
+        torch.testing.assert_close(out["conv4_3"], ref43)
+        torch.testing.assert_close(out["conv5_3"], ref53)
+        assert (out["conv4_3"] < 0).any()  # pre-ReLU, not clobbered by the in-place ReLU
+
+
+def test_vgg16_missing_weights_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    with pytest.raises(WeightsError, match="IMAGENET1K_V1.*backbone.weights") as err:
+        build_backbone("vgg16", 64)
+    assert str(tmp_path) in str(err.value)  # names where it looked
+    with pytest.raises(WeightsError, match="nope.pth.*not found"):
+        build_backbone("vgg16", 64, weights=tmp_path / "nope.pth")
+
+
+def test_vgg16_mismatched_or_corrupt_weights(tmp_path):
+    bad = tmp_path / "bad.pth"
+    torch.save({"features.0.weight": torch.zeros(3)}, bad)
+    with pytest.raises(WeightsError, match="bad.pth.*do not match"):
+        build_backbone("vgg16", 64, weights=bad)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a pickle")
+    with pytest.raises(WeightsError, match="junk.pth.*cannot read"):
+        build_backbone("vgg16", 64, weights=junk)
+
+
+# ---------------------------------------------------------------------------- preprocessing
+def test_preprocess_letterbox_padding_is_zero():
+    img = np.full((30, 60, 3), 200, np.uint8)
+    x, lb = preprocess(img, 64)
+    assert lb == Letterbox(30, 60, 64) and lb.resized_hw == (32, 64)
+    assert x.shape == (3, 64, 64)
+    assert torch.all(x[:, 32:, :] == 0)  # padding (mean colour) normalises to exactly zero
+    expected = (200 / 255 - np.array(bb.IMAGENET_MEAN)) / np.array(bb.IMAGENET_STD)
+    np.testing.assert_allclose(x[:, :32, :].mean((1, 2)).numpy(), expected, rtol=1e-5)
+    grey, _ = preprocess(np.full((10, 10), 7, np.uint8), 32)
+    assert grey.shape == (3, 32, 32)
+
+
+# ---------------------------------------------------------------------------- dense maps
+def test_dense_maps_unit_norm_nonnegative_and_differentiable(lite64):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 64, 64, generator=g, requires_grad=True)
+    maps = dense_maps(lite64, x)
+    assert maps.shape == (2, lite64.out_size, lite64.out_size, lite64.out_channels)
+    norms = maps.norm(dim=-1)
+    torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-4, rtol=0)
+    assert (maps >= 0).all()
+    maps[..., :5].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    raw = dense_maps(lite64, x.detach(), relu=False)
+    assert (raw < 0).any()  # block outputs are linear: ReLU really changes them
+
+
+def test_combine_layers_weights_layers_equally_and_upsamples():
+    fine = torch.zeros(1, 2, 4, 4)
+    fine[:, 0] = 10.0  # large magnitude
+    coarse = torch.zeros(1, 3, 2, 2)
+    coarse[:, 2] = 0.01  # small magnitude, constant
+    out = combine_layers({"a": fine, "b": coarse}, ["a", "b"])
+    assert out.shape == (1, 4, 4, 5)
+    expected = torch.tensor([1, 0, 0, 0, 1]) / np.sqrt(2)
+    torch.testing.assert_close(out, expected.expand(1, 4, 4, 5).float())
+
+
+def test_global_descriptor_masked_mean():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(2, 3, 3, 4, generator=g)
+    valid = torch.zeros(2, 3, 3, dtype=torch.bool)
+    valid[0, :2, :2] = True
+    out = global_descriptor(maps, valid)
+    ref0 = maps[0, :2, :2].reshape(-1, 4).mean(0)
+    torch.testing.assert_close(out[0], ref0 / ref0.norm())
+    ref1 = maps[1].reshape(-1, 4).mean(0)  # no valid cell: all cells
+    torch.testing.assert_close(out[1], ref1 / ref1.norm())
+
+
+# ---------------------------------------------------------------------------- extraction
+def _images():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, hw + (3,), dtype=np.uint8) for hw in [(40, 64), (64, 20), (64, 64)]]
+
+
+def test_extract_images_store_geometry(lite64, tmp_path):
+    imgs = _images()
+    out = extract_images(lite64, lambda i: imgs[i], ["a", "b", "c"], tmp_path / "f.zarr",
+                         batch_size=2, progress=False)
+    fs = FeatureStore.open(out)
+    assert len(fs) == 3 and fs.shape == (3, 4, 4, lite64.out_channels)
+    assert fs.features.dtype == np.float16
+    assert fs.ids == ["a", "b", "c"] and fs.image_hw.tolist() == [[40, 64], [64, 20], [64, 64]]
+    assert fs.attrs["backbone"] == "efficientnet_lite0" and fs.attrs["layers"] == lite64.layers
+    assert fs.stride == 16 and fs.input_size == 64 and fs.attrs["relu"] is True
+    for i, img in enumerate(imgs):
+        grid = FeatureGrid(Letterbox(*img.shape[:2], 64), 16)
+        np.testing.assert_array_equal(fs.valid[i], grid.valid_mask())
+        assert fs.grid(i) == grid
+        f = fs.load(i)
+        n = np.linalg.norm(f, axis=-1)
+        np.testing.assert_allclose(n, 1.0, atol=2e-3)
+        assert f.min() >= 0
+    # second image (64 x 20) is letterboxed to 64 x 20 px: only the first column of cells is valid
+    assert fs.valid[1].sum(1).tolist() == [1, 1, 1, 1]
+    # stored maps equal a direct forward pass (batching and padding do not change results)
+    x, _ = preprocess(imgs[2], 64, lite64.spec.mean, lite64.spec.std)
+    with torch.inference_mode():
+        ref = dense_maps(lite64, x[None])[0].numpy()
+    np.testing.assert_allclose(fs.load(2), ref, atol=2e-3)
+    np.testing.assert_allclose(np.linalg.norm(fs.global_desc, axis=1), 1.0, atol=1e-5)
+
+
+def _write_instances(tmp_path, names, corrupt=None):
+    (tmp_path / "images").mkdir()
+    rng = np.random.default_rng(1)
+    insts = []
+    for k, name in enumerate(names):
+        p = tmp_path / "images" / f"{name}.png"
+        if name == corrupt:
+            p.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+        else:
+            Image.fromarray(rng.integers(0, 256, (48, 40 + 8 * k, 3), dtype=np.uint8)).save(p)
+        insts.append({"id": f"thing/{name}", "image": f"images/{name}.png", "category": "thing",
+                      "keypoints": {"tip": [5.0, 6.0, 1]}, "split": "train"})
+    data = {"name": "t", "categories": {"thing": {"keypoints": ["tip"]}}, "instances": insts[::-1],
+            "root": "."}
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+CFG = {"name": "efficientnet_lite0", "layers": None, "input_size": 64, "batch_size": 2,
+       "weights": None, "device": "cpu", "relu": True}
+
+
+def test_extract_category_end_to_end(tmp_path):
+    path = _write_instances(tmp_path, ["b", "a", "c"])
+    out = extract_category(path, tmp_path / "thing.zarr", CFG, device="cpu", progress=False)
+    fs = FeatureStore.open(out)
+    assert fs.ids == ["thing/a", "thing/b", "thing/c"]  # sorted by id
+    assert fs.image_hw.tolist() == [[48, 48], [48, 40], [48, 56]]
+
+
+def test_corrupt_image_names_the_file_and_leaves_no_store(tmp_path):
+    path = _write_instances(tmp_path, ["a", "b", "c"], corrupt="c")
+    out = tmp_path / "thing.zarr"
+    with pytest.raises(DatasetError, match=r"c\.png"):
+        extract_category(path, out, CFG, device="cpu", progress=False)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".thing.zarr")]
