@@ -1,0 +1,472 @@
+"""The manifold learning and label refinement loop (paper Algorithm 1).
+
+Iteration 0 (initialisation): Ward clustering of the raw features (identity embedding) into K
+parts -> Gaussian part models -> graph cut. Iterations t >= 1: KFD fitted on the current labels
+-> embed every cell -> Ward clustering of the embedded cells -> Gaussian part models ->
+graph-cut refinement of the clustering labels on each image's 8-connected grid. Stops when the
+fraction of changed labels (after matching cluster ids to the previous iteration) is below
+``tol`` or after ``max_iter`` KFD iterations.
+
+The core API takes arrays — ``features`` (N, H, W, C) (a numpy array, a zarr array, anything
+indexable per image) and ``valid`` (N, H, W) — so it is testable without files;
+``state_dir`` makes it resumable (one atomic checkpoint per finished iteration).
+
+Variants: :class:`ManifoldParams` holds every knob. ``ManifoldParams.from_config`` builds the
+faithful ``paper`` variant (knobs of the follow-up study at their neutral values) or the
+``improved`` one (the values of ``manifold.improved``); the loop has one code path.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SopcorrError
+from ..io import atomic_path
+from . import graphcut
+from .hac import assign_nearest, ward_clustering
+from .kfd import KernelFisherDiscriminant
+from .metrics import changed_fraction, label_quality, match_labels, size_stats
+from .sop_model import PartModels, fit_part_models
+
+log = logging.getLogger(__name__)
+
+#: unary cost of a part that has no members (never chosen unless forced)
+EMPTY_PART_COST = 1e4
+
+
+@dataclass
+class ManifoldParams:
+    """Every parameter of the loop (see docs/MANIFOLD.md for meaning and defaults)."""
+
+    n_parts: int = 15
+    n_components: int = 32
+    subclasses: int = 3
+    kernel_degree: int = 2
+    kernel_coef0: float = 1.0
+    regularization: float = 1e-3
+    landmarks: int = 1000
+    exact_max_samples: int = 3000
+    fit_samples: int = 20000
+    precluster: int = 300
+    max_iter: int = 5
+    tol: float = 0.01
+    covariance_shrinkage: float = 0.1
+    init_dims: int = 32
+    pairwise: str = "paper"            # paper | metric | contact
+    pairwise_weight: float = 1.0
+    sigma2: float | None = None        # None: median inter-part distance
+    solver: str = "swap"               # swap | expansion
+    max_sweeps: int = 3
+    # knobs of the follow-up study (neutral values = the paper)
+    posterior_temperature: float = 1.0
+    uniform_prior: bool = False
+    min_part_fraction: float = 0.0
+    anchor_weight: float = 0.0
+    raw_weight: float = 0.0
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, manifold_cfg: dict, seed: int = 0, category: str | None = None) -> "ManifoldParams":
+        """Build from the validated ``manifold`` config section. The per-category seed is
+        ``seed + crc32(category)`` (categories stay independent)."""
+        cfg = dict(manifold_cfg)
+        variant = cfg.pop("variant", "paper")
+        improved = cfg.pop("improved", {}) or {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in cfg.items() if k in names}
+        if variant == "improved":
+            kw.update({k: v for k, v in improved.items() if k in names and v is not None})
+        cat_seed = (int(seed) + (zlib.crc32(category.encode()) if category else 0)) % (2**32)
+        kw["seed"] = cat_seed
+        return cls(**kw)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Embedding:
+    """The descriptor the loop clusters: ``[kfd(x), raw_weight * pca(x)]`` (either part may be
+    absent). ``pca_mean`` (C,), ``pca_components`` (C, p)."""
+
+    kfd: KernelFisherDiscriminant | None
+    pca_mean: np.ndarray | None = None
+    pca_components: np.ndarray | None = None
+    raw_weight: float = 0.0
+
+    @property
+    def dim(self) -> int:
+        d = self.kfd.n_components_ if self.kfd is not None else 0
+        if self.raw_weight > 0 and self.pca_components is not None:
+            d += self.pca_components.shape[1]
+        return d
+
+    def embed(self, X: np.ndarray, chunk: int = 32768) -> np.ndarray:
+        """(n, C) -> (n, dim) float32."""
+        parts = []
+        if self.kfd is not None:
+            parts.append(self.kfd.embed(X, chunk=chunk))
+        if self.raw_weight > 0 and self.pca_components is not None:
+            parts.append(self.raw_weight * pca_project(X, self.pca_mean, self.pca_components, chunk))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+    def state(self) -> dict:
+        st = {f"kfd_{k}": v for k, v in (self.kfd.state().items() if self.kfd is not None else [])}
+        st["raw_weight"] = np.float64(self.raw_weight)
+        if self.pca_components is not None:
+            st["pca_mean"], st["pca_components"] = self.pca_mean, self.pca_components
+        return st
+
+    @classmethod
+    def from_state(cls, st) -> "Embedding":
+        keys = list(st.keys())
+        kfd = (KernelFisherDiscriminant.from_state({k[4:]: st[k] for k in keys if k.startswith("kfd_")})
+               if "kfd_basis" in keys else None)
+        return cls(kfd, st["pca_mean"] if "pca_mean" in keys else None,
+                   st["pca_components"] if "pca_components" in keys else None, float(st["raw_weight"]))
+
+
+def fit_pca(X: np.ndarray, dims: int, rng: np.random.Generator, max_samples: int = 20000):
+    """PCA of (n, C) rows on a random subsample -> mean (C,), components (C, dims)."""
+    n = len(X)
+    sub = np.sort(rng.choice(n, size=min(n, max_samples), replace=False))
+    S = np.asarray(X[sub], dtype=np.float64)
+    mean = S.mean(0)
+    _, _, vt = np.linalg.svd(S - mean, full_matrices=False)
+    return mean, vt[:dims].T.copy()
+
+
+def pca_project(X: np.ndarray, mean: np.ndarray, comps: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    out = np.empty((len(X), comps.shape[1]), dtype=np.float32)
+    for s in range(0, len(X), chunk):
+        out[s:s + chunk] = (np.asarray(X[s:s + chunk], dtype=np.float64) - mean) @ comps
+    return out
+
+
+def part_medians(graph: graphcut.GridGraph, labels: np.ndarray, n_parts: int) -> np.ndarray:
+    """(K, 2) median (row, col) grid location of each part over all label maps (NaN if empty)."""
+    _, rows, cols = np.nonzero(graph.index >= 0)
+    med = np.full((n_parts, 2), np.nan)
+    for k in range(n_parts):
+        sel = labels == k
+        if sel.any():
+            med[k] = np.median(rows[sel]), np.median(cols[sel])
+    return med
+
+
+def contact_matrix(graph: graphcut.GridGraph, labels: np.ndarray, n_parts: int) -> np.ndarray:
+    """(K, K) symmetric count of 8-neighbour contacts between parts (diagonal: same-part)."""
+    a, b = labels[graph.edges[:, 0]], labels[graph.edges[:, 1]]
+    A = np.zeros((n_parts, n_parts))
+    np.add.at(A, (a, b), 1)
+    return A + A.T - np.diag(np.diag(A))
+
+
+def pairwise_matrix(kind: str, weight: float, medians: np.ndarray, sigma2: float | None,
+                    contacts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """The (K, K) pairwise cost V for c_i != c_j (zero diagonal).
+
+    paper:   w exp(-d / sigma2), d = distance between part medians (a semimetric);
+    metric:  w (1 - exp(-d / sigma2)) (a metric, for alpha-expansion);
+    contact: w (0.1 + 0.9 (1 - s_ab / max s)), s_ab = contact rate of parts a, b (borders
+             between parts that rarely touch cost most).
+    Returns (V, D, sigma2) with D the (K, K) median distances (empty parts: the max distance)."""
+    K = len(medians)
+    diff = medians[:, None, :] - medians[None, :, :]
+    D = np.sqrt((diff ** 2).sum(-1))
+    finite = np.isfinite(D)
+    dmax = D[finite].max() if finite.any() else 1.0
+    D = np.where(finite, D, dmax)
+    off = ~np.eye(K, dtype=bool)
+    if sigma2 is None:
+        sigma2 = float(np.median(D[off])) if off.any() else 1.0
+        sigma2 = max(sigma2, 1e-6)
+    if kind == "paper":
+        V = weight * np.exp(-D / sigma2)
+    elif kind == "metric":
+        V = weight * (1 - np.exp(-D / sigma2))
+    elif kind == "contact":
+        if contacts is None:
+            raise ValueError("contact pairwise term needs the contact matrix")
+        border = contacts.sum(1) - np.diag(contacts)
+        rate = contacts / np.sqrt(np.maximum(border[:, None] * border[None, :], 1))
+        rate[~off] = 0
+        smax = rate.max() if rate.max() > 0 else 1.0
+        V = weight * (0.1 + 0.9 * (1 - rate / smax))
+    else:
+        raise ValueError(f"unknown pairwise term {kind!r} (paper, metric, contact)")
+    V[~off] = 0
+    return 0.5 * (V + V.T), D, float(sigma2)
+
+
+def dissolve_small_parts(X: np.ndarray, labels: np.ndarray, n_parts: int, min_fraction: float) -> np.ndarray:
+    """Reassign the members of parts holding < min_fraction of the cells to the nearest centroid
+    of the remaining parts (ids kept; dissolved parts become empty)."""
+    counts = np.bincount(labels, minlength=n_parts)
+    small = counts < min_fraction * len(labels)
+    if not small.any() or small.all():
+        return labels
+    keep = np.flatnonzero(~small)
+    cent = np.stack([np.asarray(X[labels == k], dtype=np.float64).mean(0) for k in keep])
+    out = labels.copy()
+    sel = small[labels]
+    out[sel] = keep[assign_nearest(X[sel], cent)]
+    return out
+
+
+@dataclass
+class IterationState:
+    """What one finished iteration leaves behind (also the checkpoint content)."""
+
+    iteration: int
+    labels: np.ndarray                 # (n,) refined labels, node order
+    rows: list                          # convergence rows so far
+    embedding: Embedding | None         # None at iteration 0
+    models: PartModels
+    pairwise: np.ndarray                # (K, K)
+    medians: np.ndarray                 # (K, 2)
+    first_embedding: Embedding | None = None   # the embedding of iteration 1 (for the ablation)
+
+
+@dataclass
+class ManifoldResult:
+    """labels: (N, H, W) int16, -1 at invalid cells; rows: convergence rows (dicts);
+    embedding: the last KFD embedding; first_embedding: iteration 1's; models, pairwise (K, K),
+    medians (K, 2); converged: whether tol was reached."""
+
+    labels: np.ndarray
+    rows: list
+    embedding: Embedding
+    first_embedding: Embedding
+    models: PartModels
+    pairwise: np.ndarray
+    medians: np.ndarray
+    converged: bool
+    sigma2: float = float("nan")
+
+
+def gather_valid(features, valid: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) features (numpy or zarr, read one image at a time), (N, H, W) valid ->
+    (n, C) float16/float32 rows of the valid cells in C order (the graph's node order)."""
+    valid = np.asarray(valid, dtype=bool)
+    N = valid.shape[0]
+    C = int(features.shape[-1])
+    first = np.asarray(features[0])
+    dtype = np.float16 if first.dtype == np.float16 else np.float32
+    X = np.empty((int(valid.sum()), C), dtype=dtype)
+    off = 0
+    for i in range(N):
+        f = first if i == 0 else np.asarray(features[i])
+        k = int(valid[i].sum())
+        X[off:off + k] = f[valid[i]]
+        off += k
+    return X
+
+
+class _Checkpoints:
+    """Atomic per-iteration checkpoints ``iter_###.npz`` under ``state_dir``."""
+
+    def __init__(self, state_dir, fingerprint: str):
+        self.dir = Path(state_dir) if state_dir else None
+        self.fp = fingerprint
+
+    def save(self, st: IterationState) -> None:
+        if self.dir is None:
+            return
+        arrays = {"labels": st.labels.astype(np.int16), "pairwise": st.pairwise, "medians": st.medians,
+                  "meta": np.str_(json.dumps({"fingerprint": self.fp, "iteration": st.iteration,
+                                               "rows": st.rows}))}
+        arrays.update({f"models_{k}": v for k, v in st.models.state().items()})
+        if st.embedding is not None:
+            arrays.update({f"emb_{k}": v for k, v in st.embedding.state().items()})
+        if st.first_embedding is not None:
+            arrays.update({f"first_{k}": v for k, v in st.first_embedding.state().items()})
+        with atomic_path(self.dir / f"iter_{st.iteration:03d}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+    def latest(self) -> IterationState | None:
+        if self.dir is None or not self.dir.is_dir():
+            return None
+        for path in sorted(self.dir.glob("iter_*.npz"), reverse=True):
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    meta = json.loads(str(z["meta"]))
+                    if meta.get("fingerprint") != self.fp:
+                        log.info("ignoring checkpoint %s (other parameters or data)", path.name)
+                        return None
+                    def sub(prefix):
+                        return {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
+                    emb = sub("emb_")
+                    first = sub("first_")
+                    return IterationState(
+                        iteration=int(meta["iteration"]), labels=z["labels"].astype(np.int64),
+                        rows=meta["rows"], embedding=Embedding.from_state(emb) if emb else None,
+                        models=PartModels.from_state(sub("models_")), pairwise=z["pairwise"],
+                        medians=z["medians"], first_embedding=Embedding.from_state(first) if first else None)
+            except Exception as exc:  # a torn or foreign file: ignore it
+                log.warning("ignoring unreadable checkpoint %s (%s)", path.name, exc)
+        return None
+
+
+def _iteration_seed(seed: int, iteration: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(iteration)]).generate_state(1)[0])
+
+
+def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: np.ndarray | None = None,
+                 state_dir: str | Path | None = None, max_iterations_this_call: int | None = None) -> ManifoldResult:
+    """Run Algorithm 1 on one category.
+
+    features: (N, H, W, C) per-image indexable array (numpy, zarr), any float dtype;
+    valid: (N, H, W) bool (cells inside the image);
+    gt_parts: optional (N, H, W) int ground-truth part ids per cell (0 background, < 0 unknown)
+        for the ARI/NMI columns of the convergence rows;
+    state_dir: folder for per-iteration checkpoints (resume from the last finished one);
+    max_iterations_this_call: stop early after this many new iterations (for tests of resuming).
+    Returns a :class:`ManifoldResult`.
+    """
+    p = params
+    valid = np.asarray(valid, dtype=bool)
+    if valid.ndim != 3 or tuple(features.shape[:3]) != valid.shape:
+        raise SopcorrError(f"manifold: features {tuple(features.shape)} and valid {valid.shape} do not match")
+    if p.max_iter < 1:
+        raise SopcorrError("manifold.max_iter: at least one KFD iteration is needed")
+    graph = graphcut.GridGraph.from_valid(valid)
+    n = graph.n_nodes
+    K = p.n_parts
+    if n < max(K, 2):
+        raise SopcorrError(f"manifold: {n} valid feature cells cannot form {K} parts")
+    t0 = time.perf_counter()
+    X = gather_valid(features, valid)
+    load_s = time.perf_counter() - t0
+    gt = None if gt_parts is None else np.asarray(gt_parts)[valid].astype(np.int64)
+    h = hashlib.sha1(p.fingerprint().encode())
+    h.update(np.packbits(valid).tobytes())
+    h.update(np.ascontiguousarray(X[:: max(1, n // 997)]).tobytes())
+    fp = h.hexdigest()[:16]
+    ckpt = _Checkpoints(state_dir, fp)
+    rng0 = np.random.default_rng(_iteration_seed(p.seed, 10**6))
+    pca_mean, pca_comp = fit_pca(X, min(p.init_dims, X.shape[1]), rng0, p.fit_samples)
+
+    state = ckpt.latest()
+    if state is not None:
+        log.info("resuming after iteration %d", state.iteration)
+    done_now = 0
+    converged = False
+    sigma2_used = float("nan")
+    while True:
+        if state is not None:
+            last = state.rows[-1]
+            if state.iteration >= 1 and last["changed"] < p.tol:
+                converged = True
+                break
+            if state.iteration >= p.max_iter:
+                break
+        if max_iterations_this_call is not None and done_now >= max_iterations_this_call:
+            break
+        it = 0 if state is None else state.iteration + 1
+        rng = np.random.default_rng(_iteration_seed(p.seed, it))
+        times = {}
+        # -- Step 1: embedding --------------------------------------------------------------
+        t = time.perf_counter()
+        if it == 0:
+            emb = None
+            Xc = X  # identity embedding: cluster the raw features
+            Xm = pca_project(X, pca_mean, pca_comp)  # model parts in a PCA of the raw features
+            times["kfd"] = 0.0
+        else:
+            sub = np.sort(rng.choice(n, size=min(n, p.fit_samples), replace=False))
+            kfd = KernelFisherDiscriminant(
+                n_components=p.n_components, degree=p.kernel_degree, coef0=p.kernel_coef0,
+                regularization=p.regularization, subclasses=p.subclasses, mode="auto",
+                n_landmarks=p.landmarks, exact_max_samples=p.exact_max_samples,
+                random_state=int(rng.integers(2**31 - 1)))
+            kfd.fit(np.asarray(X[sub], dtype=np.float32), state.labels[sub])
+            emb = Embedding(kfd, pca_mean, pca_comp, p.raw_weight)
+            times["kfd"] = time.perf_counter() - t
+            t = time.perf_counter()
+            Xc = Xm = emb.embed(X)
+        times["embed"] = time.perf_counter() - t
+        # -- Step 1c: clustering ------------------------------------------------------------
+        t = time.perf_counter()
+        lab = ward_clustering(Xc, K, exact_max_samples=p.exact_max_samples, precluster=p.precluster,
+                              fit_samples=p.fit_samples, random_state=int(rng.integers(2**31 - 1)))
+        if p.min_part_fraction > 0:
+            lab = dissolve_small_parts(Xm, lab, K, p.min_part_fraction)
+        if state is not None:
+            lab = match_labels(lab, state.labels, K)
+        times["cluster"] = time.perf_counter() - t
+        # -- Step 1d: part models -----------------------------------------------------------
+        t = time.perf_counter()
+        models = fit_part_models(Xm, lab, K, p.covariance_shrinkage)
+        logpost = models.log_posterior(Xm, p.posterior_temperature, p.uniform_prior)
+        unary = -logpost.astype(np.float64)
+        unary[:, models.counts == 0] = EMPTY_PART_COST
+        if p.anchor_weight > 0 and state is not None:
+            unary += p.anchor_weight
+            unary[np.arange(n), state.labels] -= p.anchor_weight
+        top_post = float(np.exp(logpost.max(1)).mean())
+        times["models"] = time.perf_counter() - t
+        # -- Step 2: graph cut --------------------------------------------------------------
+        t = time.perf_counter()
+        med = part_medians(graph, lab, K)
+        V, _, sigma2_used = pairwise_matrix(p.pairwise, p.pairwise_weight, med, p.sigma2,
+                                            contact_matrix(graph, lab, K) if p.pairwise == "contact" else None)
+        e_before = graphcut.energy(graph, unary, V, lab)
+        new = graphcut.solve(graph, unary, V, lab, p.solver, p.max_sweeps)
+        e_after = graphcut.energy(graph, unary, V, new)
+        times["graphcut"] = time.perf_counter() - t
+        # -- bookkeeping --------------------------------------------------------------------
+        q_cluster = label_quality(lab, gt)
+        q_final = label_quality(new, gt)
+        sizes = size_stats(new, K)
+        row = {
+            "iteration": it,
+            "changed": changed_fraction(new, state.labels) if state is not None else 1.0,
+            "energy": e_after,
+            "energy_per_cell": e_after / n,
+            "energy_before_graphcut": e_before,
+            "graphcut_relabelled": changed_fraction(new, lab),
+            "mean_top_posterior": top_post,
+            **sizes,
+            "ari_cluster": q_cluster["ari"], "nmi_cluster": q_cluster["nmi"],
+            "ari": q_final["ari"], "nmi": q_final["nmi"],
+            "sigma2": sigma2_used,
+            **{f"seconds_{k}": v for k, v in times.items()},
+            "seconds_total": sum(times.values()) + (load_s if it == 0 else 0.0),
+            "n_cells": n,
+        }
+        log.info("iteration %d: changed %.4f, energy/cell %.4f, graph cut relabelled %.4f, largest part %.3f, "
+                 "ARI %.3f, %.1f s", it, row["changed"], row["energy_per_cell"], row["graphcut_relabelled"],
+                 row["largest_share"], row["ari"], row["seconds_total"])
+        rows = (state.rows if state is not None else []) + [row]
+        first = state.first_embedding if state is not None else None
+        if it == 1:
+            first = emb
+        state = IterationState(it, new, rows, emb if emb is not None else (state.embedding if state else None),
+                               models, V, med, first)
+        ckpt.save(state)
+        done_now += 1
+    return ManifoldResult(labels=graph.to_grid(state.labels.astype(np.int16), fill=-1), rows=state.rows,
+                          embedding=state.embedding, first_embedding=state.first_embedding,
+                          models=state.models, pairwise=state.pairwise, medians=state.medians,
+                          converged=converged, sigma2=sigma2_used)
+
+
+def embed_grid(embedding: Embedding, features, valid: np.ndarray):
+    """Yield (H, W, dim) float32 embedded maps per image (zeros at invalid cells)."""
+    valid = np.asarray(valid, dtype=bool)
+    for i in range(valid.shape[0]):
+        f = np.asarray(features[i])
+        out = np.zeros(f.shape[:2] + (embedding.dim,), dtype=np.float32)
+        if valid[i].any():
+            out[valid[i]] = embedding.embed(f[valid[i]])
+        yield out
