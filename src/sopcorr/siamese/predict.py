@@ -1,0 +1,103 @@
+"""Dense correspondence and dense descriptors from a trained Siamese checkpoint.
+
+``SiameseMatcher(checkpoint).correspondence(img_a, img_b)`` letterboxes both images to the
+network's input size S, predicts the flow and returns a
+:class:`~sopcorr.geometry.DenseCorrespondence` on the **full-resolution input grid**
+``FeatureGrid(Letterbox(h, w, S), stride=1)`` (S x S cells, one per input pixel):
+
+* ``target_xy[y, x]``: the target *image* coordinates of source input pixel (x, y) moved by the
+  flow (``Letterbox.input_to_image`` of the target);
+* ``score``: cosine similarity of the network's dense descriptors (:meth:`features`, bilinearly
+  sampled) at the source pixel and at its match -- a confidence for ranking matches;
+* ``valid``: source pixel inside the resized source image and match inside the resized target
+  image.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..geometry import DenseCorrespondence, FeatureGrid, Letterbox
+from .model import CheckpointError, ModelSpec, normalisation
+from .train import load_checkpoint, model_from_checkpoint, resolve_device
+
+
+class SiameseMatcher:
+    """A trained Siamese flow network ready for inference.
+
+    checkpoint: path of ``model.pt`` / ``finetuned.pt``; device: 'auto' | 'cpu' | 'cuda';
+    backbone: when given, the checkpoint must have been trained with this backbone
+    (CheckpointError otherwise); input_size likewise.
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto", backbone: str | None = None,
+                 input_size: int | None = None):
+        self.path = Path(checkpoint)
+        self.device = resolve_device(device)
+        ck = load_checkpoint(self.path)
+        spec = ModelSpec.from_dict(ck["spec"])
+        if backbone is not None and spec.backbone != backbone:
+            raise CheckpointError(
+                f"{self.path}: checkpoint was trained with backbone '{spec.backbone}', not '{backbone}' "
+                f"(train it with backbone.name: {backbone} or use a matching checkpoint)")
+        if input_size is not None and spec.input_size != int(input_size):
+            raise CheckpointError(
+                f"{self.path}: checkpoint input size is {spec.input_size}, not {input_size}")
+        self.spec = spec
+        self.size = spec.input_size
+        self.model = model_from_checkpoint(ck, device=self.device, path=self.path)
+        self.model.eval()
+        self.mean, self.std = normalisation(self.model.encoder)
+
+    # ------------------------------------------------------------------ helpers
+    def _prep(self, img: np.ndarray) -> tuple[torch.Tensor, Letterbox]:
+        from ..features.extract import preprocess
+
+        x, lb = preprocess(np.asarray(img), self.size, self.mean, self.std)
+        return x[None].to(self.device), lb
+
+    @torch.no_grad()
+    def flow(self, img_src: np.ndarray, img_tgt: np.ndarray) -> tuple[np.ndarray, Letterbox, Letterbox]:
+        """Raw network output: ((S, S, 2) float32 flow in input pixels, source and target
+        letterboxes)."""
+        xa, la = self._prep(img_src)
+        xb, lb = self._prep(img_tgt)
+        f = self.model(xa, xb)[0].float().permute(1, 2, 0).cpu().numpy()
+        return f, la, lb
+
+    @torch.no_grad()
+    def correspondence(self, img_src: np.ndarray, img_tgt: np.ndarray) -> DenseCorrespondence:
+        """Dense correspondence of two uint8 (H, W, 3) images on the source's stride-1 grid
+        (S x S cells); see the module docstring."""
+        xa, la = self._prep(img_src)
+        xb, lb = self._prep(img_tgt)
+        S = self.size
+        flow = self.model(xa, xb).float()  # (1, 2, S, S)
+        fa = self.model.features(xa)  # (1, C, S/s, S/s)
+        fb = self.model.features(xb)
+        fa_full = F.interpolate(fa, size=(S, S), mode="bilinear", align_corners=False)
+        r = torch.arange(S, device=flow.device, dtype=torch.float32)
+        yy, xx = torch.meshgrid(r, r, indexing="ij")
+        tx = xx + flow[0, 0]
+        ty = yy + flow[0, 1]
+        g = torch.stack([(2 * tx + 1) / S - 1, (2 * ty + 1) / S - 1], -1)[None]
+        fb_at = F.grid_sample(fb, g, mode="bilinear", padding_mode="border", align_corners=False)
+        score = F.cosine_similarity(fa_full, fb_at, dim=1, eps=1e-6)[0].cpu().numpy()
+        txy = torch.stack([tx, ty], -1).cpu().numpy().astype(np.float64)
+        grid = FeatureGrid(la, 1)
+        rh, rw = lb.resized_hw
+        inside = (txy[..., 0] >= -0.5) & (txy[..., 0] <= rw - 0.5) & (txy[..., 1] >= -0.5) & (txy[..., 1] <= rh - 0.5)
+        valid = grid.valid_mask() & inside
+        target_xy = lb.input_to_image(txy).astype(np.float32)
+        return DenseCorrespondence(target_xy=target_xy, score=score.astype(np.float32), valid=valid, grid=grid)
+
+    @torch.no_grad()
+    def features(self, img: np.ndarray) -> tuple[np.ndarray, FeatureGrid]:
+        """Dense descriptor of one uint8 image: ((H, W, C) float32 L2-normalised, FeatureGrid)
+        with H = W = S // stride, stride = the encoder's finest stride."""
+        x, lb = self._prep(img)
+        f = self.model.features(x)[0].permute(1, 2, 0).float().cpu().numpy()
+        return np.ascontiguousarray(f, dtype=np.float32), FeatureGrid(lb, self.model.strides[0])
