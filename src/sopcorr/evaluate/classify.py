@@ -94,3 +94,117 @@ def svm_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y
         clf.fit(l2n(x_train), y_train)
         pred = clf.predict(l2n(x_test))
     return int((pred == y_test).sum()), int(len(y_test))
+
+
+# ---------------------------------------------------------------------- the per-category driver
+#: the two layers standing in for the paper's conv4 / conv5 per backbone
+CONV_LAYERS = {"efficientnet_lite0": ("block10", "block14"), "vgg16": ("conv4_3", "conv5_3")}
+
+
+def _keypoint_sets(ctx, indices):
+    """Visible keypoints of ``indices``: list of (instance index, points (V, 2), name idx (V,))."""
+    out = []
+    for i in indices:
+        kp = ctx.keypoints(int(i))
+        vis = kp[:, 2] > 0
+        out.append((int(i), kp[vis, :2], np.flatnonzero(vis)))
+    return out
+
+
+def descriptor_functions(ctx, names, crop_size: int, layers=None, device: str = "cpu"):
+    """{descriptor name: f(instance index, points (V, 2)) -> (V, D)} for the requested
+    ``names``: 'sift_r<radius>', 'conv4', 'conv5' (the backbone's two layers of
+    :data:`CONV_LAYERS` or ``layers``), 'ours_embed' (the manifold embedding), 'ours_finetuned'
+    (the fine-tuned network's dense descriptor). SIFT and conv descriptors follow Long et al.:
+    the box warped to crop_size x crop_size. Unavailable inputs raise MethodUnavailable."""
+    from ..geometry import FeatureGrid, Letterbox
+    from .methods import MethodUnavailable
+
+    fns = {}
+    net = None
+    for name in names:
+        if name.startswith("sift_r"):
+            r = float(name[len("sift_r"):])
+
+            def f(i, pts, r=r):
+                crop, sc, off = crop_object(ctx.image(i), ctx.bbox(i), crop_size)
+                return sift_descriptors(crop, to_crop(pts, sc, off), r)
+            fns[name] = f
+        elif name in ("conv4", "conv5"):
+            if net is None:
+                import torch
+
+                from ..features.backbones import build_backbone
+                from ..features.extract import combine_layers, preprocess
+
+                bb = ctx.config.get("backbone", {})
+                bname = bb.get("name", "efficientnet_lite0")
+                lays = list(layers or CONV_LAYERS.get(bname, ()))
+                if len(lays) != 2:
+                    raise MethodUnavailable(f"no conv4/conv5 layers for backbone '{bname}'")
+                net = build_backbone(bname, crop_size, layers=lays, weights=bb.get("weights"), device=device)
+                cache: dict = {}
+
+                def maps(i):
+                    if i not in cache:
+                        crop, sc, off = crop_object(ctx.image(i), ctx.bbox(i), crop_size)
+                        x, lb = preprocess(crop, crop_size, net.spec.mean, net.spec.std)
+                        with torch.no_grad():
+                            feats = net(x[None].to(next(net.parameters()).device))
+                        cache.clear()
+                        cache[i] = ({l: combine_layers(feats, [l], relu=bb.get("relu", True))[0].cpu().numpy()
+                                     for l in lays}, lb, sc, off)
+                    return cache[i]
+            layer = lays[0] if name == "conv4" else lays[1]
+
+            def f(i, pts, layer=layer):
+                m, lb, sc, off = maps(i)
+                return map_descriptors(m[layer], FeatureGrid(lb, net.strides[layer]), to_crop(pts, sc, off))
+            fns[name] = f
+        elif name == "ours_embed":
+            st = ctx.store("embed")
+            fns[name] = lambda i, pts, st=st: map_descriptors(st.load(i), st.grid(i), pts)
+        elif name == "ours_finetuned":
+            mt = ctx.matcher("finetuned")
+
+            def f(i, pts, mt=mt):
+                fm, grid = mt.features(ctx.image(i))
+                return map_descriptors(fm, grid, pts)
+            fns[name] = f
+        else:
+            raise MethodUnavailable(f"unknown classification descriptor '{name}'")
+    return fns
+
+
+def run_svm_baselines(ctx, names, crop_size: int = 128, layers=None, C: float = 1.0, seed: int = 0,
+                      device: str = "cpu") -> list[dict]:
+    """Table 1 (a) for one category: records (method '<descriptor>_svm', category, value %,
+    correct, total); descriptors whose inputs are missing are skipped with a logged note."""
+    import logging
+
+    from .methods import MethodUnavailable
+
+    log = logging.getLogger(__name__)
+    train = _keypoint_sets(ctx, ctx.split_indices("train"))
+    test = _keypoint_sets(ctx, ctx.split_indices("test"))
+    out = []
+    for name in names:
+        try:
+            f = descriptor_functions(ctx, [name], crop_size, layers, device)[name]
+        except MethodUnavailable as exc:
+            log.warning("skipping descriptor %s for %s: %s", name, ctx.category, exc)
+            continue
+
+        def stack(sets):
+            xs = [f(i, pts) for i, pts, _ in sets if len(pts)]
+            ys = [y for _, pts, y in sets if len(pts)]
+            if not xs:
+                return np.zeros((0, 1)), np.zeros(0, int)
+            return np.concatenate(xs), np.concatenate(ys)
+
+        xtr, ytr = stack(train)
+        xte, yte = stack(test)
+        c, t = svm_accuracy(xtr, ytr, xte, yte, C=C, seed=seed)
+        out.append(dict(method=f"{name}_svm", category=ctx.category, value=100.0 * c / max(t, 1),
+                        correct=c, total=t))
+    return out

@@ -60,3 +60,45 @@ def evaluate_dense_pair(corr: DenseCorrespondence, gt_field: np.ndarray, target_
     res = dense_metrics(xy, ok, gt, box_size(target_bbox), alphas)
     res["n_points"] = float(len(src))
     return res
+
+
+def ground_truth_field(ctx, src: int, tgt: int) -> np.ndarray:
+    """(H, W, 2) dense ground truth source -> target from the instances' canonical maps and
+    part masks (``sopcorr.data.groundtruth``); raises MethodUnavailable without them."""
+    from .methods import MethodUnavailable
+
+    a, b = ctx.instances[src], ctx.instances[tgt]
+    if not (a.canonical and a.parts and b.canonical and b.parts):
+        raise MethodUnavailable(f"no canonical/parts ground truth for {a.id} -> {b.id}")
+    from ..data import groundtruth as gt
+
+    ds = ctx.get_dataset()
+    return gt.dense_correspondence(gt.read_canonical(ds.path(a.canonical)), gt.read_parts(ds.path(a.parts)),
+                                   gt.read_canonical(ds.path(b.canonical)), gt.read_parts(ds.path(b.parts)))
+
+
+def run_dense_evaluation(ctx, methods, alphas=(0.05, 0.1), stride: int = 4,
+                         max_pairs: int | None = None, seed: int = 0, progress=None) -> list[dict]:
+    """Dense metrics for one category over its evaluation pairs: records (method, metric,
+    category, value, n_pairs) with metric in 'epe_px', 'pck@<a>' (in %), 'coverage' (in %)."""
+    from .pairs import eval_pairs
+
+    pairs = eval_pairs(ctx, max_pairs, seed)
+    fields = {}
+    for s, t in pairs:
+        fields[(s, t)] = ground_truth_field(ctx, s, t)
+    out = []
+    for m in methods:
+        per = []
+        for s, t in pairs:
+            per.append(evaluate_dense_pair(m.correspondence(s, t), fields[(s, t)], ctx.bbox(t), alphas, stride))
+            if progress is not None:
+                progress()
+        keys = ["epe_px", *[f"pck@{a:g}" for a in alphas], "coverage"]
+        for k in keys:
+            vals = np.array([p[k] for p in per if p["n_points"] > 0], dtype=float)
+            vals = vals[np.isfinite(vals)]
+            v = float(vals.mean()) if len(vals) else float("nan")
+            out.append(dict(method=m.name, metric=k, category=ctx.category,
+                            value=v if k == "epe_px" else 100.0 * v, n_pairs=len(vals)))
+    return out

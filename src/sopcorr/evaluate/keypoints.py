@@ -131,3 +131,82 @@ def threshold_from_results(results: list[QueryResult]) -> float:
     c = np.concatenate([r.correct & np.isfinite(r.xy).all(axis=1) for r in results])
     v = np.concatenate([r.gt[:, 2] > 0 for r in results])
     return choose_absence_threshold(s, c, v)
+
+
+# ---------------------------------------------------------------------- the per-category driver
+def threshold_queries(train: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """The train-split queries used to choose the absence threshold: all, or ``n`` of them
+    drawn with ``seed`` (sorted)."""
+    train = np.asarray(train, dtype=int)
+    if n is None or n >= len(train):
+        return train
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(train, size=n, replace=False))
+
+
+def run_keypoint_evaluation(ctx, methods, k: int, alpha: float, sigma_min: float = 0.1,
+                            vote_sigma: float = 0.1, n_threshold_queries: int | None = None,
+                            seed: int = 0, progress=None):
+    """Keypoint localisation (PCK) and classification by transfer for one category.
+
+    ctx: a :class:`~sopcorr.evaluate.methods.CategoryContext`; methods: built
+    :class:`~sopcorr.evaluate.methods.Method` objects. Test-split queries retrieve their K
+    neighbours among the train split (global descriptors of the raw feature store); the
+    absence threshold is chosen per method on train-split queries.
+
+    Returns (localisation records, classification records, predictions): records are lists
+    of dicts (method, category, value in %, correct, total[, threshold]); predictions maps a
+    method name to a list of per-query dicts (index, xy (P, 2), present (P,), gt (P, 3),
+    neighbours) for figures.
+    """
+    from .retrieval import retrieve
+    from .transfer import transfer_from_neighbours
+
+    store = ctx.store("raw")
+    train = ctx.split_indices("train")
+    test = ctx.split_indices("test")
+    loc, cls, preds = [], [], {}
+    if len(train) < 2 or len(test) == 0:
+        return loc, cls, preds
+    g = np.asarray(store.global_desc)
+    nb_test = retrieve(g, test, train, k)
+    thr_q = threshold_queries(train, n_threshold_queries, seed)
+    nb_thr = retrieve(g, thr_q, train, k)
+    kps = {i: ctx.keypoints(i) for i in range(len(ctx.instances))}
+    boxes = {i: ctx.bbox(i) for i in range(len(ctx.instances))}
+    groups: dict[str, list] = {}
+    for m in methods:
+        groups.setdefault(m.base, []).append(m)
+    for base, ms in groups.items():
+        def transfers(queries, nbs):
+            out = []
+            for q, nb in zip(queries, nbs):
+                corrs = [ms[0].correspondence(int(n), int(q)) for n in nb]
+                out.append(transfer_from_neighbours(corrs, np.stack([kps[int(n)] for n in nb]),
+                                                    np.array([boxes[int(n)] for n in nb])))
+                if progress is not None:
+                    progress()
+            return out
+
+        nt_thr = transfers(thr_q, nb_thr)
+        nt_test = transfers(test, nb_test)
+        for m in ms:
+            r_thr = [evaluate_query(nt, kps[int(q)], boxes[int(q)], alpha, m.prior, sigma_min, vote_sigma,
+                                    int(q), nb) for q, nt, nb in zip(thr_q, nt_thr, nb_thr)]
+            thr = threshold_from_results(r_thr)
+            r_test = [evaluate_query(nt, kps[int(q)], boxes[int(q)], alpha, m.prior, sigma_min, vote_sigma,
+                                     int(q), nb) for q, nt, nb in zip(test, nt_test, nb_test)]
+            c, t = localisation_counts(r_test, thr)
+            loc.append(dict(method=m.name, category=ctx.category, value=100.0 * c / max(t, 1),
+                            correct=c, total=t, threshold=thr))
+            if not m.prior:
+                c2, t2 = classification_counts(r_test)
+                cls.append(dict(method=f"{m.name}_transfer", category=ctx.category,
+                                value=100.0 * c2 / max(t2, 1), correct=c2, total=t2))
+            preds[m.name] = [dict(index=r.index, id=ctx.instances[r.index].id,
+                                  xy=np.round(r.xy, 3).tolist(),
+                                  present=(np.isfinite(r.score) & (r.score >= thr)
+                                           & np.isfinite(r.xy).all(axis=1)).tolist(),
+                                  gt=r.gt.tolist(), neighbours=[int(n) for n in r.neighbours])
+                             for r in r_test]
+    return loc, cls, preds

@@ -1,0 +1,53 @@
+"""Stand-ins for the evaluation tests: a toy category whose instances are affine images of one
+canonical object, so the exact correspondence between any two is known."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from sopcorr.data.model import CategorySpec, Dataset, Instance
+from sopcorr.evaluate.methods import CategoryContext, Method
+from sopcorr.geometry import DenseCorrespondence, FeatureGrid, Letterbox
+
+SIZE = 64
+NAMES = ["a", "b", "c", "d"]
+CANON = np.array([[0.2, 0.2], [0.8, 0.3], [0.5, 0.8], [0.3, 0.6]])
+
+
+def affine(i: int):
+    """Scale and offset of instance i: x = s * u + o."""
+    s = 30.0 + 3.0 * (i % 5)
+    o = np.array([8.0 + (i % 3), 10.0 + (i % 4)])
+    return s, o
+
+
+def exact_correspondence(s: int, t: int, shift=(0.0, 0.0)) -> DenseCorrespondence:
+    grid = FeatureGrid(Letterbox(SIZE, SIZE, SIZE), 4)
+    c = grid.cell_centers_image()
+    ss, os_ = affine(s)
+    st, ot = affine(t)
+    u = (c - os_) / ss
+    txy = st * u + ot + np.asarray(shift)
+    return DenseCorrespondence(txy.astype(np.float64), np.ones(grid.shape, np.float32),
+                               np.ones(grid.shape, bool), grid)
+
+
+def toy_context(n: int = 10, invisible=()) -> CategoryContext:
+    insts = []
+    for i in range(n):
+        s, o = affine(i)
+        xy = CANON * s + o
+        kps = {nm: (float(x), float(y), 0 if (i, nm) in invisible else 1) for nm, (x, y) in zip(NAMES, xy)}
+        insts.append(Instance(id=f"toy/{i:03d}", image=f"{i}.png", category="toy",
+                              bbox=(float(o[0]), float(o[1]), float(o[0] + s), float(o[1] + s)),
+                              keypoints=kps, split="test" if i % 4 == 0 else "train"))
+    pairs = [(insts[i].id, insts[(i + 1) % n].id) for i in range(n)]
+    ds = Dataset("toy", ".", {"toy": CategorySpec(NAMES)}, insts, pairs)
+    g = np.random.default_rng(0).normal(size=(n, 8))
+    store = SimpleNamespace(global_desc=g, ids=[x.id for x in insts])
+    return CategoryContext("toy", dataset=ds, stores={"raw": store})
+
+
+def exact_method(name="exact", shift=(0.0, 0.0), prior=False) -> Method:
+    return Method(name, name, lambda s, t: exact_correspondence(s, t, shift), prior)
