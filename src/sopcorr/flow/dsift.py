@@ -1,0 +1,105 @@
+"""Dense SIFT descriptors on a grid with OpenCV's SIFT (``cv2.SIFT_create().compute``).
+
+*Radius -> KeyPoint.size.* OpenCV's SIFT descriptor of a keypoint of size ``s`` is a 4 x 4
+grid of spatial cells, each ``3 sigma`` wide with ``sigma = s / 2`` (SIFT_DESCR_SCL_FCTR = 3),
+so the descriptor window is ``4 * 3 * s / 2 = 6 s`` pixels wide. We call *radius* ``r`` the
+half-width of that window: ``r = 3 s``, i.e. ``KeyPoint.size = r / 3``, each spatial cell is
+``r / 2`` pixels wide (radius 20 -> 10 px cells, 40 -> 20 px, 80 -> 40 px). The window is
+Gaussian-weighted with sigma = half its width, as in SIFT. Keypoints are given octave 0 and
+angle 0 (upright, no orientation assignment); OpenCV then samples the descriptor from the
+base image of its pyramid (the input blurred to sigma 1.6), whatever the radius.
+
+Descriptors are returned L2-normalised (OpenCV's normalise-clip-renormalise, then float
+L2 normalisation), or as RootSIFT (Arandjelovic & Zisserman 2012: L1-normalise, square root,
+which is L2-normalised). A descriptor of a flat region (all zeros) stays zero.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..errors import SopcorrError
+from ..geometry import FeatureGrid
+
+__all__ = ["dense_sift", "grid_points", "radius_to_size"]
+
+
+def radius_to_size(radius: float) -> float:
+    """KeyPoint.size giving a descriptor window of half-width ``radius`` pixels (size = r / 3)."""
+    return float(radius) / 3.0
+
+
+def grid_points(image_hw: tuple[int, int], grid: FeatureGrid | None = None,
+                step: int | None = None) -> np.ndarray:
+    """(H, W, 2) image coordinates (x, y) where descriptors are sampled: the cell centres of
+    ``grid`` (a FeatureGrid of this image's letterbox), or a regular grid of ``step`` pixels
+    with centres at ((c + 0.5) step - 0.5, (r + 0.5) step - 0.5), floor(h / step) x
+    floor(w / step) cells."""
+    if grid is not None:
+        return grid.cell_centers_image()
+    if step is None or step < 1:
+        raise SopcorrError(f"dense_sift: give a FeatureGrid or a step >= 1 (got step={step})")
+    h, w = image_hw
+    nh, nw = max(1, h // step), max(1, w // step)
+    xs = (np.arange(nw) + 0.5) * step - 0.5
+    ys = (np.arange(nh) + 0.5) * step - 0.5
+    return np.stack(np.meshgrid(xs, ys), axis=-1)
+
+
+def _to_gray_u8(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 3:
+        if img.shape[2] == 4:
+            img = img[..., :3]
+        if img.dtype != np.uint8:
+            img = _to_u8(img)
+        return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+    if img.ndim != 2:
+        raise SopcorrError(f"dense_sift: image must be (H, W) or (H, W, 3), got shape {img.shape}")
+    return np.ascontiguousarray(img if img.dtype == np.uint8 else _to_u8(img))
+
+
+def _to_u8(img: np.ndarray) -> np.ndarray:
+    f = img.astype(np.float32)
+    if f.size and f.max() <= 1.0 + 1e-6:
+        f = f * 255.0
+    return np.clip(np.rint(f), 0, 255).astype(np.uint8)
+
+
+def dense_sift(image: np.ndarray, radius: float = 20, grid: FeatureGrid | None = None,
+               step: int | None = None, root: bool = False,
+               points: np.ndarray | None = None) -> np.ndarray:
+    """Dense SIFT descriptors.
+
+    image: (h, w) or (h, w, 3) RGB, uint8 or float (floats <= 1 are taken as [0, 1]);
+    radius: half-width of the descriptor window in image pixels (KeyPoint.size = radius / 3);
+    grid: a FeatureGrid of this image (descriptors at its cell centres, so they sit on the same
+    cells as CNN features; cells in the letterbox padding get the descriptor of whatever lies
+    there, use ``grid.valid_mask()``); or step: a regular grid of ``step`` pixels; or points:
+    an explicit (..., 2) array of (x, y) image coordinates;
+    root: RootSIFT instead of L2-normalised SIFT.
+
+    Returns (H, W, 128) float32 (or points.shape[:-1] + (128,)), each descriptor of unit L2
+    norm (zero for a flat region)."""
+    if radius <= 0:
+        raise SopcorrError(f"dense_sift: radius must be positive, got {radius}")
+    gray = _to_gray_u8(image)
+    pts = np.asarray(points, np.float64) if points is not None else grid_points(gray.shape, grid, step)
+    lead = pts.shape[:-1]
+    flat = pts.reshape(-1, 2)
+    size = radius_to_size(radius)
+    kps = [cv2.KeyPoint(float(x), float(y), size, 0.0, 0.0, 0, -1) for x, y in flat]
+    sift = cv2.SIFT_create()
+    out_kps, desc = sift.compute(gray, kps)
+    if desc is None or len(out_kps) != len(kps):
+        raise SopcorrError(f"dense_sift: OpenCV returned {0 if desc is None else len(out_kps)} "
+                           f"descriptors for {len(kps)} keypoints")
+    desc = desc.astype(np.float32)
+    if root:
+        desc /= np.maximum(desc.sum(1, keepdims=True), 1e-12)
+        desc = np.sqrt(desc)
+    else:
+        desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+    return desc.reshape(lead + (128,))
