@@ -1,1 +1,138 @@
-# data stage rules (to be written)
+# data stage: the dataset (generated for the synthetic kind, downloaded for voc_berkeley when
+# URLs are configured), one instances.json per category, a summary table and contact sheets.
+from pathlib import Path as _Path
+
+_VOC = config["dataset"]["voc"]
+_DOWNLOADS = "resources/downloads"
+
+
+rule generate_synthetic:
+    """Generate the synthetic part-annotated benchmark (images, part maps, canonical maps,
+    dataset.json with keypoints and evaluation pairs)."""
+    output:
+        dataset=results("dataset", "dataset.json"),
+    params:
+        synthetic=config["dataset"]["synthetic"],
+        seed=config["seed"],
+        train_fraction=config["dataset"]["train_fraction"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+    log:
+        results("logs", "generate_synthetic.log"),
+    benchmark:
+        results("benchmarks", "generate_synthetic.tsv")
+    script:
+        "../scripts/generate_synthetic.py"
+
+
+rule download_voc:
+    """Fetch the PASCAL VOC 2012 trainval tar (dataset.voc.voc_url), check its sha256 and unpack
+    it so that dataset.voc.voc_root (<dest>/VOCdevkit/VOC2012) exists."""
+    output:
+        marker=f"{_DOWNLOADS}/voc2012.json",
+    params:
+        url=_VOC["voc_url"],
+        sha256=_VOC["voc_sha256"],
+        dest=str(_Path(_VOC["voc_root"]).parent.parent),
+    threads: 1
+    resources:
+        mem_mb=500,
+    log:
+        f"{_DOWNLOADS}/voc2012.log",
+    benchmark:
+        f"{_DOWNLOADS}/voc2012.benchmark.tsv"
+    script:
+        "../scripts/download_archive.py"
+
+
+rule download_keypoints:
+    """Fetch the Berkeley PASCAL 2011 keypoint tarball (dataset.voc.keypoints_url), check its
+    sha256 and unpack it under dataset.voc.keypoints_root."""
+    output:
+        marker=f"{_DOWNLOADS}/berkeley_keypoints.json",
+    params:
+        url=_VOC["keypoints_url"],
+        sha256=_VOC["keypoints_sha256"],
+        dest=_VOC["keypoints_root"],
+    threads: 1
+    resources:
+        mem_mb=500,
+    log:
+        f"{_DOWNLOADS}/berkeley_keypoints.log",
+    benchmark:
+        f"{_DOWNLOADS}/berkeley_keypoints.benchmark.tsv"
+    script:
+        "../scripts/download_archive.py"
+
+
+def _prepare_inputs(wildcards):
+    kind = config["dataset"]["kind"]
+    if kind in ("synthetic", "generic"):
+        return {"dataset": dataset_json()}
+    out = {}
+    if _VOC["voc_url"]:
+        out["voc"] = rules.download_voc.output.marker
+    if _VOC["keypoints_url"]:
+        out["keypoints"] = rules.download_keypoints.output.marker
+    return out
+
+
+rule prepare_category:
+    """One category's instances in the generic format + "root" (instances sorted by id)."""
+    input:
+        unpack(_prepare_inputs),
+    output:
+        instances=results("data", "{category}", "instances.json"),
+    params:
+        dataset=config["dataset"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+    log:
+        results("logs", "prepare_category", "{category}.log"),
+    benchmark:
+        results("benchmarks", "prepare_category", "{category}.tsv")
+    script:
+        "../scripts/prepare_category.py"
+
+
+rule data_summary:
+    """Instances, keypoints, visible fraction and train/test counts per category."""
+    input:
+        instances=per_category(results("data", "{category}", "instances.json")),
+    output:
+        csv=results("data", "summary.csv"),
+    threads: 1
+    resources:
+        mem_mb=500,
+    log:
+        results("logs", "data_summary.log"),
+    benchmark:
+        results("benchmarks", "data_summary.tsv")
+    script:
+        "../scripts/data_summary.py"
+
+
+rule contact_sheet:
+    """A grid of the category's first images with keypoints drawn and named."""
+    input:
+        instances=results("data", "{category}", "instances.json"),
+    output:
+        png=results("figures", "contact_sheet_{category}.png"),
+    params:
+        max_images=12,
+    threads: 1
+    resources:
+        mem_mb=1000,
+    log:
+        results("logs", "contact_sheet", "{category}.log"),
+    benchmark:
+        results("benchmarks", "contact_sheet", "{category}.tsv")
+    script:
+        "../scripts/contact_sheet.py"
+
+
+ALL_TARGETS.extend(per_category(results("data", "{category}", "instances.json")))
+ALL_TARGETS.append(results("data", "summary.csv"))
+ALL_TARGETS.extend(per_category(results("figures", "contact_sheet_{category}.png")))

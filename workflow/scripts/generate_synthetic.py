@@ -1,0 +1,16 @@
+"""Snakemake script of rule generate_synthetic: the synthetic part-annotated benchmark."""
+from pathlib import Path
+
+from sopcorr.data.synthetic import generate
+from sopcorr.scriptutil import run
+
+
+def main(smk):
+    s = smk.params.synthetic
+    generate(Path(smk.output.dataset).parent, categories=list(s["categories"]),
+             images_per_category=int(s["images_per_category"]), image_size=int(s["image_size"]),
+             pairs_per_category=int(s["pairs_per_category"]), seed=int(smk.params.seed),
+             occluders=int(s["occluders"]), train_fraction=float(smk.params.train_fraction), progress=True)
+
+
+run(main, snakemake)  # noqa: F821
