@@ -352,7 +352,7 @@ def model_from_checkpoint(ck: dict, device="cpu", path: str | Path = "<checkpoin
 
 def _pair_ids(store) -> list[tuple[str, str]]:
     """(source id, target id) of every pair of a flow store."""
-    for attr in ("pairs", "pair_ids"):
+    for attr in ("pair_ids",):
         v = getattr(store, attr, None)
         if v is not None:
             v = v() if callable(v) else v
@@ -365,8 +365,8 @@ class StorePairs:
     store (``flow/<cat>.zarr``) and the category's ``data/<cat>/instances.json``.
 
     Images are letterboxed to ``size`` and normalised with ``mean``/``std`` once and cached
-    as float16; flows are upsampled to the input (``sopcorr.flow.pseudo.upsample_to_input``) on
-    first use and cached while the cache stays under ``cache_bytes``.
+    as float16; flows are upsampled to the input resolution on
+    first use (``FlowStore.upsampled``) and cached while the cache stays under ``cache_bytes``.
     split: keep only pairs whose both images have this split (fine-tuning: "train").
     keypoints: also return the images' keypoints (input pixels) for sparse supervision.
     """
@@ -426,15 +426,13 @@ class StorePairs:
         return torch.from_numpy(np.concatenate([xy, arr[:, 2:3]], 1)).float()
 
     def get(self, i: int) -> dict:
-        from ..flow.pseudo import upsample_to_input
-
         si, pi, a, b = self.items[i]
         xa, lba = self._image(si, a)
         xb, lbb = self._image(si, b)
         if i in self._flow:
             flow, valid = self._flow[i]
         else:
-            f, v = upsample_to_input(self.stores[si].correspondence(pi), self.size)
+            f, v = self.stores[si].upsampled(pi, self.size)
             flow = torch.from_numpy(np.ascontiguousarray(np.asarray(f, np.float32).transpose(2, 0, 1)))
             valid = torch.from_numpy(np.asarray(v, bool))
             flow = torch.nan_to_num(flow)
@@ -449,3 +447,77 @@ class StorePairs:
                        kp_vis=(ka[:, 2] > 0) & (kb[:, 2] > 0) & torch.isfinite(ka[:, :2]).all(1)
                        & torch.isfinite(kb[:, :2]).all(1))
         return out
+
+
+# --------------------------------------------------------------------------- from the config
+
+
+def train_config(section: dict, seed: int, finetune: bool = False) -> TrainConfig:
+    """TrainConfig from the config section ``siamese`` (``finetune``: the finetune_* values)."""
+    steps = int(section["finetune_steps"] if finetune else section["steps"])
+    return TrainConfig(
+        steps=steps, batch_size=int(section["batch_size"]),
+        lr=float(section["finetune_lr"] if finetune else section["lr"]),
+        weight_decay=float(section["weight_decay"]), warmup=section.get("warmup"),
+        rotation_deg=float(section["rotation_deg"]), scale_range=tuple(float(v) for v in section["scale_range"]),
+        checkpoint_every=int(section["checkpoint_every"]), seed=int(seed),
+        T2_factor=float(section.get("truncation_factor", 1.0)),
+        keypoint_weight=float(section.get("keypoint_weight", 1.0)) if (finetune and section.get("keypoint_supervision")) else 0.0,
+        freeze_encoder=bool(section["freeze_encoder"]), grad_clip=float(section.get("grad_clip", 10.0)))
+
+
+def model_spec(section: dict, backbone: dict) -> ModelSpec:
+    """ModelSpec from the config sections ``siamese`` and ``backbone``."""
+    return ModelSpec(backbone=backbone["name"], input_size=int(section["input_size"]),
+                     encoder_layers=section.get("encoder_layers"),
+                     fuse_channels=int(section.get("fuse_channels", 128)),
+                     decoder_channels=int(section.get("decoder_channels", 64)))
+
+
+def run_training(sources: list[tuple[str | Path, str | Path]], section: dict, backbone: dict, seed: int,
+                 out_path: str | Path, loss_png: str | Path | None = None, init_checkpoint: str | Path | None = None,
+                 progress: bool = True) -> list[float]:
+    """The ``train_siamese`` / ``finetune_siamese`` step.
+
+    sources: per category (flow store, instances.json). Without ``init_checkpoint``: train a new
+    network (backbone from ``backbone``, ImageNet weights) on every pair. With it: fine-tune
+    that checkpoint on the pairs whose both images are in the training split, with
+    finetune_steps / finetune_lr and (if ``keypoint_supervision``) the sparse keypoint term.
+    Writes the checkpoint to ``out_path`` and the loss curve to ``loss_png``."""
+    from .model import build_model, normalisation
+
+    finetune = init_checkpoint is not None
+    cfg = train_config(section, seed, finetune=finetune)
+    dev = resolve_device(section.get("device", "auto"))
+    if finetune:
+        ck = load_checkpoint(init_checkpoint)
+        spec = ModelSpec.from_dict(ck["spec"])
+        if spec.backbone != backbone["name"]:
+            raise CheckpointError(f"{init_checkpoint}: trained with backbone '{spec.backbone}', "
+                                  f"the config asks for '{backbone['name']}'")
+        model = model_from_checkpoint(ck, device=dev, path=init_checkpoint)
+    else:
+        spec = model_spec(section, backbone)
+        torch.manual_seed(cfg.seed)
+        from .model import build_model
+
+        model = build_model(spec, device=dev, weights=backbone.get("weights"))
+    mean, std = normalisation(model.encoder)
+    data = StorePairs(sources, spec.input_size, mean, std, split="train" if finetune else None,
+                      keypoints=finetune and cfg.keypoint_weight > 0)
+    log.info("%s: %d pairs from %d categories, %d steps of %d pairs, device %s, encoder %s",
+             "fine-tuning" if finetune else "training", len(data), len(sources), cfg.steps, cfg.batch_size,
+             dev, "frozen" if cfg.freeze_encoder else "trained")
+    if cfg.steps == 0 or (finetune and len(data) == 0):
+        if finetune and len(data) == 0:
+            log.warning("no training-split pairs: the fine-tuned checkpoint is the trained one")
+        history: list[float] = []
+        save_checkpoint(out_path, dict(model=model.state_dict(), spec=spec.to_dict(), step=0,
+                                       config=dict(train=cfg.to_dict()), history=history))
+    else:
+        history = train(model, data, cfg, out_path, device=dev, progress=progress,
+                        extra=dict(data=data.fingerprint(), init=str(init_checkpoint) if finetune else None),
+                        salt="finetune" if finetune else "train")
+    if loss_png is not None:
+        plot_loss(history, loss_png, title="Siamese fine-tuning loss" if finetune else "Siamese training loss")
+    return history
