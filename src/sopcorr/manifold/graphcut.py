@@ -118,7 +118,13 @@ def alpha_beta_swap(graph: GridGraph, unary: np.ndarray, V: np.ndarray, labels: 
 
     unary: (n, L) float; V: (L, L) semimetric. A sweep tries every pair a < b once; stops after
     a sweep without change or ``max_sweeps``. ``history`` (if given) receives the energy after
-    each sweep. Returns the new (n,) int64 labels."""
+    each sweep. Returns the new (n,) int64 labels.
+
+    Exact pruning: a node p labelled a (or b) whose unary margin ``U[p, b] - U[p, a]`` exceeds
+    ``deg(p) * max_l |V[a, l] - V[b, l]|`` is in no optimal swap move (un-switching it lowers
+    the energy whatever its neighbours do), so only the remaining *active* nodes enter the
+    max-flow graph; pruned nodes act as fixed neighbours. With confident posteriors most pairs
+    have no active node at all."""
     V = check_pairwise(V)
     unary = np.asarray(unary, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64).copy()
@@ -127,54 +133,67 @@ def alpha_beta_swap(graph: GridGraph, unary: np.ndarray, V: np.ndarray, labels: 
         return labels
     Vp = _padded(V)
     nbr = graph.nbr
+    deg = (nbr >= 0).sum(1)
     loc = np.full(n, -1, dtype=np.int64)
+    members = [np.flatnonzero(labels == k) for k in range(L)]
     for _ in range(max_sweeps):
         changed = 0
         for a in range(L):
             for b in range(a + 1, L):
-                S = np.flatnonzero((labels == a) | (labels == b))
+                S = np.concatenate([members[a], members[b]])
                 if len(S) == 0:
                     continue
-                nb = nbr[S]
+                cur = labels[S]
+                other = np.where(cur == a, b, a)
+                delta = np.abs(V[a] - V[b]).max()
+                margin = unary[S, other] - unary[S, cur]
+                A = S[margin <= deg[S] * delta + 1e-12]
+                if len(A) == 0:
+                    continue
+                old = labels[A]
+                nb = nbr[A]
                 nl = np.where(nb >= 0, labels[nb], L)
+                loc[A] = np.arange(len(A))
+                inA = (nb >= 0) & (loc[np.maximum(nb, 0)] >= 0)
                 vab = V[a, b]
-                n_a = (nl == a).sum(1)
-                n_b = (nl == b).sum(1)
-                cost_a = unary[S, a] + Vp[a][nl].sum(1) - vab * n_b
-                cost_b = unary[S, b] + Vp[b][nl].sum(1) - vab * n_a
-                old = labels[S]
-                # local energy before (unary + edges touching S, in-S edges counted once)
+                n_a = ((nl == a) & inA).sum(1)
+                n_b = ((nl == b) & inA).sum(1)
+                cost_a = unary[A, a] + Vp[a][nl].sum(1) - vab * n_b
+                cost_b = unary[A, b] + Vp[b][nl].sum(1) - vab * n_a
+                # local energy (unary + edges touching A, in-A edges counted once)
                 e_old = np.where(old == a, cost_a, cost_b).sum() + vab * np.where(old == a, n_b, n_a).sum() / 2
-                loc[S] = np.arange(len(S))
-                g = maxflow.Graph[float](len(S), 4 * len(S))
-                nodes = g.add_nodes(len(S))
+                g = maxflow.Graph[float](len(A), 4 * len(A))
+                nodes = g.add_nodes(len(A))
                 m = np.minimum(cost_a, cost_b)
                 # sink segment -> label b: pays the source capacity
                 g.add_grid_tedges(nodes, cost_b - m, cost_a - m)
                 if vab > 0:
-                    fw = nb[:, :4]
-                    inS = (fw >= 0) & ((nl[:, :4] == a) | (nl[:, :4] == b))
-                    if inS.any():
-                        i = np.repeat(np.arange(len(S)), 4).reshape(-1, 4)[inS]
-                        j = loc[fw[inS]]
+                    fwd = inA[:, :4]
+                    if fwd.any():
+                        i = np.repeat(np.arange(len(A)), 4).reshape(-1, 4)[fwd]
+                        j = loc[nb[:, :4][fwd]]
                         caps = np.full(len(i), vab)
                         g.add_edges(i, j, caps, caps)
                 g.maxflow()
                 new = np.where(g.get_grid_segments(nodes), b, a)
-                loc[S] = -1
                 if np.array_equal(new, old):
+                    loc[A] = -1
                     continue
-                labels[S] = new
+                labels[A] = new
                 nl2 = np.where(nb >= 0, labels[nb], L)
-                n_a2 = (nl2 == a).sum(1)
-                n_b2 = (nl2 == b).sum(1)
-                e_new = np.where(new == a, unary[S, a] + Vp[a][nl2].sum(1) - vab * n_b2,
-                                 unary[S, b] + Vp[b][nl2].sum(1) - vab * n_a2).sum() \
+                n_a2 = ((nl2 == a) & inA).sum(1)
+                n_b2 = ((nl2 == b) & inA).sum(1)
+                e_new = np.where(new == a, unary[A, a] + Vp[a][nl2].sum(1) - vab * n_b2,
+                                 unary[A, b] + Vp[b][nl2].sum(1) - vab * n_a2).sum() \
                     + vab * np.where(new == a, n_b2, n_a2).sum() / 2
+                loc[A] = -1
                 if e_new > e_old + 1e-9 * max(1.0, abs(e_old)):
-                    labels[S] = old  # numerical safety: never accept an increase
+                    labels[A] = old  # numerical safety: never accept an increase
                     continue
                 changed += int((new != old).sum())
+                lab_s = labels[S]
+                members[a] = np.sort(S[lab_s == a])
+                members[b] = np.sort(S[lab_s == b])
         if history is not None:
             history.append(energy(graph, unary, V, labels))
         if changed == 0:
