@@ -1,1 +1,63 @@
-# siamese stage rules (to be written)
+# siamese stage: one Siamese flow network for all categories, trained on the manifold's
+# pseudo-ground-truth flows, then fine-tuned on the keypoint training split (sopcorr.siamese).
+# GPU rules (resources gpu=1) that also run on the CPU; a killed job resumes from
+# siamese/<output>.state.pt on its next run.
+
+_SIAMESE_MEM = 4000 if config["backbone"]["name"] == "efficientnet_lite0" else 16000
+
+
+rule train_siamese:
+    """Train the Siamese flow network on every category's pseudo-ground-truth flows."""
+    input:
+        flows=per_category(results("flow", "{category}.zarr")),
+        instances=per_category(results("data", "{category}", "instances.json")),
+    output:
+        model=results("siamese", "model.pt"),
+        loss=report(results("siamese", "loss.png"), category="Siamese network"),
+    params:
+        siamese=config["siamese"],
+        backbone=config["backbone"],
+        seed=config["seed"],
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=_SIAMESE_MEM,
+    log:
+        results("logs", "train_siamese.log"),
+    benchmark:
+        results("benchmarks", "train_siamese.tsv")
+    script:
+        "../scripts/train_siamese.py"
+
+
+rule finetune_siamese:
+    """Fine-tune the trained network on the pairs of the keypoint training split (pseudo ground
+    truth; sparse keypoint supervision only with siamese.keypoint_supervision: true)."""
+    input:
+        model=results("siamese", "model.pt"),
+        flows=per_category(results("flow", "{category}.zarr")),
+        instances=per_category(results("data", "{category}", "instances.json")),
+    output:
+        model=results("siamese", "finetuned.pt"),
+        loss=report(results("siamese", "finetune_loss.png"), category="Siamese network"),
+    params:
+        siamese=config["siamese"],
+        backbone=config["backbone"],
+        seed=config["seed"],
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=_SIAMESE_MEM,
+    log:
+        results("logs", "finetune_siamese.log"),
+    benchmark:
+        results("benchmarks", "finetune_siamese.tsv")
+    script:
+        "../scripts/finetune_siamese.py"
+
+
+ALL_TARGETS.extend([
+    results("siamese", "model.pt"),
+    results("siamese", "loss.png"),
+    results("siamese", "finetuned.pt"),
+])
