@@ -85,3 +85,84 @@ def test_frozen_encoder_and_keypoint_term_and_reload(tmp_path):
     assert torch.allclose(model(x, x), m2(x, x))
     plot_loss(hist, tmp_path / "loss.png")
     assert (tmp_path / "loss.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------------------ pipeline artifacts
+
+
+def _pipeline(tmp_path, S=32):
+    """A category of 3 images (splits train, train, test) and a flow store of 3 pairs whose
+    pseudo ground truth is the shift (+2, 0) image pixels."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from sopcorr.flow.pseudo import write_flow_store
+    from sopcorr.geometry import FeatureGrid, Letterbox
+
+    rng = np.random.default_rng(0)
+    d = tmp_path / "data"
+    (d / "img").mkdir(parents=True)
+    insts = []
+    for k, split in enumerate(["train", "train", "test"]):
+        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(d / "img" / f"{k}.png")
+        insts.append({"id": f"cat/{k}", "image": f"img/{k}.png", "category": "cat", "bbox": [0, 0, 39, 29],
+                      "keypoints": {"a": [10.0 + k, 12.0, 1], "b": [30.0, 20.0, k % 2]}, "split": split})
+    (d / "instances.json").write_text(json.dumps({"name": "t", "categories": {"cat": {"keypoints": ["a", "b"]}},
+                                                  "instances": insts}))
+    grid = FeatureGrid(Letterbox(30, 40, S), 8)
+    txy = grid.cell_centers_image() + [2.0, 0.0]
+    P = 3
+    write_flow_store(tmp_path / "flow.zarr", [(0, 1), (1, 2), (2, 0)], np.repeat(txy[None], P, 0).astype(np.float32),
+                     np.repeat(grid.valid_mask()[None], P, 0), np.ones((P, 4, 4), np.float32),
+                     [i["id"] for i in insts], [[30, 40]] * 3, S, 8)
+    return [(tmp_path / "flow.zarr", d / "instances.json")]
+
+
+def test_store_pairs_reads_flows_images_keypoints(tmp_path):
+    from sopcorr.siamese.train import StorePairs
+
+    src = _pipeline(tmp_path)
+    allp = StorePairs(src, 32, (0.5,) * 3, (0.25,) * 3)
+    assert len(allp) == 3
+    tr = StorePairs(src, 32, (0.5,) * 3, (0.25,) * 3, split="train", keypoints=True)
+    assert len(tr) == 1 and tr.items[0][2:] == ("cat/0", "cat/1")
+    it = tr.get(0)
+    assert it["src"].shape == (3, 32, 32) and it["flow"].shape == (2, 32, 32) and it["valid"].shape == (32, 32)
+    v = it["valid"]
+    assert v.sum() > 100
+    # a shift of 2 image pixels is 2 * 32/40 = 1.6 input pixels (between the cell centres; the
+    # pseudo flow is extrapolated as constant target coordinates beyond them)
+    inner = it["flow"][:, 4:20, 4:28]
+    assert v[4:20, 4:28].all()
+    assert torch.allclose(inner[0], torch.full_like(inner[0], 1.6), atol=1e-4)
+    assert torch.allclose(inner[1], torch.zeros_like(inner[1]), atol=1e-4)
+    # keypoint 'a' of image 0 at x = 10 -> input (10.5 * 0.8 - 0.5); 'b' is invisible in image 0
+    assert it["kp_src"][0, 0].item() == pytest.approx(10.5 * 0.8 - 0.5)
+    assert it["kp_vis"].tolist() == [True, False]
+
+
+def test_run_training_then_finetune(tmp_path):
+    from sopcorr.config import load_schema, validate_config
+    from sopcorr.siamese.train import run_training
+
+    src = _pipeline(tmp_path)
+    cfg = validate_config({"siamese": {"input_size": 32, "steps": 2, "finetune_steps": 2, "batch_size": 2,
+                                       "keypoint_supervision": True, "device": "cpu",
+                                       "freeze_encoder": False}})
+    sec = cfg["siamese"]
+    h = run_training(src, sec, {"name": "tiny_test"}, 0, tmp_path / "s" / "model.pt", tmp_path / "s" / "loss.png",
+                     progress=False)
+    assert len(h) == 2 and (tmp_path / "s" / "loss.png").is_file()
+    h2 = run_training(src, sec, {"name": "tiny_test"}, 0, tmp_path / "s" / "ft.pt", tmp_path / "s" / "ft.png",
+                      init_checkpoint=tmp_path / "s" / "model.pt", progress=False)
+    assert len(h2) == 2
+    a = load_checkpoint(tmp_path / "s" / "model.pt")
+    b = load_checkpoint(tmp_path / "s" / "ft.pt")
+    assert b["config"]["train"]["keypoint_weight"] == 1.0 and a["config"]["train"]["keypoint_weight"] == 0.0
+    assert any(not torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    from sopcorr.siamese.model import CheckpointError
+    with pytest.raises(CheckpointError, match="backbone 'tiny_test'"):
+        run_training(src, sec, {"name": "vgg16"}, 0, tmp_path / "s" / "x.pt", None,
+                     init_checkpoint=tmp_path / "s" / "model.pt", progress=False)
