@@ -160,8 +160,38 @@ def _deliver(m: np.ndarray, k: int, out: np.ndarray) -> None:
     out[max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)] = src
 
 
-def _bp_parallel(unary, su, sv, alpha, d, iterations, damping=0.0):
-    h, w = unary.shape[:2]
+def _level_energy(unary: np.ndarray, centre: np.ndarray, labels: np.ndarray, r: int,
+                  alpha: float, d: float) -> float:
+    """Energy of a labelling (H, W) flat label index at one level (unary + smoothness)."""
+    k = 2 * r + 1
+    h, w = labels.shape
+    e = float(np.take_along_axis(unary.reshape(h, w, k * k), labels[..., None], 2).sum(dtype=np.float64))
+    flow = centre + np.stack([labels // k - r, labels % k - r], axis=-1)
+    for ax in (0, 1):
+        e += float(np.minimum(alpha * np.abs(np.diff(flow, axis=ax)), d).sum(dtype=np.float64))
+    return e
+
+
+class _Best:
+    """Keeps the lowest-energy labelling decoded so far (loopy BP need not decrease it)."""
+
+    def __init__(self, unary, centre, r, alpha, d):
+        self.args = (unary, centre, r, alpha, d)
+        h, w = unary.shape[:2]
+        k = 2 * r + 1
+        self.labels = np.full((h, w), (k * k) // 2, np.int64)       # the window centres
+        self.energy = _level_energy(unary, centre, self.labels, r, alpha, d)
+
+    def offer(self, belief: np.ndarray) -> None:
+        h, w = belief.shape[:2]
+        labels = belief.reshape(h, w, -1).argmin(-1)
+        unary, centre, r, alpha, d = self.args
+        e = _level_energy(unary, centre, labels, r, alpha, d)
+        if e < self.energy - 1e-9:
+            self.labels, self.energy = labels, e
+
+
+def _bp_parallel(unary, su, sv, alpha, d, iterations, best: _Best, damping=0.0):
     msgs = np.zeros((4,) + unary.shape, np.float32)   # msgs[k][q]: received travelling along k
     new = np.empty_like(msgs)
     for _ in range(iterations):
@@ -174,7 +204,7 @@ def _bp_parallel(unary, su, sv, alpha, d, iterations, damping=0.0):
             msgs = (1 - damping) * new + damping * msgs
         else:
             msgs, new = new, msgs
-    return unary + msgs.sum(0)
+        best.offer(unary + msgs.sum(0))
 
 
 def _pair_costs(shift: np.ndarray, k: int, alpha: float, d: float) -> np.ndarray:
@@ -193,7 +223,7 @@ def _message_dense(h: np.ndarray, cu: np.ndarray, cv: np.ndarray) -> np.ndarray:
     return m - m.min(axis=(1, 2), keepdims=True)
 
 
-def _bp_sequential(unary, su, sv, alpha, d, iterations):
+def _bp_sequential(unary, su, sv, alpha, d, iterations, best: _Best):
     """Directional sweeps: the message along k from line i is computed from messages that
     reached line i in this same sweep (one line at a time, vectorised along the line)."""
     h, w, k = unary.shape[:3]
@@ -214,7 +244,7 @@ def _bp_sequential(unary, su, sv, alpha, d, iterations):
                 for r in order:
                     hh = unary[r] + msgs[others[0]][r] + msgs[others[1]][r] + msgs[others[2]][r]
                     msgs[kk][r + dy] = _message_dense(hh, cu[kk][r], cv[kk][r])
-    return unary + msgs.sum(0)
+        best.offer(unary + msgs.sum(0))
 
 
 # --------------------------------------------------------------------------- energy
@@ -308,13 +338,13 @@ def siftflow(desc_src: np.ndarray, desc_tgt: np.ndarray, levels: int = DEFAULTS[
             centre = 2 * flow[ys][:, xs]
         unary = _unary(s, t, centre, r, data_trunc, eta, pvs[lev], pvt[lev])
         su, sv = _neighbour_shifts(centre)
+        best = _Best(unary, centre, r, alpha, d)
         if schedule == "parallel":
-            belief = _bp_parallel(unary, su, sv, alpha, d, iterations, damping)
+            _bp_parallel(unary, su, sv, alpha, d, iterations, best, damping)
         else:
-            belief = _bp_sequential(unary, su, sv, alpha, d, iterations)
+            _bp_sequential(unary, su, sv, alpha, d, iterations, best)
         k = 2 * r + 1
-        best = belief.reshape(h, w, k * k).argmin(-1)
-        flow = centre + np.stack([best // k - r, best % k - r], axis=-1)
+        flow = centre + np.stack([best.labels // k - r, best.labels % k - r], axis=-1)
     energy = flow_energy(desc_src, desc_tgt, flow, alpha, d, eta, data_trunc, vs, vt)
     return flow.astype(np.int64), energy
 
