@@ -1,1 +1,46 @@
-# manifold stage rules (to be written)
+# manifold stage: the paper's loop (KFD embedding -> Ward parts -> Gaussian part models ->
+# graph cut) per category (sopcorr.manifold). Resumable: per-iteration checkpoints live in
+# manifold/<category>/state/ (not an output, so Snakemake keeps them when a killed job reruns).
+
+_MANIFOLD_FILES = ["convergence.csv", "embedding.npz", "part_models.npz", "convergence.png"]
+_MANIFOLD_DIRS = ["labels.zarr", "embedded.zarr", "embedded_iter0.zarr"]
+
+
+rule manifold:
+    """Iterate KFD embedding, Ward clustering into K parts, Gaussian part models and 8-connected
+    graph-cut refinement until the labels stop changing; write labels, models, the embedded
+    features (first and last iteration) and the convergence table and figure."""
+    input:
+        features=results("features", "{category}.zarr"),
+        instances=results("data", "{category}", "instances.json"),
+    output:
+        convergence=results("manifold", "{category}", "convergence.csv"),
+        embedding=results("manifold", "{category}", "embedding.npz"),
+        part_models=results("manifold", "{category}", "part_models.npz"),
+        labels=directory(results("manifold", "{category}", "labels.zarr")),
+        embedded=directory(results("manifold", "{category}", "embedded.zarr")),
+        embedded_iter0=directory(results("manifold", "{category}", "embedded_iter0.zarr")),
+        figure=report(results("manifold", "{category}", "convergence.png"),
+                      caption="../report/convergence.rst", category="manifold"),
+    params:
+        manifold=config["manifold"],
+        seed=config["seed"],
+        out_dir=lambda wc: results("manifold", wc.category),
+        state_dir=lambda wc: results("manifold", wc.category, "state"),
+    threads: 2
+    resources:
+        mem_mb=4000,
+    log:
+        results("logs", "manifold", "{category}.log"),
+    benchmark:
+        results("benchmarks", "manifold", "{category}.tsv")
+    script:
+        "../scripts/manifold.py"
+
+
+ALL_TARGETS.extend(
+    per_category(results("manifold", "{category}", "convergence.csv"))
+    + per_category(results("manifold", "{category}", "convergence.png"))
+    + per_category(results("manifold", "{category}", "embedded.zarr"))
+    + per_category(results("manifold", "{category}", "labels.zarr"))
+)

@@ -89,7 +89,11 @@ class ManifoldParams:
         return cls(**kw)
 
     def fingerprint(self) -> str:
-        return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of the parameters that change an iteration's result (not max_iter / tol, so a
+        finished run can be continued with a larger max_iter)."""
+        d = dataclasses.asdict(self)
+        d.pop("max_iter"), d.pop("tol")
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -470,3 +474,44 @@ def embed_grid(embedding: Embedding, features, valid: np.ndarray):
         if valid[i].any():
             out[valid[i]] = embedding.embed(f[valid[i]])
         yield out
+
+
+def write_outputs(result: ManifoldResult, out_dir, features, valid: np.ndarray, store_attrs: dict,
+                  params: ManifoldParams, embedded_dtype=np.float16) -> None:
+    """Write the stage's artifacts under ``out_dir`` (results/<run>/manifold/<category>/):
+    convergence.csv, embedding.npz, part_models.npz, labels.zarr (N, H, W) int16 (-1 = invalid
+    cell), embedded.zarr and embedded_iter0.zarr (feature-store layout, C = embedding dim),
+    convergence.png. ``store_attrs``: the input feature store's attrs (ids, geometry)."""
+    import pandas as pd
+    import zarr
+
+    from ..features.store import write_feature_store
+    from .metrics import plot_convergence
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "convergence.csv") as tmp:
+        pd.DataFrame(result.rows).to_csv(tmp, index=False, float_format="%.6g")
+    meta = np.str_(json.dumps({"params": dataclasses.asdict(params), "converged": result.converged,
+                               "iterations": result.rows[-1]["iteration"]}))
+    with atomic_path(out / "embedding.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **result.embedding.state(), meta=meta)
+    with atomic_path(out / "part_models.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **result.models.state(), pairwise=result.pairwise, medians=result.medians,
+                     sigma2=np.float64(result.sigma2), meta=meta)
+    with atomic_path(out / "labels.zarr") as tmp:
+        N, H, W = result.labels.shape
+        arr = zarr.create_array(store=str(tmp), shape=(N, H, W), chunks=(1, H, W), dtype=np.int16,
+                                fill_value=-1, dimension_names=["image", "row", "col"], zarr_format=3)
+        arr[:] = result.labels
+        arr.attrs.update({"image_ids": list(store_attrs.get("image_ids", [])), "n_parts": params.n_parts,
+                          "invalid": -1, "complete": True})
+    for name, emb in (("embedded.zarr", result.embedding), ("embedded_iter0.zarr", result.first_embedding)):
+        attrs = {k: v for k, v in store_attrs.items() if k != "complete"}
+        attrs.update({"embedding": "kfd", "source_backbone": store_attrs.get("backbone"),
+                      "normalisation": "none (KFD embedding)", "channels": emb.dim})
+        write_feature_store(out / name, embed_grid(emb, features, valid), valid, None, attrs,
+                            dtype=embedded_dtype)
+    plot_convergence(result.rows, out / "convergence.png", title=str(out.name))

@@ -1,0 +1,157 @@
+"""The loop (Algorithm 1) on tiny synthetic feature grids: outputs, determinism, resuming."""
+import numpy as np
+import pytest
+
+from sopcorr.errors import SopcorrError
+from sopcorr.manifold import graphcut as gc
+from sopcorr.manifold.refine import (ManifoldParams, contact_matrix, pairwise_matrix, part_medians,
+                                     run_manifold)
+
+
+def _toy(seed=0, N=12, H=12, W=12, C=24, noise=0.9):
+    """Images with 4 quadrant parts + background; features = part prototype + noise, L2-normalised."""
+    rng = np.random.default_rng(seed)
+    protos = rng.normal(size=(5, C))
+    gt = np.zeros((N, H, W), int)
+    feats = np.zeros((N, H, W, C), np.float32)
+    yy, xx = np.mgrid[:H, :W]
+    for i in range(N):
+        cy, cx = rng.integers(4, H - 4, 2)
+        g = 1 + (yy > cy) + 2 * (xx > cx)
+        g[(abs(yy - cy) > 4) | (abs(xx - cx) > 4)] = 0
+        gt[i] = g
+        feats[i] = protos[g] + noise * rng.normal(size=(H, W, C))
+    feats /= np.linalg.norm(feats, axis=-1, keepdims=True)
+    valid = np.ones((N, H, W), bool)
+    valid[:, :, -2:] = False  # letterbox padding
+    return feats.astype(np.float16), valid, gt
+
+
+PARAMS = dict(n_parts=5, n_components=6, subclasses=2, landmarks=100, exact_max_samples=500,
+              fit_samples=800, precluster=40, max_iter=3, init_dims=8)
+
+
+def test_loop_rows_labels_and_quality():
+    feats, valid, gt = _toy()
+    r = run_manifold(feats, valid, ManifoldParams(**PARAMS), gt_parts=gt)
+    assert r.labels.shape == valid.shape and r.labels.dtype == np.int16
+    assert np.all(r.labels[~valid] == -1) and np.all((r.labels[valid] >= 0) & (r.labels[valid] < 5))
+    assert [row["iteration"] for row in r.rows] == list(range(len(r.rows)))
+    assert 2 <= len(r.rows) <= 4
+    for row in r.rows:
+        assert 0 <= row["changed"] <= 1 and row["energy"] <= row["energy_before_graphcut"] + 1e-6
+        assert 0 < row["largest_share"] <= 1 and np.isfinite(row["ari"])
+    assert r.rows[-1]["ari"] > 0.5  # parts are recoverable in this toy
+    assert r.embedding.kfd is not None and r.first_embedding.kfd is not None
+    assert r.embedding.dim == 6
+
+
+def test_deterministic_given_seed():
+    feats, valid, gt = _toy(1)
+    a = run_manifold(feats, valid, ManifoldParams(**PARAMS, seed=7))
+    b = run_manifold(feats, valid, ManifoldParams(**PARAMS, seed=7))
+    assert np.array_equal(a.labels, b.labels)
+    assert [r["energy"] for r in a.rows] == [r["energy"] for r in b.rows]
+
+
+def test_resume_after_a_kill_gives_the_same_result(tmp_path):
+    feats, valid, gt = _toy(2)
+    p = ManifoldParams(**{**PARAMS, "tol": 0.0})
+    full = run_manifold(feats, valid, p, gt_parts=gt)
+    state = tmp_path / "state"
+    part = run_manifold(feats, valid, p, gt_parts=gt, state_dir=state, max_iterations_this_call=2)
+    assert len(part.rows) == 2 and len(list(state.glob("iter_*.npz"))) == 2
+    resumed = run_manifold(feats, valid, p, gt_parts=gt, state_dir=state)
+    assert np.array_equal(resumed.labels, full.labels)
+    assert [r["energy"] for r in resumed.rows] == pytest.approx([r["energy"] for r in full.rows])
+    # other parameters: the checkpoint is ignored, not reused
+    other = run_manifold(feats, valid, ManifoldParams(**{**PARAMS, "n_parts": 4}), state_dir=state)
+    assert other.rows[0]["iteration"] == 0 and len(other.rows) >= 2
+
+
+def test_improved_knobs_run_and_change_behaviour():
+    feats, valid, gt = _toy(3)
+    cfg = {"variant": "improved", **PARAMS,
+           "improved": {"posterior_temperature": 3.0, "uniform_prior": True, "min_part_fraction": 0.05,
+                        "anchor_weight": 0.5, "pairwise": "contact", "subclasses": 3,
+                        "n_components": 8, "raw_weight": 0.5}}
+    p = ManifoldParams.from_config(cfg, seed=0, category="toy")
+    assert p.posterior_temperature == 3.0 and p.pairwise == "contact" and p.raw_weight == 0.5
+    assert p.n_components == 8
+    paper = ManifoldParams.from_config({**cfg, "variant": "paper"}, seed=0, category="toy")
+    assert paper.posterior_temperature == 1.0 and paper.pairwise == "paper" and paper.n_components == 6
+    r = run_manifold(feats, valid, p, gt_parts=gt)
+    assert r.embedding.dim == 8 + PARAMS["init_dims"]
+    top = [row["mean_top_posterior"] for row in r.rows]
+    r0 = run_manifold(feats, valid, paper, gt_parts=gt)
+    assert np.mean(top) < np.mean([row["mean_top_posterior"] for row in r0.rows])
+
+
+def test_pairwise_terms():
+    valid = np.ones((2, 6, 6), bool)
+    g = gc.GridGraph.from_valid(valid)
+    lab = np.zeros((2, 6, 6), int)
+    lab[:, :, 3:] = 1
+    lab[:, 5, :] = 2
+    lab = g.to_nodes(lab)
+    med = part_medians(g, lab, 4)
+    assert np.isnan(med[3]).all() and med[1, 1] > med[0, 1]
+    V, D, s2 = pairwise_matrix("paper", 2.0, med, None)
+    assert np.allclose(np.diag(V), 0) and np.allclose(V, V.T)
+    assert V[0, 1] == pytest.approx(2 * np.exp(-D[0, 1] / s2))
+    Vm, _, _ = pairwise_matrix("metric", 2.0, med, s2)
+    off = ~np.eye(4, dtype=bool)
+    assert np.allclose(Vm[off] + V[off], 2.0)
+    A = contact_matrix(g, lab, 4)
+    Vc, _, _ = pairwise_matrix("contact", 1.0, med, None, A)
+    assert A[0, 1] > 0 and A[0, 3] == 0
+    assert Vc[0, 3] == pytest.approx(1.0) and Vc[0, 1] < Vc[0, 3]
+
+
+def test_bad_input_is_a_clear_error():
+    feats, valid, _ = _toy(N=2)
+    with pytest.raises(SopcorrError, match="do not match"):
+        run_manifold(feats, valid[:, :-1], ManifoldParams(**PARAMS))
+
+
+def test_write_outputs_follow_the_contract(tmp_path):
+    import pandas as pd
+    import zarr
+
+    from sopcorr.features.store import FeatureStore
+    from sopcorr.manifold.refine import write_outputs
+
+    feats, valid, gt = _toy(4, N=4)
+    p = ManifoldParams(**{**PARAMS, "max_iter": 1})
+    r = run_manifold(feats, valid, p, gt_parts=gt)
+    attrs = {"backbone": "toy", "layers": ["x"], "input_size": 48, "stride": 4,
+             "image_ids": [f"toy/{i}" for i in range(4)], "image_hw": [[48, 40]] * 4,
+             "normalisation": "l2", "relu": True}
+    write_outputs(r, tmp_path / "toy", feats, valid, attrs, p)
+    out = tmp_path / "toy"
+    for name in ("convergence.csv", "embedding.npz", "part_models.npz", "convergence.png"):
+        assert (out / name).is_file()
+    rows = pd.read_csv(out / "convergence.csv")
+    assert {"changed", "energy", "seconds_kfd", "seconds_graphcut", "largest_share", "ari", "nmi"} <= set(rows.columns)
+    lab = zarr.open_array(str(out / "labels.zarr"), mode="r")
+    assert lab.shape == valid.shape and lab.dtype == np.int16
+    assert np.array_equal(lab[:], r.labels)
+    for name in ("embedded.zarr", "embedded_iter0.zarr"):
+        st = FeatureStore.open(out / name)
+        assert st.shape == valid.shape + (6,) and st.ids == attrs["image_ids"]
+        assert np.array_equal(st.valid, valid)
+    emb = np.load(out / "embedding.npz")
+    assert emb["kfd_projection"].shape[1] == 6
+
+
+def test_gt_parts_sampled_at_cell_centres():
+    from sopcorr.geometry import FeatureGrid, Letterbox
+    from sopcorr.manifold.metrics import gt_parts_on_grid
+
+    pm = np.zeros((32, 64), np.uint8)
+    pm[:, 32:] = 3
+    grid = FeatureGrid(Letterbox(32, 64, 64), 8)  # 8x8 cells, rows 4..7 are padding
+    out = gt_parts_on_grid([pm, None], [grid, grid])
+    assert out.shape == (2, 8, 8)
+    assert np.all(out[0, :4, :4] == 0) and np.all(out[0, :4, 4:] == 3)
+    assert np.all(out[0, 4:] == -1) and np.all(out[1] == -1)
