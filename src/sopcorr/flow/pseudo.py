@@ -248,10 +248,12 @@ def upsample_to_input(corr: DenseCorrespondence, size: int, target_hw: tuple[int
     top-left). Returns flow (S, S, 2) float32 and valid (S, S) bool with the convention
     ``flow[y, x] = (dx, dy)``: source input pixel (x, y) maps to target input pixel
     (x + dx, y + dy) of the target's own letterbox at the same size S. target_hw: the target
-    image's (h, w). Each pixel takes the bilinear interpolation of the target coordinates of
-    the valid cells around it (weights renormalised over valid cells); it is valid when the
-    valid cells carry at least half of the bilinear weight and the pixel lies on the source
-    image (not on the letterbox padding). flow is 0 where not valid."""
+    image's (h, w). Each pixel takes the bilinear interpolation of the per-cell displacements
+    in size-S input pixels (target letterbox point minus source cell centre) of the valid
+    cells around it (weights renormalised over valid cells; beyond the outermost cell centres
+    the displacement is held constant); it is valid when the valid cells carry at least half
+    of the bilinear weight and the pixel lies on the source image (not on the letterbox
+    padding). flow is 0 where not valid."""
     src = corr.grid.letterbox
     src_lb = Letterbox(src.height, src.width, int(size))
     tgt_lb = Letterbox(int(target_hw[0]), int(target_hw[1]), int(size))
@@ -260,14 +262,16 @@ def upsample_to_input(corr: DenseCorrespondence, size: int, target_hw: tuple[int
     pix = np.stack([xs, ys], -1).reshape(-1, 2)
     cr = corr.grid.image_to_cell(src_lb.input_to_image(pix))
     v = np.asarray(corr.valid, bool)
-    txy = np.where(v[..., None], np.nan_to_num(np.asarray(corr.target_xy, np.float64)), 0.0)
-    field = np.concatenate([txy, v[..., None].astype(np.float64)], axis=-1)     # (H, W, 3)
+    # displacement per cell in input pixels of the size-S letterboxes, interpolated (so a
+    # translation or scaling is reproduced exactly, up to the image borders)
+    tgt_in = tgt_lb.image_to_input(np.nan_to_num(np.asarray(corr.target_xy, np.float64)))
+    src_in = src_lb.image_to_input(corr.grid.cell_centers_image())
+    disp = np.where(v[..., None], tgt_in - src_in, 0.0)
+    field = np.concatenate([disp, v[..., None].astype(np.float64)], axis=-1)    # (H, W, 3)
     smp = bilinear_sample(field, cr)                                            # (S*S, 3)
     wsum = smp[:, 2]
     ok = wsum >= 0.5
-    tgt_img = smp[:, :2] / np.maximum(wsum, 1e-12)[:, None]
-    tgt_in = tgt_lb.image_to_input(tgt_img)
     rh, rw = src_lb.resized_hw
     ok &= (pix[:, 0] <= rw - 1) & (pix[:, 1] <= rh - 1)
-    flow = np.where(ok[:, None], tgt_in - pix, 0.0)
+    flow = np.where(ok[:, None], smp[:, :2] / np.maximum(wsum, 1e-12)[:, None], 0.0)
     return flow.reshape(s, s, 2).astype(np.float32), ok.reshape(s, s)
