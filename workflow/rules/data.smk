@@ -3,7 +3,9 @@
 from pathlib import Path as _Path
 
 _VOC = config["dataset"]["voc"]
-_DOWNLOADS = "resources/downloads"
+_VOC_PARENT = _Path(_VOC["voc_root"]).parent.parent
+_KP_PARENT = _Path(_VOC["keypoints_root"]).parent
+_ENV = "../../envs/sopcorr.yaml"
 
 
 rule generate_synthetic:
@@ -16,6 +18,8 @@ rule generate_synthetic:
         seed=config["seed"],
         train_fraction=config["dataset"]["train_fraction"],
     threads: 1
+    conda:
+        _ENV
     resources:
         mem_mb=1000,
     log:
@@ -30,18 +34,20 @@ rule download_voc:
     """Fetch the PASCAL VOC 2012 trainval tar (dataset.voc.voc_url), check its sha256 and unpack
     it so that dataset.voc.voc_root (<dest>/VOCdevkit/VOC2012) exists."""
     output:
-        marker=f"{_DOWNLOADS}/voc2012.json",
+        marker=str(_VOC_PARENT / ".download_voc2012.json"),
     params:
         url=_VOC["voc_url"],
         sha256=_VOC["voc_sha256"],
-        dest=str(_Path(_VOC["voc_root"]).parent.parent),
+        dest=lambda wildcards, output: str(_Path(output.marker).parent),
     threads: 1
+    conda:
+        _ENV
     resources:
         mem_mb=500,
     log:
-        f"{_DOWNLOADS}/voc2012.log",
+        str(_VOC_PARENT / "logs" / "download_voc.log"),
     benchmark:
-        f"{_DOWNLOADS}/voc2012.benchmark.tsv"
+        str(_VOC_PARENT / "logs" / "download_voc.tsv")
     script:
         "../scripts/download_archive.py"
 
@@ -50,43 +56,43 @@ rule download_keypoints:
     """Fetch the Berkeley PASCAL 2011 keypoint tarball (dataset.voc.keypoints_url), check its
     sha256 and unpack it under dataset.voc.keypoints_root."""
     output:
-        marker=f"{_DOWNLOADS}/berkeley_keypoints.json",
+        marker=str(_KP_PARENT / ".download_berkeley_keypoints.json"),
     params:
         url=_VOC["keypoints_url"],
         sha256=_VOC["keypoints_sha256"],
         dest=_VOC["keypoints_root"],
     threads: 1
+    conda:
+        _ENV
     resources:
         mem_mb=500,
     log:
-        f"{_DOWNLOADS}/berkeley_keypoints.log",
+        str(_KP_PARENT / "logs" / "download_keypoints.log"),
     benchmark:
-        f"{_DOWNLOADS}/berkeley_keypoints.benchmark.tsv"
+        str(_KP_PARENT / "logs" / "download_keypoints.tsv")
     script:
         "../scripts/download_archive.py"
 
 
-def _prepare_inputs(wildcards):
-    kind = config["dataset"]["kind"]
-    if kind in ("synthetic", "generic"):
-        return {"dataset": dataset_json()}
-    out = {}
-    if _VOC["voc_url"]:
-        out["voc"] = rules.download_voc.output.marker
-    if _VOC["keypoints_url"]:
-        out["keypoints"] = rules.download_keypoints.output.marker
-    return out
+# prepare's inputs: the dataset.json (synthetic, generic) or the download markers (voc_berkeley
+# with URLs configured; without URLs the folders must already exist)
+_PREPARE_INPUTS = {"dataset": dataset_json()} if config["dataset"]["kind"] != "voc_berkeley" else {
+    **({"voc": rules.download_voc.output.marker} if _VOC["voc_url"] else {}),
+    **({"keypoints": rules.download_keypoints.output.marker} if _VOC["keypoints_url"] else {}),
+}
 
 
 rule prepare_category:
-    """One category's instances in the generic format + "root" (instances sorted by id)."""
+    """One category's instances in the generic format, plus the dataset root (sorted by id)."""
     input:
-        unpack(_prepare_inputs),
+        **_PREPARE_INPUTS,
     output:
         instances=results("data", "{category}", "instances.json"),
     params:
         dataset=config["dataset"],
     threads: 1
+    conda:
+        _ENV
     resources:
         mem_mb=1000,
     log:
@@ -104,6 +110,8 @@ rule data_summary:
     output:
         csv=results("data", "summary.csv"),
     threads: 1
+    conda:
+        _ENV
     resources:
         mem_mb=500,
     log:
@@ -123,6 +131,8 @@ rule contact_sheet:
     params:
         max_images=12,
     threads: 1
+    conda:
+        _ENV
     resources:
         mem_mb=1000,
     log:

@@ -1,0 +1,123 @@
+"""The data stage under Snakemake: a tiny synthetic run, a VOC + Berkeley run whose archives
+are downloaded from file:// URLs, a dry run and the linter on the default config."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_data_voc import make_keypoint_tree, make_voc_tree
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_RULES = {"generate_synthetic", "download_voc", "download_keypoints", "prepare_category",
+              "data_summary", "contact_sheet"}
+
+
+def _workdir(tmp_path: Path) -> Path:
+    wd = tmp_path / "wf"
+    wd.mkdir()
+    shutil.copy(REPO / "Snakefile", wd)
+    for d in ("workflow", "config", "envs"):
+        if (REPO / d).exists():
+            shutil.copytree(REPO / d, wd / d, ignore=shutil.ignore_patterns("__pycache__"))
+    return wd
+
+
+def _snakemake(wd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=wd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _summary(path: Path) -> dict[str, dict]:
+    with open(path) as fh:
+        return {r["category"]: r for r in csv.DictReader(fh)}
+
+
+def test_synthetic_data_stage(tmp_path):
+    wd = _workdir(tmp_path)
+    (wd / "tiny.yaml").write_text(yaml.safe_dump({
+        "run": "tiny", "seed": 3,
+        "dataset": {"synthetic": {"categories": ["bird", "aircraft"], "images_per_category": 5,
+                                  "image_size": 80, "pairs_per_category": 2}},
+    }))
+    targets = ["results/tiny/data/summary.csv", "results/tiny/figures/contact_sheet_bird.png",
+               "results/tiny/figures/contact_sheet_aircraft.png"]
+    _snakemake(wd, *targets, "--cores", "1", "--configfile", "config/config.yaml", "tiny.yaml")
+    rows = _summary(wd / "results/tiny/data/summary.csv")
+    assert sorted(rows) == ["aircraft", "bird"]
+    for r in rows.values():
+        assert int(r["instances"]) == 5 and int(r["train"]) + int(r["test"]) == 5
+        assert int(r["keypoints"]) >= 8 and 0 < float(r["visible_fraction"]) <= 1
+        assert int(r["with_ground_truth"]) == 5
+    assert (wd / "results/tiny/figures/contact_sheet_bird.png").stat().st_size > 1000
+    from sopcorr.data.generic import load_dataset
+
+    ds = load_dataset(wd / "results/tiny/data/bird/instances.json")
+    assert [i.id for i in ds.instances] == sorted(i.id for i in ds.instances)
+    assert all(i.category == "bird" for i in ds.instances)
+
+
+def _tar(src: Path, out: Path, arcname: str) -> str:
+    with tarfile.open(out, "w") as tf:
+        tf.add(src, arcname=arcname)
+    return hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_voc_berkeley_data_stage_with_downloads(tmp_path):
+    staging = tmp_path / "staging"
+    make_voc_tree(staging / "VOC2012")
+    make_keypoint_tree(staging / "kp")
+    voc_sha = _tar(staging / "VOC2012", tmp_path / "voc.tar", "VOCdevkit/VOC2012")
+    kp_sha = _tar(staging / "kp", tmp_path / "kp.tar", "annotations")
+    wd = _workdir(tmp_path)
+    overlay = {
+        "run": "voc", "categories": ["cat", "bird"],
+        "dataset": {"kind": "voc_berkeley", "voc": {
+            "voc_url": (tmp_path / "voc.tar").as_uri(), "voc_sha256": voc_sha,
+            "keypoints_url": (tmp_path / "kp.tar").as_uri(), "keypoints_sha256": kp_sha}},
+    }
+    (wd / "voc.yaml").write_text(yaml.safe_dump(overlay))
+    _snakemake(wd, "results/voc/data/summary.csv", "--cores", "1", "--configfile", "config/config.yaml", "voc.yaml")
+    assert (wd / "resources/VOCdevkit/VOC2012/Annotations/2010_000218.xml").is_file()
+    rows = _summary(wd / "results/voc/data/summary.csv")
+    assert int(rows["cat"]["instances"]) == 1 and int(rows["cat"]["annotated"]) == 10
+    assert int(rows["bird"]["instances"]) == 19
+    # a wrong checksum stops the download with one clear line
+    bad = dict(overlay, run="bad")
+    bad["dataset"] = {"kind": "voc_berkeley", "voc": dict(overlay["dataset"]["voc"], voc_sha256="0" * 64,
+                                                          voc_root="other/VOCdevkit/VOC2012")}
+    (wd / "bad.yaml").write_text(yaml.safe_dump(bad))
+    proc = _snakemake(wd, "results/bad/data/summary.csv", "--cores", "1", "--configfile", "config/config.yaml",
+                      "bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert "checksum mismatch" in proc.stdout + proc.stderr
+    assert not (wd / "other/VOCdevkit").exists()
+
+
+def test_dry_run_and_lint_default_config(tmp_path):
+    wd = _workdir(tmp_path)
+    targets = ["results/default/data/summary.csv"] + [
+        f"results/default/figures/contact_sheet_{c}.png" for c in ("bird", "quadruped", "car", "aircraft")]
+    proc = _snakemake(wd, *targets, "-n")
+    out = proc.stdout + proc.stderr
+    for rule in ("generate_synthetic", "prepare_category", "data_summary", "contact_sheet"):
+        assert rule in out
+    lint = _snakemake(wd, "--lint", check=False)
+    text = lint.stdout + lint.stderr
+    assert "data.smk:" not in text.replace("Lints for rule", "")  # no file-level lint on data.smk
+    for rule in DATA_RULES:
+        assert f"Lints for rule {rule} " not in text, text
