@@ -69,6 +69,23 @@ def test_synthetic_data_stage(tmp_path):
     ds = load_dataset(wd / "results/tiny/data/bird/instances.json")
     assert [i.id for i in ds.instances] == sorted(i.id for i in ds.instances)
     assert all(i.category == "bird" for i in ds.instances)
+    # the generated set as a user's generic dataset, with one keypoint moved off the image:
+    # the run stops with one line naming the instance and field
+    import json
+
+    user = tmp_path / "user"
+    shutil.copytree(wd / "results/tiny/dataset", user)
+    data = json.loads((user / "dataset.json").read_text())
+    inst = data["instances"][2]
+    name = next(iter(inst["keypoints"]))
+    inst["keypoints"][name][0] = 500.0
+    (user / "dataset.json").write_text(json.dumps(data))
+    (wd / "user.yaml").write_text(yaml.safe_dump({"run": "user", "dataset": {"kind": "generic", "path": str(user)}}))
+    proc = _snakemake(wd, "results/user/data/summary.csv", "--cores", "1", "--configfile", "config/config.yaml",
+                      "user.yaml", check=False)
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("sopcorr error:")]
+    assert lines and f"instance '{inst['id']}'" in lines[0] and f"field 'keypoints.{name}'" in lines[0]
 
 
 def _tar(src: Path, out: Path, arcname: str) -> str:
