@@ -547,6 +547,7 @@ class Rendered:
     bbox: tuple[float, float, float, float]
 
 
+FILL_RANGE = (0.38, 0.74)  # bounds of the outline's long side / image side (pixels: ~35-70 %)
 NOMINAL_FILL = 0.6   # object long side / image side at scale 1 (0.6-1.2 -> 35-70 %)
 
 
@@ -569,8 +570,12 @@ def render_instance(t: Template, params: InstanceParams, size: int, noise: float
     k = params.scale * NOMINAL_FILL * size / rest_long
     q = pts @ rot.T * k
     ext = q.max(0) - q.min(0)
-    fit = min(1.0, float(np.min((size - 1 - 2 * margin) / np.maximum(ext, 1e-9))))
-    k *= fit
+    # keep the object's long side within FILL_RANGE of the image (articulation and rotation
+    # change the extent), and inside the image
+    long_side = float(ext.max())
+    k *= float(np.clip(long_side, FILL_RANGE[0] * size, FILL_RANGE[1] * size)) / max(long_side, 1e-9)
+    ext = ext * (k / (params.scale * NOMINAL_FILL * size / rest_long))
+    k *= min(1.0, float(np.min((size - 1 - 2 * margin) / np.maximum(ext, 1e-9))))
     lin = rot * k
     q = pts @ lin.T
     lo, hi = q.min(0), q.max(0)
