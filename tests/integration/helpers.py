@@ -1,0 +1,249 @@
+"""Run the workflow the way a user does, on tiny configs, in a throw-away copy.
+
+``copy_workflow(dest)`` copies the Snakefile, workflow/, config/ and profiles/ into ``dest`` (the
+library is imported from the installed package, ``src/`` is linked), ``run_snakemake(workdir,
+...)`` runs ``python -m snakemake`` there with one thread per library, and the helpers below
+read the tables and parse dry-run job lists. Used by tests/test_rerun.py, test_kill_resume.py,
+test_determinism.py, test_bad_input.py, test_paper_config.py and tests/slurm/run.sh.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+TINY = HERE / "tiny.yaml"
+#: run name of tiny.yaml
+TINY_RUN = "tiny"
+#: what a run needs besides the library
+WORKFLOW_ITEMS = ("Snakefile", "workflow", "config", "profiles", "envs")
+#: snakemake time limit per call (seconds); generous: CI has 2 cores
+TIMEOUT = int(os.environ.get("SOPCORR_IT_TIMEOUT", "900"))
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A runnable copy of the workflow in ``dest`` (created); returns ``dest``."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in WORKFLOW_ITEMS:
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, dest / item)
+    if not (dest / "src").exists():
+        (dest / "src").symlink_to(REPO / "src")
+    return dest
+
+
+def env(extra: dict | None = None) -> dict:
+    """Environment of a test run: one thread per numeric library, offline torch cache."""
+    e = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        e[var] = "1"
+    e.setdefault("PYTHONHASHSEED", "0")
+    e.setdefault("SOPCORR_TEST", "1")
+    if extra:
+        e.update(extra)
+    return e
+
+
+def snakemake_argv(targets=(), configfiles=(), cores: int = 1, extra=()) -> list[str]:
+    """Targets first: --configfile (like -R, --until) swallows the words after it."""
+    argv = [sys.executable, "-m", "snakemake", *map(str, targets), "--cores", str(cores)]
+    if configfiles:
+        argv += ["--configfile", *map(str, configfiles)]
+    argv += list(map(str, extra))
+    return argv
+
+
+def run_snakemake(workdir: Path, targets=(), configfiles=(TINY,), cores: int = 1, extra=(),
+                  check: bool = True, env_extra: dict | None = None,
+                  timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
+    """Run snakemake in ``workdir``; stdout and stderr together in ``.stdout``. With ``check``,
+    a non-zero exit fails the test with the tail of the output."""
+    argv = snakemake_argv(targets, configfiles, cores, extra)
+    proc = subprocess.run(argv, cwd=workdir, env=env(env_extra), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake failed (exit {proc.returncode}) in {workdir}: {' '.join(argv[1:])}\n"
+            + tail(proc.stdout, 60))
+    return proc
+
+
+def tail(text: str, n: int = 40) -> str:
+    return "\n".join(text.splitlines()[-n:])
+
+
+def start_snakemake(workdir: Path, logfile: Path, targets=(), configfiles=(TINY,), cores: int = 1,
+                    extra=()) -> subprocess.Popen:
+    """Start snakemake in its own process group (so the whole tree can be killed)."""
+    argv = snakemake_argv(targets, configfiles, cores, extra)
+    fh = open(logfile, "w")
+    return subprocess.Popen(argv, cwd=workdir, env=env(), stdout=fh, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def kill_when(proc: subprocess.Popen, logfile: Path, pattern: str, delay: float = 1.0,
+              timeout: float = TIMEOUT) -> bool:
+    """SIGKILL the process group of ``proc`` ``delay`` seconds after a line matching
+    ``pattern`` appears in ``logfile``. Returns False when the run ended before that."""
+    rx = re.compile(pattern, re.M)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            return False
+        if rx.search(Path(logfile).read_text(errors="replace")):
+            time.sleep(delay)
+            if proc.poll() is not None:
+                return False
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    raise AssertionError(f"'{pattern}' did not appear in {logfile} within {timeout} s")
+
+
+_REFERENCE: dict = {}
+
+
+def reference_run(tmp_path_factory) -> Path:
+    """One uninterrupted run of tiny.yaml per test process (the integration tests share it;
+    they carry ``xdist_group("workflow")`` so that pytest-xdist keeps them in one process).
+    Tests must not modify it: copy it with :func:`clone` first."""
+    if "error" in _REFERENCE:
+        raise AssertionError(f"the reference run failed earlier:\n{_REFERENCE['error']}")
+    if "dir" not in _REFERENCE:
+        wd = copy_workflow(tmp_path_factory.mktemp("reference"))
+        try:
+            run_snakemake(wd, cores=2)
+        except AssertionError as err:
+            _REFERENCE["error"] = str(err)
+            raise
+        _REFERENCE["dir"] = wd
+    return _REFERENCE["dir"]
+
+
+def clone(workdir: Path, dest: Path) -> Path:
+    """Copy a run directory with its .snakemake metadata and file times."""
+    shutil.copytree(workdir, dest, symlinks=True)
+    return Path(dest)
+
+
+def results(workdir: Path, run: str = TINY_RUN) -> Path:
+    return Path(workdir) / "results" / run
+
+
+def table_files(workdir: Path, run: str = TINY_RUN) -> dict[str, bytes]:
+    """The run's final tables (results/<run>/tables/*.csv|md|tex) as name -> bytes."""
+    tdir = results(workdir, run) / "tables"
+    return {p.name: p.read_bytes() for p in sorted(tdir.glob("*"))
+            if p.is_file() and p.suffix in (".csv", ".md", ".tex")}
+
+
+def comparable_files(workdir: Path, run: str = TINY_RUN) -> dict[str, bytes]:
+    """What two runs of one config must agree on: the tables when the evaluate stage produced
+    them; before that (a partial workflow) every CSV / JSON artifact except logs and
+    benchmarks."""
+    tables = table_files(workdir, run)
+    if tables:
+        return tables
+    base = results(workdir, run)
+    out = {}
+    for p in sorted(base.rglob("*")):
+        rel = p.relative_to(base)
+        if rel.parts[0] in ("logs", "benchmarks") or not p.is_file():
+            continue
+        if p.suffix in (".csv", ".json") and not any(part.endswith(".tmp") for part in rel.parts):
+            out[str(rel)] = p.read_bytes()
+    return out
+
+
+_JOB = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):\s*$")
+_WC = re.compile(r"^\s+wildcards: (.*)$")
+
+
+def dry_run_jobs(output: str) -> list[tuple[str, dict]]:
+    """Jobs of a ``snakemake -n`` listing as (rule, wildcards) pairs."""
+    jobs: list[tuple[str, dict]] = []
+    for line in output.splitlines():
+        m = _JOB.match(line)
+        if m:
+            jobs.append((m.group(1), {}))
+            continue
+        m = _WC.match(line)
+        if m and jobs:
+            for item in m.group(1).split(", "):
+                if "=" in item:
+                    k, v = item.split("=", 1)
+                    jobs[-1][1][k.strip()] = v.strip()
+    return jobs
+
+
+def leftover_temporaries(path: Path) -> list[Path]:
+    """Temporary siblings atomic_path leaves only when a process is killed mid-write."""
+    return sorted(p for p in Path(path).rglob("*.tmp") if p.name.startswith("."))
+
+
+# ----------------------------------------------------------------------------------------------
+# a small generic dataset (the format of docs/ARCHITECTURE.md), for the bad-input suite
+# ----------------------------------------------------------------------------------------------
+KEYPOINTS = ["head", "tail", "left", "right"]
+
+
+def write_generic_dataset(root: Path, categories=("bird", "car"), per_category: int = 4,
+                          size: int = 64, seed: int = 0) -> dict:
+    """Write ``root/dataset.json`` and JPEG images (a coloured ellipse on noise, keypoints on
+    its extremities). Returns the JSON object, which tests mutate and rewrite with
+    :func:`write_dataset_json`."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    data = {"name": "generic-test",
+            "categories": {c: {"keypoints": KEYPOINTS, "flip_pairs": [["left", "right"]]}
+                           for c in categories},
+            "instances": [], "pairs": []}
+    for c in categories:
+        ids = []
+        for k in range(per_category):
+            iid = f"{c}/{k:04d}"
+            rel = f"images/{c}/{k:04d}.jpg"
+            arr = (rng.random((size, size, 3)) * 80).astype(np.uint8)
+            img = Image.fromarray(arr)
+            draw = ImageDraw.Draw(img)
+            x0, y0 = rng.integers(4, size // 4, size=2)
+            x1, y1 = rng.integers(3 * size // 4, size - 4, size=2)
+            colour = tuple(int(v) for v in rng.integers(100, 256, size=3))
+            draw.ellipse([int(x0), int(y0), int(x1), int(y1)], fill=colour)
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            img.save(root / rel, quality=90)
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            kps = {"head": [float(x1), float(cy), 1], "tail": [float(x0), float(cy), 1],
+                   "left": [float(cx), float(y0), 1], "right": [float(cx), float(y1), 0]}
+            data["instances"].append({"id": iid, "image": rel, "category": c,
+                                      "bbox": [float(x0), float(y0), float(x1), float(y1)],
+                                      "keypoints": kps,
+                                      "split": "train" if k < per_category - 1 else "test"})
+            ids.append(iid)
+        data["pairs"] += [[ids[0], ids[1]], [ids[1], ids[2]]]
+    write_dataset_json(root, data)
+    return data
+
+
+def write_dataset_json(root: Path, data: dict) -> Path:
+    path = Path(root) / "dataset.json"
+    path.write_text(json.dumps(data, indent=1))
+    return path

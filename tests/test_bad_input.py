@@ -1,0 +1,131 @@
+"""Bad input (issue 7, item 5): each defect gives a one-line error naming the file or field, a
+non-zero exit, and no half-written artifact. Snakemake runs on a generic dataset built in a temp
+folder (tests/integration/helpers.py: write_generic_dataset) with the tiny config.
+
+Each case mutates the dataset or the config, runs the first rules that read them, and checks
+- the exit status is non-zero,
+- one output line matches the case's pattern (the file / instance / field at fault),
+- no Python traceback is shown (a SopcorrError is reported as one line),
+- the faulty category's artifact does not exist and no temporary of an atomic write is left.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from integration.helpers import (TINY, copy_workflow, leftover_temporaries, run_snakemake,
+                                 write_dataset_json, write_generic_dataset)
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+
+RUN = "bad"
+
+
+def _missing_image(root, data, cfg):
+    (root / data["instances"][1]["image"]).unlink()
+    return r"images/bird/0001\.jpg.*(not found|no such)"
+
+
+def _corrupt_image(root, data, cfg):
+    (root / data["instances"][1]["image"]).write_bytes(b"this is not a JPEG\n" * 4)
+    return r"images/bird/0001\.jpg.*(corrupt|unreadable|cannot identify)"
+
+
+def _keypoint_outside(root, data, cfg):
+    data["instances"][1]["keypoints"]["head"] = [500.0, 10.0, 1]
+    return r"bird/0001.*keypoints\.head.*outside"
+
+
+def _bbox_inverted(root, data, cfg):
+    x0, y0, x1, y1 = data["instances"][1]["bbox"]
+    data["instances"][1]["bbox"] = [x1, y0, x0, y1]
+    return r"bird/0001.*bbox.*inverted"
+
+
+def _duplicate_ids(root, data, cfg):
+    data["instances"][2]["id"] = data["instances"][1]["id"]
+    return r"bird/0001.*duplicate instance id|duplicate instance id.*bird/0001"
+
+
+def _unknown_category_in_pairs(root, data, cfg):
+    data["pairs"].append(["bird/0000", "dog/0000"])
+    return r"dog/0000.*pairs|pairs.*dog/0000"
+
+
+def _empty_category(root, data, cfg):
+    data["categories"]["fish"] = {"keypoints": ["head", "tail"]}
+    return r"fish"
+
+
+def _wrong_type_in_config(root, data, cfg):
+    cfg["manifold"]["n_parts"] = "fifteen"
+    return r"manifold\.n_parts.*fifteen|fifteen.*manifold\.n_parts"
+
+
+def _unknown_backbone(root, data, cfg):
+    cfg["backbone"]["name"] = "resnet50"
+    return r"backbone\.name.*resnet50|resnet50.*backbone\.name"
+
+
+def _vgg16_weights_missing_offline(root, data, cfg):
+    cfg["backbone"].update(name="vgg16", weights=None, layers=None)
+    return r"(?i)vgg16.*weights|weights.*vgg16"
+
+
+def _vgg16_weights_file_missing(root, data, cfg):
+    cfg["backbone"].update(name="vgg16", weights=str(root / "no_such_vgg16.pth"), layers=None)
+    return r"no_such_vgg16\.pth"
+
+
+CASES = {
+    "missing_image": (_missing_image, "data"),
+    "corrupt_image": (_corrupt_image, "data"),
+    "keypoint_outside_image": (_keypoint_outside, "data"),
+    "bbox_inverted": (_bbox_inverted, "data"),
+    "duplicate_instance_ids": (_duplicate_ids, "data"),
+    "unknown_category_in_pairs": (_unknown_category_in_pairs, "data"),
+    "empty_category": (_empty_category, "data"),
+    "wrong_type_in_config": (_wrong_type_in_config, "data"),
+    "unknown_backbone": (_unknown_backbone, "data"),
+    "vgg16_weights_missing_offline": (_vgg16_weights_missing_offline, "features"),
+    "vgg16_weights_file_missing": (_vgg16_weights_file_missing, "features"),
+}
+
+
+def _targets(stage: str, cats=("bird", "car")) -> list[str]:
+    if stage == "data":
+        return [f"results/{RUN}/data/{c}/instances.json" for c in cats]
+    return [f"results/{RUN}/features/{c}.zarr" for c in cats]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_fails_with_one_line_naming_the_fault(case, tmp_path):
+    mutate, stage = CASES[case]
+    wd = copy_workflow(tmp_path / "wf")
+    root = tmp_path / "dataset"
+    data = write_generic_dataset(root)
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["run"] = RUN
+    cfg["dataset"] = {"kind": "generic", "path": str(root)}
+    pattern = mutate(root, data, cfg)
+    write_dataset_json(root, data)
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text(yaml.safe_dump(cfg))
+    # an empty torch cache: nothing can be found or downloaded there
+    torch_home = tmp_path / "torch_home"
+    torch_home.mkdir()
+
+    proc = run_snakemake(wd, targets=_targets(stage), configfiles=[TINY, overlay], check=False,
+                         env_extra={"TORCH_HOME": str(torch_home)})
+    out = proc.stdout
+    assert proc.returncode != 0, out[-3000:]
+    rx = re.compile(pattern)
+    matching = [line for line in out.splitlines() if rx.search(line)]
+    assert matching, f"no line matches {pattern!r}:\n{out[-3000:]}"
+    assert "Traceback (most recent call last)" not in out, out[-3000:]
+    res = wd / "results" / RUN
+    assert not (res / _targets(stage, ["bird"])[0].split(f"results/{RUN}/", 1)[1]).exists()
+    assert leftover_temporaries(wd / "results") == []

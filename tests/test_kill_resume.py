@@ -1,0 +1,49 @@
+"""Kill and resume (issue 7, item 4): SIGKILL the whole Snakemake process group while a
+manifold job runs, resume, SIGKILL it again while the Siamese network trains, resume with
+``--rerun-incomplete``: the final tables equal those of an uninterrupted run.
+Integration test on tests/integration/tiny.yaml."""
+from __future__ import annotations
+
+import pytest
+
+from integration.helpers import (comparable_files, copy_workflow, dry_run_jobs, kill_when,
+                                 reference_run, run_snakemake,
+                                 start_snakemake, tail)
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+
+MANIFOLD_RULE = "manifold"
+TRAIN_RULE = "train_siamese"
+
+
+def _unlock(workdir):
+    # a killed Snakemake leaves its lock behind; this is what a user runs first
+    run_snakemake(workdir, extra=["--unlock"])
+
+
+def test_sigkill_during_manifold_and_training_then_resume(tmp_path_factory, tmp_path):
+    reference = reference_run(tmp_path_factory)
+    wd = copy_workflow(tmp_path / "killed")
+
+    log1 = tmp_path / "run1.log"
+    proc = start_snakemake(wd, log1, cores=2)
+    assert kill_when(proc, log1, rf"^(local)?rule {MANIFOLD_RULE}:", delay=1.0), \
+        "the run ended before a manifold job started:\n" + tail(log1.read_text())
+    _unlock(wd)
+    pending = dry_run_jobs(run_snakemake(wd, extra=["-n", "--rerun-incomplete"]).stdout)
+    assert MANIFOLD_RULE in {rule for rule, _ in pending}
+
+    log2 = tmp_path / "run2.log"
+    proc = start_snakemake(wd, log2, cores=2, extra=["--rerun-incomplete"])
+    assert kill_when(proc, log2, rf"^(local)?rule {TRAIN_RULE}:", delay=2.0), \
+        "the resumed run ended before training started:\n" + tail(log2.read_text())
+    _unlock(wd)
+    # nothing of the manifold stage is left to do: the first resume finished it
+    pending = dry_run_jobs(run_snakemake(wd, extra=["-n", "--rerun-incomplete"]).stdout)
+    rules = {rule for rule, _ in pending}
+    assert TRAIN_RULE in rules and MANIFOLD_RULE not in rules, pending
+
+    run_snakemake(wd, cores=2, extra=["--rerun-incomplete"])
+    a, b = comparable_files(reference), comparable_files(wd)
+    assert a and sorted(a) == sorted(b)
+    assert [n for n in a if a[n] != b[n]] == []

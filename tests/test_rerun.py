@@ -1,0 +1,73 @@
+"""Partial reruns (issue 7, item 3): a change to one category's input reruns only that
+category's jobs plus the global jobs downstream, and the documented recipes (one category's
+target, ``-R`` with targets first, ``--until``) select what they say. Integration tests on
+tests/integration/tiny.yaml; dry runs on a copy of the shared reference run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from integration.helpers import (TINY_RUN, clone, copy_workflow, dry_run_jobs, reference_run,
+                                 results, run_snakemake)
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+
+#: the stage rules these tests name (docs/ARCHITECTURE.md)
+FEATURES_RULE = "extract_features"
+MANIFOLD_RULE = "manifold"
+
+
+@pytest.fixture
+def done(tmp_path_factory, tmp_path):
+    """A finished tiny run that the test may modify."""
+    return clone(reference_run(tmp_path_factory), tmp_path / "run")
+
+
+def _dry(workdir, targets=(), extra=()):
+    out = run_snakemake(workdir, targets=targets, extra=["-n", *extra]).stdout
+    return [(rule, wc) for rule, wc in dry_run_jobs(out) if rule != "all"]
+
+
+def test_finished_run_is_up_to_date(done):
+    assert _dry(done) == []
+
+
+def test_changed_category_input_reruns_that_category_only(done):
+    # a user corrects one bird annotation: every bird job and the jobs that pool all
+    # categories rerun, no car job does
+    path = results(done) / "data" / "bird" / "instances.json"
+    data = json.loads(path.read_text())
+    inst = data["instances"][0]
+    name, (x, y, v) = next(iter(inst["keypoints"].items()))
+    inst["keypoints"][name] = [x + 0.5, y, v]
+    path.write_text(json.dumps(data, indent=1))
+
+    jobs = _dry(done)
+    cats = {wc.get("category") for _, wc in jobs}
+    assert "car" not in cats, f"a car job would rerun: {jobs}"
+    rules_for_bird = {rule for rule, wc in jobs if wc.get("category") == "bird"}
+    assert {FEATURES_RULE, MANIFOLD_RULE} <= rules_for_bird, jobs
+    # nothing upstream of the changed file reruns
+    assert "prepare_category" not in {rule for rule, _ in jobs}
+
+
+def test_one_category_target_reruns_only_that_category(done):
+    target = f"results/{TINY_RUN}/manifold/bird/labels.zarr"
+    jobs = _dry(done, targets=[target], extra=["-R", MANIFOLD_RULE])
+    assert jobs == [(MANIFOLD_RULE, {"category": "bird"})], jobs
+
+
+def test_forcerun_rule_with_all_targets_reruns_it_and_downstream(done):
+    jobs = _dry(done, extra=["-R", MANIFOLD_RULE])
+    rules = {rule for rule, _ in jobs}
+    assert MANIFOLD_RULE in rules and FEATURES_RULE not in rules, jobs
+    assert {wc.get("category") for rule, wc in jobs if rule == MANIFOLD_RULE} == {"bird", "car"}
+
+
+def test_until_stops_after_the_named_rule(tmp_path):
+    fresh = copy_workflow(tmp_path / "fresh")
+    jobs = _dry(fresh, extra=["--until", FEATURES_RULE])
+    rules = {rule for rule, _ in jobs}
+    assert FEATURES_RULE in rules
+    assert MANIFOLD_RULE not in rules and "train_siamese" not in rules, rules
