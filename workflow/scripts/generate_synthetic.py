@@ -10,7 +10,8 @@ def main(smk):
     generate(Path(smk.output.dataset).parent, categories=list(s["categories"]),
              images_per_category=int(s["images_per_category"]), image_size=int(s["image_size"]),
              pairs_per_category=int(s["pairs_per_category"]), seed=int(smk.params.seed),
-             occluders=int(s["occluders"]), train_fraction=float(smk.params.train_fraction), progress=True)
+             occluders=int(s["occluders"]), train_fraction=float(smk.params.train_fraction),
+             image_format=s.get("image_format", "jpg"), progress=True)
 
 
 run(main, snakemake)  # noqa: F821
