@@ -123,7 +123,7 @@ rule data_summary:
 
 
 rule contact_sheet:
-    """A grid of the category's first images with keypoints drawn and named."""
+    """A grid of the category's images (evenly spread by id) with keypoints drawn and named."""
     input:
         instances=results("data", "{category}", "instances.json"),
     output:

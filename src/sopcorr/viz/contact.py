@@ -12,7 +12,8 @@ from ..io import save_figure
 
 def contact_sheet(ds: Dataset, category: str, path: str | Path, max_images: int = 12, cols: int = 4,
                   show_parts: bool = False) -> None:
-    """Save a grid of up to ``max_images`` instances of ``category`` (the first by id). Visible
+    """Save a grid of up to ``max_images`` instances of ``category`` (evenly spread over the
+    instances sorted by id, so both splits show). Visible
     keypoints: filled dots in a colour per name, labelled with the name; not visible: hollow
     circles. With ``show_parts`` and part maps available, the part labels are overlaid."""
     import matplotlib
@@ -20,7 +21,9 @@ def contact_sheet(ds: Dataset, category: str, path: str | Path, max_images: int 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    insts = sorted((i for i in ds.instances if i.category == category), key=lambda i: i.id)[:max_images]
+    allc = sorted((i for i in ds.instances if i.category == category), key=lambda i: i.id)
+    pick = np.unique(np.linspace(0, len(allc) - 1, min(max_images, len(allc))).round().astype(int)) if allc else []
+    insts = [allc[k] for k in pick]
     names = ds.categories[category].keypoints
     cmap = plt.get_cmap("tab20")
     colour = {n: cmap(k % 20) for k, n in enumerate(names)}
