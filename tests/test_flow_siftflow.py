@@ -8,7 +8,7 @@ from scipy.ndimage import gaussian_filter
 
 from sopcorr.errors import SopcorrError
 from sopcorr.flow.dsift import dense_sift
-from sopcorr.flow.siftflow import flow_energy, siftflow, siftflow_correspondence
+from sopcorr.flow.siftflow import DEFAULTS, data_cost, flow_energy, siftflow, siftflow_correspondence
 from sopcorr.geometry import FeatureGrid, Letterbox
 
 P = dict(alpha=0.3, d=0.6, eta=0.02, data_trunc=1.0)
@@ -81,12 +81,12 @@ def test_energy_matches_reference():
 
 @pytest.mark.parametrize("schedule", ["sequential", "parallel"])
 def test_loopy_grid_near_optimum(schedule):
-    """On a 2x3 grid (loops) BP is not guaranteed optimal; it should reach the brute-force
+    """On a 2x2 grid (a loop) BP is not guaranteed optimal; it should reach the brute-force
     optimum on most random instances and stay close on the rest."""
     rng = np.random.default_rng(2)
     gaps = []
-    for _ in range(6):
-        s1, s2 = _random_problem(rng, 2, 3)
+    for _ in range(10):
+        s1, s2 = _random_problem(rng, 2, 2)
         un, pw, edges, _ = _ref_tables(s1, s2, 1, **P)
         _, e_opt = _brute_force(un, pw, edges)
         _, e = siftflow(s1, s2, levels=1, window=1, iterations=20, schedule=schedule, **P)
@@ -117,7 +117,8 @@ def test_recovers_smooth_warp(schedule):
     flow, e = siftflow(s1, s2, levels=3, window=3, iterations=10, schedule=schedule)
     ok = (flow[..., 0] == fx) & (flow[..., 1] == fy)
     assert ok[inb].mean() > 0.97
-    e_zero = flow_energy(s1, s2, np.zeros_like(flow), 0.04, 0.4, 0.002, 0.8)
+    params = {k: DEFAULTS[k] for k in ('alpha', 'd', 'eta', 'data_trunc')}
+    e_zero = flow_energy(s1, s2, np.zeros_like(flow), **params)
     assert e < e_zero
 
 
@@ -128,7 +129,9 @@ def test_recovers_image_translation_with_dense_sift():
     a, b = img[16:16 + 128, 24:24 + 128], img[:128, :128]        # a(p) = b(p + (24, 16))
     g = FeatureGrid(Letterbox(128, 128, 128), 8)
     da, db = dense_sift(a, 20, grid=g), dense_sift(b, 20, grid=g)
-    corr = siftflow_correspondence(da, db, g, g, levels=2, window=3, iterations=10)
+    # smoothness strong enough to carry the flow into the border cells, whose SIFT windows
+    # overlap the image edge
+    corr = siftflow_correspondence(da, db, g, g, levels=2, window=3, iterations=10, alpha=0.05, d=0.5)
     inner = np.zeros((16, 16), bool)
     inner[:13, :12] = True            # p + (3, 2) inside the target, SIFT window inside b
     assert (corr.flow[inner] == [3, 2]).all(axis=-1).mean() > 0.95
@@ -150,7 +153,6 @@ def test_energy_below_nearest_neighbour_flow():
     for u in range(-4, 5):
         for v in range(-4, 5):
             f = np.broadcast_to([u, v], (16, 16, 2))
-            from sopcorr.flow.siftflow import data_cost
             c = data_cost(s1, s2, np.asarray(f), 0, 1.0)[..., 0, 0] + 0.005 * (abs(u) + abs(v))
             better = c < best_e
             best_e[better], nn[better] = c[better], (u, v)

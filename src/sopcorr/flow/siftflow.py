@@ -38,8 +38,8 @@ from ..geometry import DenseCorrespondence, FeatureGrid
 __all__ = ["siftflow", "siftflow_correspondence", "flow_energy", "data_cost", "DEFAULTS"]
 
 #: default parameters (units: the data term above; flows in grid cells)
-DEFAULTS = dict(levels=3, window=4, fine_window=None, iterations=20, alpha=0.04, d=0.4,
-                eta=0.002, data_trunc=0.8, schedule="sequential")
+DEFAULTS = dict(levels=3, window=4, fine_window=None, iterations=10, alpha=0.01, d=0.1,
+                eta=0.001, data_trunc=0.8, schedule="parallel")
 
 # directions messages travel in: (dy, dx); OPP[k] is the reverse direction
 _DIRS = ((0, 1), (0, -1), (1, 0), (-1, 0))
