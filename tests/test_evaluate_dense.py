@@ -30,3 +30,31 @@ def test_sampling_only_defined_pixels():
     f[5, 3] = (1.0, 2.0)  # sampled: offset stride // 2 = 1
     src, gt = sample_points(f, 2)
     assert src.tolist() == [[3.0, 5.0]] and gt.tolist() == [[1.0, 2.0]]
+
+
+def test_subsampled_ground_truth_matches_full(tmp_path):
+    from PIL import Image
+
+    from sopcorr.data import groundtruth as gt
+    from sopcorr.data.model import CategorySpec, Dataset, Instance
+    from sopcorr.evaluate.dense import ground_truth_field
+    from sopcorr.evaluate.methods import CategoryContext
+
+    insts = []
+    for i in (1, 2):
+        f = gt_field(0, i)  # canonical coordinates: the map from a reference instance 0
+        canon = np.where(np.isfinite(f), f / 64.0, np.nan).astype(np.float32)
+        parts = np.isfinite(canon).all(-1).astype(np.uint8)
+        np.save(tmp_path / f"c{i}.npy", canon)
+        Image.fromarray(parts).save(tmp_path / f"p{i}.png")
+        insts.append(Instance(f"t/{i}", f"{i}.png", "t", (0, 0, 63, 63), {}, "test",
+                              parts=f"p{i}.png", canonical=f"c{i}.npy"))
+    ctx = CategoryContext("t", dataset=Dataset("t", tmp_path, {"t": CategorySpec(["a"])}, insts))
+    full = gt.dense_correspondence(np.load(tmp_path / "c1.npy"), gt.read_parts(tmp_path / "p1.png"),
+                                   np.load(tmp_path / "c2.npy"), gt.read_parts(tmp_path / "p2.png"))
+    sub = ground_truth_field(ctx, 0, 1, stride=4)
+    src_s, gt_s = sample_points(sub, 4)
+    src_f, gt_f = sample_points(full, 4)
+    assert len(src_s) > 20
+    np.testing.assert_array_equal(src_s, src_f)
+    np.testing.assert_array_equal(gt_s, gt_f)

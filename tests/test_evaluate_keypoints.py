@@ -39,14 +39,14 @@ def test_vote_names_distance_weighted():
 
 def test_keypoint_protocol_exact_method_is_perfect_and_shift_fails():
     ctx = toy_context()
-    loc, cls, preds = run_keypoint_evaluation(ctx, [exact_method("exact"), exact_method("exact_p", prior=True)],
+    loc, cls, preds, _ = run_keypoint_evaluation(ctx, [exact_method("exact"), exact_method("exact_p", prior=True)],
                                               k=3, alpha=0.1)
     byname = {r["method"]: r for r in loc}
     assert byname["exact"]["value"] == 100.0 and byname["exact"]["total"] == 3 * 4
     assert byname["exact_p"]["value"] == 100.0
     assert [r["method"] for r in cls] == ["exact_transfer"] and cls[0]["value"] == 100.0
     assert len(preds["exact"]) == 3
-    loc, cls, _ = run_keypoint_evaluation(ctx, [exact_method("far", shift=(20.0, 0.0))], k=3, alpha=0.1)
+    loc, cls, _, _ = run_keypoint_evaluation(ctx, [exact_method("far", shift=(20.0, 0.0))], k=3, alpha=0.1)
     assert loc[0]["value"] == 0.0
 
 
@@ -55,6 +55,6 @@ def test_missed_visible_keypoint_counts_as_wrong():
     # 'a' of test objects is missed
     inv = {(i, "a") for i in range(10) if i % 4 != 0}
     ctx = toy_context(invisible=inv)
-    loc, _, preds = run_keypoint_evaluation(ctx, [exact_method()], k=3, alpha=0.1)
+    loc, _, preds, _ = run_keypoint_evaluation(ctx, [exact_method()], k=3, alpha=0.1)
     assert loc[0]["total"] == 12 and loc[0]["correct"] == 9
     assert preds["exact"][0]["present"][0] is False

@@ -62,9 +62,11 @@ def evaluate_dense_pair(corr: DenseCorrespondence, gt_field: np.ndarray, target_
     return res
 
 
-def ground_truth_field(ctx, src: int, tgt: int) -> np.ndarray:
+def ground_truth_field(ctx, src: int, tgt: int, stride: int = 1) -> np.ndarray:
     """(H, W, 2) dense ground truth source -> target from the instances' canonical maps and
-    part masks (``sopcorr.data.groundtruth``); raises MethodUnavailable without them."""
+    part masks (``sopcorr.data.groundtruth``), computed only at the pixels
+    :func:`sample_points` samples with ``stride`` (NaN elsewhere); raises MethodUnavailable
+    without ground truth."""
     from .methods import MethodUnavailable
 
     a, b = ctx.instances[src], ctx.instances[tgt]
@@ -73,8 +75,13 @@ def ground_truth_field(ctx, src: int, tgt: int) -> np.ndarray:
     from ..data import groundtruth as gt
 
     ds = ctx.get_dataset()
-    return gt.dense_correspondence(gt.read_canonical(ds.path(a.canonical)), gt.read_parts(ds.path(a.parts)),
-                                   gt.read_canonical(ds.path(b.canonical)), gt.read_parts(ds.path(b.parts)))
+    canon_s, parts_s = gt.read_canonical(ds.path(a.canonical)), gt.read_parts(ds.path(a.parts))
+    off = stride // 2
+    sub = gt.dense_correspondence(canon_s[off::stride, off::stride], parts_s[off::stride, off::stride],
+                                  gt.read_canonical(ds.path(b.canonical)), gt.read_parts(ds.path(b.parts)))
+    out = np.full(parts_s.shape + (2,), np.nan, np.float32)
+    out[off::stride, off::stride] = sub
+    return out
 
 
 def run_dense_evaluation(ctx, methods, alphas=(0.05, 0.1), stride: int = 4,
@@ -86,7 +93,7 @@ def run_dense_evaluation(ctx, methods, alphas=(0.05, 0.1), stride: int = 4,
     pairs = eval_pairs(ctx, max_pairs, seed)
     fields = {}
     for s, t in pairs:
-        fields[(s, t)] = ground_truth_field(ctx, s, t)
+        fields[(s, t)] = ground_truth_field(ctx, s, t, stride)
     out = []
     for m in methods:
         per = []

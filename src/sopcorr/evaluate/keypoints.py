@@ -154,10 +154,10 @@ def run_keypoint_evaluation(ctx, methods, k: int, alpha: float, sigma_min: float
     neighbours among the train split (global descriptors of the raw feature store); the
     absence threshold is chosen per method on train-split queries.
 
-    Returns (localisation records, classification records, predictions): records are lists
-    of dicts (method, category, value in %, correct, total[, threshold]); predictions maps a
-    method name to a list of per-query dicts (index, xy (P, 2), present (P,), gt (P, 3),
-    neighbours) for figures.
+    Returns (localisation records, classification records, predictions, localisation records
+    without absence prediction): records are lists of dicts (method, category, value in %,
+    correct, total[, threshold]); predictions maps a method name to a list of per-query dicts
+    (index, xy (P, 2), present (P,), gt (P, 3), neighbours) for figures.
     """
     from .retrieval import retrieve
     from .transfer import transfer_from_neighbours
@@ -165,9 +165,9 @@ def run_keypoint_evaluation(ctx, methods, k: int, alpha: float, sigma_min: float
     store = ctx.store("raw")
     train = ctx.split_indices("train")
     test = ctx.split_indices("test")
-    loc, cls, preds = [], [], {}
+    loc, cls, preds, loc_all = [], [], {}, []
     if len(train) < 2 or len(test) == 0:
-        return loc, cls, preds
+        return loc, cls, preds, loc_all
     g = np.asarray(store.global_desc)
     nb_test = retrieve(g, test, train, k)
     thr_q = threshold_queries(train, n_threshold_queries, seed)
@@ -199,6 +199,9 @@ def run_keypoint_evaluation(ctx, methods, k: int, alpha: float, sigma_min: float
             c, t = localisation_counts(r_test, thr)
             loc.append(dict(method=m.name, category=ctx.category, value=100.0 * c / max(t, 1),
                             correct=c, total=t, threshold=thr))
+            c, t = localisation_counts(r_test, -np.inf)
+            loc_all.append(dict(method=m.name, category=ctx.category, value=100.0 * c / max(t, 1),
+                                correct=c, total=t))
             if not m.prior:
                 c2, t2 = classification_counts(r_test)
                 cls.append(dict(method=f"{m.name}_transfer", category=ctx.category,
@@ -209,4 +212,4 @@ def run_keypoint_evaluation(ctx, methods, k: int, alpha: float, sigma_min: float
                                            & np.isfinite(r.xy).all(axis=1)).tolist(),
                                   gt=r.gt.tolist(), neighbours=[int(n) for n in r.neighbours])
                              for r in r_test]
-    return loc, cls, preds
+    return loc, cls, preds, loc_all

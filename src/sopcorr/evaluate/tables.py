@@ -171,3 +171,108 @@ def write_table(df: pd.DataFrame, csv_path: str | Path, decimals: int = 1, title
     write_text(md_path or csv_path.with_suffix(".md"), to_markdown(df, decimals, title, notes, keys))
     write_text(tex_path or csv_path.with_suffix(".tex"),
                to_latex(df, decimals, " ".join([title, *notes]).strip(), label, keys))
+
+
+# ---------------------------------------------------------------------- per-category records
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def write_records(path: str | Path, records: dict) -> None:
+    """Write a per-category result file (JSON; non-finite numbers become null)."""
+    from ..io import write_json
+
+    write_json(path, _jsonable(records), indent=None)
+
+
+def read_records(paths, section: str) -> pd.DataFrame:
+    """Concatenate the ``section`` lists of per-category result files."""
+    import json
+
+    rows = []
+    for p in paths:
+        with open(p) as fh:
+            rows += json.load(fh).get(section, [])
+    df = pd.DataFrame(rows)
+    if "value" in df:
+        df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    return df
+
+
+#: how each table is built: records section, key columns, decimals, title
+TABLES = {
+    "keypoint_classification": ("classification", (), 1,
+                                "Keypoint classification accuracy (%) (paper Table 1)"),
+    "keypoint_pck": ("localisation", (), 1, "Keypoint localisation PCK (%) (paper Table 2)"),
+    "keypoint_pck_no_absence": ("localisation_no_absence", (), 1,
+                                "Keypoint localisation PCK (%) without absence prediction (every name predicted present)"),
+    "pair_pck": ("pairs", ("alpha",), 1, "Pair-wise PCK (%) over the dataset's pairs"),
+    "dense_synthetic": ("dense", ("metric",), 1,
+                        "Dense correspondence on the synthetic ground truth (end-point error in px; PCK and coverage in %)"),
+}
+
+
+def method_order(methods) -> list[str]:
+    """Baselines first (in the given order), our rows (names starting with 'ours') last."""
+    methods = list(dict.fromkeys(methods))
+    return [m for m in methods if not m.startswith("ours")] + [m for m in methods if m.startswith("ours")]
+
+
+def table_notes(table: str, config: dict) -> list[str]:
+    ev = config.get("evaluate", {})
+    bb = config.get("backbone", {})
+    notes = []
+    if table == "keypoint_classification":
+        notes.append("Rows '<descriptor>_svm': one-vs-all linear SVM per category on descriptors at the "
+                     f"ground-truth keypoints of the box warped to {ev.get('crop_size')} px "
+                     f"(conv4/conv5: layers {ev.get('conv_layers') or 'default'} of {bb.get('name')}); "
+                     f"rows '<method>_transfer': name vote of the K = {ev.get('k_neighbors')} retrieved "
+                     "training objects' keypoints mapped through the method's dense correspondence.")
+    elif table == "keypoint_pck":
+        notes.append(f"PCK at alpha = {ev.get('alpha')} of max(box h, w) over visible keypoints; "
+                     f"K = {ev.get('k_neighbors')} retrieved training objects; absence threshold chosen on the "
+                     "train split; '_prior' rows multiply scores by a Gaussian location prior.")
+    elif table == "keypoint_pck_no_absence":
+        notes.append(f"As keypoint_pck but no name is ever predicted absent (threshold -inf): isolates the "
+                     "localisation quality from the absence decision.")
+    elif table == "pair_pck":
+        notes.append("Keypoints visible in both images mapped source -> target; alpha of max(target box h, w); "
+                     "pooled over the pairs' keypoints.")
+    elif table == "dense_synthetic":
+        notes.append(f"Object pixels visible in both images, sampled every {ev.get('dense_stride')} px; "
+                     "PCK at alpha of max(target box h, w); undefined matches count as wrong in PCK, "
+                     "are left out of the end-point error, and coverage is the fraction defined.")
+    return notes
+
+
+def build_table(table: str, inputs, categories: list[str], config: dict, csv_path, md_path=None,
+                tex_path=None) -> pd.DataFrame:
+    """Gather the per-category result files ``inputs`` into ``table`` (see :data:`TABLES`) and
+    write CSV / Markdown / LaTeX. The paper's numbers are appended for the voc_berkeley
+    dataset."""
+    section, keys, decimals, title = TABLES[table]
+    rec = read_records(inputs, section)
+    order = method_order(rec["method"]) if len(rec) else []
+    df = wide_table(rec, list(categories), order, keys)
+    notes = table_notes(table, config)
+    if config.get("dataset", {}).get("kind") == "voc_berkeley" and not keys:
+        prow, src = paper_rows(table, list(categories))
+        if len(prow):
+            df = pd.concat([df, prow], ignore_index=True)
+            notes.append(f"Rows 'paper: ...': {src}.")
+    write_table(df, csv_path, decimals, title, notes, keys, label=f"tab:{table}",
+                md_path=md_path, tex_path=tex_path)
+    return df

@@ -1,0 +1,103 @@
+"""Dense correspondence colour maps (the paper's Figures 1/2) for several methods side by side.
+
+Each row is one pair (A, B): A's object box coloured by position, then B coloured by the colour of
+the point of A each of its pixels matches, one panel per method (correspondence B -> A, the
+colour scheme of ``sopcorr match``). Pixels whose match is undefined or falls outside A's box
+stay uncoloured.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _coords(h: int, w: int) -> np.ndarray:
+    ys, xs = np.mgrid[0:h, 0:w]
+    return np.stack([xs, ys], -1).astype(np.float64)
+
+
+def colour_target(corr_ba, img_b: np.ndarray, box_a, box_b=None) -> tuple[np.ndarray, np.ndarray]:
+    """Colours (Hb, Wb, 3) and mask (Hb, Wb) of image B's pixels by their match in A's box;
+    only pixels inside ``box_b`` (default: all) are coloured."""
+    from ..cli import position_colours
+    from ..evaluate.transfer import transfer_points
+
+    hb, wb = img_b.shape[:2]
+    pb = _coords(hb, wb).reshape(-1, 2)
+    to_a, _, ok = transfer_points(corr_ba, pb)
+    rgb, inside = position_colours(to_a.reshape(hb, wb, 2), box_a)
+    mask = inside & ok.reshape(hb, wb)
+    if box_b is not None:
+        x0, y0, x1, y1 = box_b
+        p = pb.reshape(hb, wb, 2)
+        mask &= (p[..., 0] >= x0) & (p[..., 0] <= x1) & (p[..., 1] >= y0) & (p[..., 1] <= y1)
+    return rgb, mask
+
+
+def overlay(img: np.ndarray, rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.65) -> np.ndarray:
+    out = img.astype(np.float64) / 255.0
+    out[mask] = (1 - alpha) * out[mask] + alpha * rgb[mask]
+    return out
+
+
+def draw_correspondence_grid(rows, method_names: list[str], out: str | Path, title: str = "") -> None:
+    """rows: list of dicts with img_a, img_b (uint8 (H, W, 3)), box_a, box_b, label, and
+    corr: {method: DenseCorrespondence B -> A}. Writes one figure (rows x (1 + methods))."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..cli import position_colours
+    from ..io import save_figure
+
+    ncol = 1 + len(method_names)
+    nrow = max(1, len(rows))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 2.3 * nrow), squeeze=False)
+    for r, row in enumerate(rows):
+        a, b = row["img_a"], row["img_b"]
+        rgb_a, in_a = position_colours(_coords(*a.shape[:2]), row["box_a"])
+        axes[r, 0].imshow(overlay(a, rgb_a, in_a))
+        axes[r, 0].set_title(f"A: {row.get('label_a', '')}", fontsize=7)
+        for j, m in enumerate(method_names):
+            ax = axes[r, 1 + j]
+            corr = row["corr"].get(m)
+            if corr is None:
+                ax.imshow(b)
+                ax.set_title(f"{m} (n/a)", fontsize=7)
+            else:
+                rgb, mask = colour_target(corr, b, row["box_a"], row.get("box_b"))
+                ax.imshow(overlay(b, rgb, mask))
+                ax.set_title(m, fontsize=7)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if not rows:
+        axes[0, 0].text(0.5, 0.5, "no pairs", ha="center")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out, dpi=100)
+
+
+def correspondence_figure(ctx, out: str | Path) -> None:
+    """The colour-map figure of ``evaluate.figures_per_category`` pairs of a category (the
+    first pairs of the evaluation pairs, else consecutive test instances) for the methods of
+    ``evaluate.figure_methods`` that are available."""
+    from ..evaluate.methods import available_methods
+    from ..evaluate.pairs import eval_pairs
+
+    ev = ctx.eval_config
+    n = int(ev.get("figures_per_category", 2))
+    pairs = eval_pairs(ctx, None, 0)[:n]
+    if len(pairs) < n:
+        test = [int(i) for i in ctx.split_indices("test")] or list(range(len(ctx.instances)))
+        pairs += [(test[i], test[(i + 1) % len(test)]) for i in range(min(n - len(pairs), len(test)))
+                  if len(test) > 1]
+    methods = available_methods(ev.get("figure_methods", ["nn_raw"]), ctx)
+    rows = []
+    for a, b in pairs:
+        rows.append(dict(img_a=ctx.image(a), img_b=ctx.image(b), box_a=ctx.bbox(a), box_b=ctx.bbox(b),
+                         label_a=ctx.instances[a].id, corr={m.name: m.correspondence(b, a) for m in methods}))
+    draw_correspondence_grid(rows, [m.name for m in methods], out,
+                             title=f"{ctx.category}: B coloured by its match in A")

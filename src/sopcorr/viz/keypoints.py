@@ -1,0 +1,61 @@
+"""Keypoint predictions against ground truth over query images (the paper's Figure 6, right):
+ground truth as red circles, predictions as yellow crosses, a thin line joining each visible
+ground-truth keypoint to its prediction; names predicted absent are not drawn."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def draw_keypoint_predictions(panels, out: str | Path, title: str = "", ncol: int = 4) -> None:
+    """panels: list of dicts with image (uint8 (H, W, 3)), gt (P, 3) x, y, visible,
+    xy (P, 2) predictions, present (P,) bool, label (str)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import save_figure
+
+    n = max(1, len(panels))
+    ncol = min(ncol, n)
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 2.6 * nrow), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, p in zip(axes.ravel(), panels):
+        ax.imshow(p["image"])
+        gt = np.asarray(p["gt"], float)
+        xy = np.asarray(p["xy"], float)
+        present = np.asarray(p["present"], bool)
+        vis = gt[:, 2] > 0
+        for k in range(len(gt)):
+            if vis[k] and present[k]:
+                ax.plot([gt[k, 0], xy[k, 0]], [gt[k, 1], xy[k, 1]], "-", color="white", lw=0.6, alpha=0.7)
+        ax.plot(gt[vis, 0], gt[vis, 1], "o", mfc="none", mec="red", ms=6, mew=1.2)
+        ax.plot(xy[present, 0], xy[present, 1], "x", color="yellow", ms=6, mew=1.5)
+        ax.set_title(p.get("label", ""), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out, dpi=100)
+
+
+def keypoint_figure(ctx, records_json: str | Path, out: str | Path, method: str | None = None,
+                    max_panels: int = 8) -> None:
+    """Figure-6 panels of a category's test queries from the keypoint evaluation's predictions
+    (``method``: default the last of ours_finetuned, ours_siamese, or the first available)."""
+    import json
+
+    with open(records_json) as fh:
+        preds = json.load(fh).get("predictions", {})
+    if method is None:
+        method = next((m for m in ("ours_finetuned", "ours_siamese") if m in preds), next(iter(preds), None))
+    panels = []
+    for p in (preds.get(method, []) if method else [])[:max_panels]:
+        xy = np.array([[np.nan if v is None else v for v in row] for row in p["xy"]], float)
+        panels.append(dict(image=ctx.image(int(p["index"])), gt=np.asarray(p["gt"], float), xy=xy,
+                           present=np.asarray(p["present"], bool), label=p["id"]))
+    draw_keypoint_predictions(panels, out, title=f"{ctx.category}: {method or 'no method'} "
+                              "(red o: ground truth, yellow x: prediction)")

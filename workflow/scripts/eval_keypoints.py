@@ -1,0 +1,26 @@
+"""Keypoint localisation (Table 2) and classification by transfer (Table 1 (b)) for one category."""
+import logging
+
+from sopcorr.evaluate.methods import CategoryContext, available_methods
+from sopcorr.evaluate.keypoints import run_keypoint_evaluation
+from sopcorr.evaluate.tables import write_records
+from sopcorr.scriptutil import run
+
+
+def main(smk):
+    import torch
+
+    torch.set_num_threads(max(1, int(smk.threads)))
+    cfg = smk.config
+    ev = cfg["evaluate"]
+    ctx = CategoryContext(smk.wildcards.category, smk.params.run_dir, cfg)
+    methods = available_methods(ev["localisation_methods"], ctx)
+    logging.getLogger("sopcorr").info("keypoint evaluation of %s with %s", ctx.category, [m.name for m in methods])
+    loc, cls, preds, loc_all = run_keypoint_evaluation(
+        ctx, methods, k=ev["k_neighbors"], alpha=ev["alpha"], sigma_min=ev["prior_sigma_min"],
+        vote_sigma=ev["vote_sigma"], n_threshold_queries=ev["threshold_queries"], seed=cfg["seed"])
+    write_records(smk.output[0], {"localisation": loc, "localisation_no_absence": loc_all,
+                                   "classification": cls, "predictions": preds})
+
+
+run(main, snakemake)  # noqa: F821
