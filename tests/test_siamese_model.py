@@ -54,3 +54,13 @@ def test_truncated_loss_known_answers():
     assert torch.all(g[:, 2] == 0)  # truncated: no gradient
     assert torch.all(g[:, 3] == 0)  # invalid: no gradient
     assert truncated_euclidean_loss(pred, target, torch.zeros_like(valid)).item() == 0.0
+
+
+def test_truncation_settings():
+    from sopcorr.errors import SopcorrError
+    from sopcorr.siamese.model import truncation_T2
+
+    assert truncation_T2("paper", 128) == 128.0
+    assert truncation_T2(0.25, 128) == 32.0 ** 2
+    with pytest.raises(SopcorrError, match="siamese.truncation"):
+        truncation_T2("half", 128)

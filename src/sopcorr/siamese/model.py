@@ -290,6 +290,20 @@ def build_model(spec: ModelSpec, device="cpu", weights=None, pretrained: bool = 
 # --------------------------------------------------------------------------- loss
 
 
+def truncation_T2(truncation, long_edge: int) -> float:
+    """T^2 of the loss: ``'paper'`` -> the long edge in pixels (paper Eq. 10, T = sqrt(edge));
+    a number f -> (f * long edge)^2 (T a fraction of the image)."""
+    if truncation in (None, "paper"):
+        return float(long_edge)
+    try:
+        f = float(truncation)
+    except (TypeError, ValueError):
+        raise SopcorrError(f"siamese.truncation: expected 'paper' or a positive number, got {truncation!r}") from None
+    if not f > 0:
+        raise SopcorrError(f"siamese.truncation: must be positive, got {truncation!r}")
+    return (f * long_edge) ** 2
+
+
 def truncated_euclidean_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
                              T2: float | None = None, reduction: str = "mean") -> torch.Tensor:
     """Truncated Euclidean flow loss (paper Eq. 10).

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..errors import SopcorrError
 from ..io import atomic_path, save_figure
 from .augment import augment_batch
-from .model import CheckpointError, ModelSpec, SiameseFlowNet, truncated_euclidean_loss
+from .model import CheckpointError, ModelSpec, SiameseFlowNet, truncated_euclidean_loss, truncation_T2
 
 log = logging.getLogger("sopcorr.siamese")
 
@@ -48,7 +48,7 @@ class TrainConfig:
     warmup: warm-up steps (None: min(100, steps // 10)); min_lr_ratio: cosine floor;
     rotation_deg, scale_range: augmentation (rotation_deg 0 and scale_range (1, 1) disable it);
     augment: apply augmentation at all; checkpoint_every: steps between resumable states;
-    seed: base seed; T2_factor: T^2 = T2_factor * long edge (paper: 1);
+    seed: base seed; truncation: 'paper' (T^2 = long edge in pixels) or a fraction f (T = f x long edge);
     keypoint_weight: weight of the sparse keypoint term (used only when pairs carry keypoints);
     freeze_encoder: keep the encoder's weights fixed; grad_clip: max gradient norm (0: off).
     """
@@ -64,7 +64,7 @@ class TrainConfig:
     augment: bool = True
     checkpoint_every: int = 50
     seed: int = 0
-    T2_factor: float = 1.0
+    truncation: str | float = "paper"
     keypoint_weight: float = 1.0
     freeze_encoder: bool = True
     grad_clip: float = 10.0
@@ -267,7 +267,7 @@ def train(model: SiameseFlowNet, data: PairSource, cfg: TrainConfig, out_path: s
                     optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict(),
                     step=step, config=cfg_record, rng=_rng_state(), history=history)
 
-    T2 = cfg.T2_factor * data.size
+    T2 = truncation_T2(cfg.truncation, data.size)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc=f"siamese {salt}",
@@ -461,7 +461,7 @@ def train_config(section: dict, seed: int, finetune: bool = False) -> TrainConfi
         weight_decay=float(section["weight_decay"]), warmup=section.get("warmup"),
         rotation_deg=float(section["rotation_deg"]), scale_range=tuple(float(v) for v in section["scale_range"]),
         checkpoint_every=int(section["checkpoint_every"]), seed=int(seed),
-        T2_factor=float(section.get("truncation_factor", 1.0)),
+        truncation=section.get("truncation", "paper"),
         keypoint_weight=float(section.get("keypoint_weight", 1.0)) if (finetune and section.get("keypoint_supervision")) else 0.0,
         freeze_encoder=bool(section["freeze_encoder"]), grad_clip=float(section.get("grad_clip", 10.0)))
 
