@@ -84,6 +84,15 @@ def test_input_size_must_fit_coarsest_stride():
         build_backbone("efficientnet_lite0", 80, layers=["block7", "block14"])
 
 
+def test_check_backbone_config_without_building():
+    bb.check_backbone_config({"name": "vgg16", "layers": ["conv5_3"], "input_size": 704})
+    bb.check_backbone_config({"name": "efficientnet_lite0", "layers": None, "input_size": 256})
+    with pytest.raises(ConfigError, match="backbone.layers.*conv6"):
+        bb.check_backbone_config({"name": "vgg16", "layers": ["conv6"], "input_size": 704})
+    with pytest.raises(ConfigError, match="backbone.input_size: 700"):
+        bb.check_backbone_config({"name": "vgg16", "layers": ["conv5_3"], "input_size": 700})
+
+
 def test_lite_layers_shapes_and_attributes(lite64):
     net = build_backbone("efficientnet_lite0", 64, layers=["block14", "block4", "block7"])
     assert net.layers == ["block4", "block7", "block14"]  # sorted shallow -> deep

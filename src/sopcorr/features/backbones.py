@@ -341,6 +341,21 @@ def _vgg16_weights_path(weights) -> Path:
     )
 
 
+def check_backbone_config(cfg: dict) -> None:
+    """Cheap check of a config's ``backbone`` section (no network is built): a known backbone,
+    known layers, an input size that is a multiple of the coarsest chosen stride. Raises
+    ConfigError naming the key; meant for config validation before any job runs."""
+    spec = get_spec(cfg.get("name", "efficientnet_lite0"))
+    chosen = cfg.get("layers") or list(spec.default_layers)
+    strides = [spec.layer(n).stride for n in chosen]
+    size = int(cfg.get("input_size", 256))
+    if size % max(strides):
+        raise ConfigError(
+            f"config error: backbone.input_size: {size} must be a multiple of {max(strides)} "
+            f"(the coarsest stride of layers {', '.join(chosen)})"
+        )
+
+
 _BUILDERS: dict[str, Callable[..., BackboneNet]] = {
     "efficientnet_lite0": EfficientNetLite0Net,
     "vgg16": VGG16Net,
