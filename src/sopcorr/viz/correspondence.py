@@ -89,7 +89,11 @@ def correspondence_figure(ctx, out: str | Path) -> None:
 
     ev = ctx.eval_config
     n = int(ev.get("figures_per_category", 2))
-    pairs = eval_pairs(ctx, None, 0)[:n]
+    pairs, seen = [], set()
+    for a, b in eval_pairs(ctx, None, 0):  # prefer pairs with distinct source images
+        if a not in seen and len(pairs) < n:
+            pairs.append((a, b))
+            seen.add(a)
     if len(pairs) < n:
         test = [int(i) for i in ctx.split_indices("test")] or list(range(len(ctx.instances)))
         pairs += [(test[i], test[(i + 1) % len(test)]) for i in range(min(n - len(pairs), len(test)))
