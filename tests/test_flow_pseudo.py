@@ -118,3 +118,25 @@ def test_upsample_invalid_cells_excluded():
     assert np.isfinite(flow).all()
     assert not valid[:, :24].any() and valid[:, 40:60].all()
     np.testing.assert_allclose(flow[valid], 0, atol=1e-4)
+
+
+def test_forward_backward_and_siftflow_method(tmp_path):
+    from sopcorr.flow.pseudo import forward_backward_consistent
+
+    fwd = np.zeros((4, 5, 2), int)
+    fwd[..., 0] = 1                                     # everything one cell right
+    bwd = np.zeros((4, 5, 2), int)
+    bwd[..., 0] = -1
+    bwd[0, 3] = (2, 2)                                  # one inconsistent target cell
+    ok = forward_backward_consistent(fwd, bwd)
+    assert not ok[:, 4].any()                           # leaves the target grid
+    assert not ok[0, 2] and ok[1, 2] and ok[:, :2].all()
+    path, g = _store(tmp_path)
+    out = pseudo_flows(path, [(0, 2)], mutual=True, method="siftflow",
+                       siftflow_params=dict(levels=2, window=3))
+    grid = FeatureGrid(Letterbox(64, 64, 64), 8)
+    rows, cols = np.mgrid[0:g, 0:g]
+    expect = grid.cell_to_image(np.stack([cols - 2, rows], -1).astype(float))
+    v = out["valid"][0]
+    assert v[:, 2:].mean() > 0.9 and not v[:, :2].any()
+    np.testing.assert_allclose(out["target_xy"][0][v], expect[v], atol=1e-4)

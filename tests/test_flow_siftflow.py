@@ -178,3 +178,12 @@ def test_bad_input_raises():
         siftflow(np.zeros((4, 4, 3)), np.zeros((4, 4, 5)))
     with pytest.raises(SopcorrError):
         siftflow(np.zeros((4, 4, 3)), np.zeros((4, 4, 3)), schedule="magic")
+
+
+def test_config_defaults_match_library_defaults():
+    """The schema's flow.siftflow_* defaults are the optimiser's DEFAULTS."""
+    from sopcorr.config import validate_config
+    from sopcorr.flow.siftflow import params_from_config
+
+    cfg = validate_config({})
+    assert params_from_config(cfg["flow"]) == DEFAULTS

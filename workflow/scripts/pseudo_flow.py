@@ -7,6 +7,7 @@ from sopcorr.data.generic import load_dataset
 from sopcorr.errors import DatasetError
 from sopcorr.features.store import FeatureStore
 from sopcorr.flow.pseudo import category_seed, pseudo_flows, sample_pairs, write_flow_store
+from sopcorr.flow.siftflow import params_from_config
 from sopcorr.scriptutil import run
 
 log = logging.getLogger("sopcorr.pseudo_flow")
@@ -39,7 +40,8 @@ def main(smk):
              len(ids) if pool is None else len(pool), store.shape[1:3], store.shape[3])
     out = pseudo_flows(store, pairs, mutual=bool(cfg["mutual"]),
                        min_similarity=float(cfg["min_similarity"]), refine=cfg["refine"],
-                       device=cfg["device"], progress=True)
+                       device=cfg["device"], progress=True, method=cfg["pseudo_method"],
+                       siftflow_params=params_from_config(cfg))
     frac = float(out["valid"].mean()) if len(pairs) else 0.0
     log.info("%s: %.1f %% of cells valid, mean score of valid cells %.3f", category, 100 * frac,
              float(out["score"][out["valid"]].mean()) if out["valid"].any() else float("nan"))
@@ -47,6 +49,7 @@ def main(smk):
                      store.ids, store.image_hw, store.input_size, store.stride,
                      attrs={"mutual": bool(cfg["mutual"]), "min_similarity": float(cfg["min_similarity"]),
                             "refine": cfg["refine"], "pairs_split": cfg["pairs_split"],
+                            "method": cfg["pseudo_method"],
                             "source": str(smk.input.embedded), "category": category,
                             "valid_fraction": frac})
 

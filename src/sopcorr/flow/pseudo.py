@@ -32,9 +32,10 @@ from ..errors import DatasetError, SopcorrError
 from ..geometry import DenseCorrespondence, FeatureGrid, Letterbox, bilinear_sample
 from ..io import atomic_path
 from .nn import nearest_neighbour
+from .siftflow import siftflow_correspondence
 
 __all__ = ["sample_pairs", "category_seed", "pseudo_flows", "write_flow_store", "FlowStore",
-           "upsample_to_input"]
+           "upsample_to_input", "forward_backward_consistent"]
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +74,19 @@ def sample_pairs(n_images: int, n_pairs: int, seed, ids: Sequence[int] | None = 
 
 def pseudo_flows(store, pairs: Sequence[tuple[int, int]], mutual: bool = True,
                  min_similarity: float = 0.0, refine: str = "none", labels=None,
-                 device: str = "cpu", progress: bool = False) -> dict[str, np.ndarray]:
+                 device: str = "cpu", progress: bool = False, method: str = "nn",
+                 siftflow_params: dict | None = None) -> dict[str, np.ndarray]:
     """Nearest-neighbour flows of ``pairs`` on the features of ``store``.
 
     store: a :class:`sopcorr.features.store.FeatureStore` (or a path to one; the manifold's
     ``embedded.zarr`` has the same layout); pairs: (source, target) image indices; mutual:
     keep only mutual nearest neighbours; min_similarity: cells with a lower cosine similarity
     are not valid; refine: 'none' or 'softargmax' (see :func:`sopcorr.flow.nn.nearest_neighbour`);
-    labels: optional (N, H, W) int part labels for label-constrained matching.
+    labels: optional (N, H, W) int part labels for label-constrained matching;
+    method: 'nn' (the paper: nearest neighbours) or 'siftflow' (the SIFT-flow-style optimiser
+    of :mod:`sopcorr.flow.siftflow` on the same features, ``siftflow_params`` passed to it;
+    ``mutual`` then means forward-backward consistency (:func:`forward_backward_consistent`),
+    ``refine`` and ``labels`` do not apply, ``min_similarity`` does).
 
     Returns {'target_xy': (P, H, W, 2) float32, 'valid': (P, H, W) bool, 'score': (P, H, W)
     float32}."""
@@ -108,15 +114,38 @@ def pseudo_flows(store, pairs: Sequence[tuple[int, int]], mutual: bool = True,
     for k, (i, j) in it:
         if not (0 <= i < n and 0 <= j < n) or i == j:
             raise SopcorrError(f"pseudo_flows: bad pair ({i}, {j}) for a store of {n} images")
-        corr = nearest_neighbour(
-            feat(i), feat(j), store.grid(i), store.grid(j), store.valid[i], store.valid[j],
-            mutual=mutual, refine=refine, device=device,
-            labels_src=None if labels is None else labels[i],
-            labels_tgt=None if labels is None else labels[j])
+        if method == "siftflow":
+            corr = siftflow_correspondence(feat(i), feat(j), store.grid(i), store.grid(j),
+                                           store.valid[i], store.valid[j], **(siftflow_params or {}))
+            if mutual:
+                back = siftflow_correspondence(feat(j), feat(i), store.grid(j), store.grid(i),
+                                               store.valid[j], store.valid[i], **(siftflow_params or {}))
+                corr.valid &= forward_backward_consistent(corr.flow, back.flow)
+        elif method == "nn":
+            corr = nearest_neighbour(
+                feat(i), feat(j), store.grid(i), store.grid(j), store.valid[i], store.valid[j],
+                mutual=mutual, refine=refine, device=device,
+                labels_src=None if labels is None else labels[i],
+                labels_tgt=None if labels is None else labels[j])
+        else:
+            raise SopcorrError(f"pseudo_flows: method must be 'nn' or 'siftflow', got {method!r}")
         out["target_xy"][k] = corr.target_xy
         out["score"][k] = corr.score
         out["valid"][k] = corr.valid & (corr.score >= min_similarity)
     return out
+
+
+def forward_backward_consistent(fwd: np.ndarray, bwd: np.ndarray, tol: float = 1.0) -> np.ndarray:
+    """(Hs, Ws) bool: integer flows fwd (Hs, Ws, 2) source->target and bwd (Ht, Wt, 2)
+    target->source (cells, (dx, dy)) return within ``tol`` cells (max norm) of the start:
+    |fwd(p) + bwd(p + fwd(p))| <= tol, and p + fwd(p) lies inside the target grid."""
+    hs, ws = fwd.shape[:2]
+    ht, wt = bwd.shape[:2]
+    rows, cols = np.mgrid[0:hs, 0:ws]
+    tc, tr = cols + fwd[..., 0], rows + fwd[..., 1]
+    inb = (tc >= 0) & (tc < wt) & (tr >= 0) & (tr < ht)
+    b = bwd[np.clip(tr, 0, ht - 1), np.clip(tc, 0, wt - 1)]
+    return inb & (np.abs(fwd + b).max(-1) <= tol)
 
 
 def _jsonable(x):

@@ -35,11 +35,20 @@ import numpy as np
 from ..errors import SopcorrError
 from ..geometry import DenseCorrespondence, FeatureGrid
 
-__all__ = ["siftflow", "siftflow_correspondence", "flow_energy", "data_cost", "DEFAULTS"]
+__all__ = ["siftflow", "siftflow_correspondence", "flow_energy", "data_cost", "DEFAULTS",
+           "params_from_config"]
 
 #: default parameters (units: the data term above; flows in grid cells)
 DEFAULTS = dict(levels=3, window=4, fine_window=None, iterations=10, alpha=0.01, d=0.1,
                 eta=0.001, data_trunc=0.8, schedule="parallel")
+
+
+def params_from_config(flow_cfg: dict) -> dict:
+    """:func:`siftflow` keyword arguments from the config's ``flow`` section (its
+    ``siftflow_<name>`` keys for the names of :data:`DEFAULTS`)."""
+    return {k[len("siftflow_"):]: v for k, v in flow_cfg.items()
+            if k.startswith("siftflow_") and k[len("siftflow_"):] in DEFAULTS}
+
 
 # directions messages travel in: (dy, dx); OPP[k] is the reverse direction
 _DIRS = ((0, 1), (0, -1), (1, 0), (-1, 0))
