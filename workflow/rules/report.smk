@@ -1,23 +1,10 @@
-# report stage: figures of other stages copied into the report, so that
-# `snakemake --report results/<run>/report.html` shows every table and figure with a caption.
-
-
-rule report_convergence:
-    """The manifold stage's convergence plot of one category (paper Fig. 4), for the report."""
-    input:
-        results("manifold", "{category}", "convergence.png"),
-    output:
-        report(results("figures", "convergence_{category}.png"), caption="../report/convergence.rst",
-               category="Figures", subcategory="Manifold convergence", labels={"category": "{category}"}),
-    threads: 1
-    resources:
-        mem_mb=200,
-    log:
-        results("logs", "report_convergence", "{category}.log"),
-    benchmark:
-        results("benchmarks", "report_convergence", "{category}.tsv")
-    script:
-        "../scripts/report_copy.py"
-
-
-ALL_TARGETS.extend(per_category(results("figures", "convergence_{category}.png")))
+# report stage: `snakemake --report results/<run>/report.html` (run after the workflow; `make demo`
+# does) builds one self-contained HTML report from every output registered with report():
+#   Tables  / <table>                   tables/*.csv                    (evaluate.smk, caption report/table.rst)
+#   Figures / Dense correspondence      figures/correspondence_<cat>.png (report/correspondence.rst)
+#   Figures / Keypoint predictions      figures/keypoints_<cat>.png      (report/keypoints.rst)
+#   Figures / Per-category bars         figures/*_bars_*.png             (report/bars.rst)
+#   manifold                            manifold/<cat>/convergence.png   (manifold.smk, report/convergence.rst)
+#   Siamese network                     siamese/*loss.png                (siamese.smk)
+# Snakemake 9's built-in HTML reporter needs no plugin (jinja2 and pygments come with snakemake).
+# Captions live in workflow/report/. No rule of its own: the report reads the registered outputs.
