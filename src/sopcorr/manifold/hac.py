@@ -94,7 +94,7 @@ def ward_clustering(X: np.ndarray, n_clusters: int, exact_max_samples: int = 300
     m = min(n, fit_samples)
     sub = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
     k = max(n_clusters, min(precluster, m))
-    km = KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=int(rng.integers(2**31 - 1)))
+    km = KMeans(n_clusters=k, n_init=1, max_iter=50, random_state=int(rng.integers(2**31 - 1)))
     km.fit(np.asarray(X[sub], dtype=np.float32))
     assign = assign_nearest(X, km.cluster_centers_)
     sizes = np.bincount(assign, minlength=k).astype(np.float64)

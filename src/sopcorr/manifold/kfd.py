@@ -35,18 +35,20 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.cluster import KMeans
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
 
-def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int, coef0: float) -> np.ndarray:
-    """(n, C), (m, C) -> (n, m) float64 kernel ``(x . y + coef0) ** degree``."""
-    k = np.asarray(x, dtype=np.float64) @ np.asarray(y, dtype=np.float64).T
-    k += coef0
+def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int, coef0: float, dtype=np.float64) -> np.ndarray:
+    """(n, C), (m, C) -> (n, m) kernel ``(x . y + coef0) ** degree`` in ``dtype``."""
+    k = np.asarray(x, dtype=dtype) @ np.asarray(y, dtype=dtype).T
+    k += dtype(coef0)
     return k ** degree
 
 
-def split_subclasses(X: np.ndarray, y: np.ndarray, subclasses: int, random_state=None) -> np.ndarray:
+def split_subclasses(X: np.ndarray, y: np.ndarray, subclasses: int, random_state=None,
+                     max_fit: int = 2000) -> np.ndarray:
     """Split every class of ``y`` (n,) into up to ``subclasses`` k-means subclasses of ``X`` (n, C).
 
     Returns (n,) int subclass ids, numbered consecutively class by class (classes in sorted
@@ -61,8 +63,12 @@ def split_subclasses(X: np.ndarray, y: np.ndarray, subclasses: int, random_state
             out[idx] = nxt
             nxt += 1
             continue
-        km = KMeans(n_clusters=k, n_init=1, max_iter=50, random_state=rng.randint(2**31 - 1))
-        sub = km.fit_predict(X[idx])
+        km = KMeans(n_clusters=k, n_init=1, max_iter=30, random_state=rng.randint(2**31 - 1))
+        if len(idx) > max_fit:  # fit on a subsample of large classes, assign all members
+            km.fit(X[idx[np.sort(rng.choice(len(idx), max_fit, replace=False))]])
+            sub = km.predict(X[idx])
+        else:
+            sub = km.fit_predict(X[idx])
         _, sub = np.unique(sub, return_inverse=True)  # drop empty subclasses
         out[idx] = nxt + sub
         nxt += int(sub.max()) + 1
@@ -114,7 +120,8 @@ def fisher_directions(Z: np.ndarray, classes: np.ndarray, subclasses: np.ndarray
     Sb = between_subclass_scatter(mu, p, sub_class, mean)
     ridge = regularization * max(np.trace(Sw), 1e-12) / d
     Sw_r = Sw + ridge * np.eye(d)
-    evals, evecs = linalg.eigh(Sb, Sw_r)
+    with threadpool_limits(1):  # small dense eigenproblems: multi-threading only adds contention
+        evals, evecs = linalg.eigh(Sb, Sw_r)
     order = np.argsort(evals)[::-1]
     return mean, evals[order], evecs[:, order]
 
@@ -131,6 +138,8 @@ class KernelFisherDiscriminant(TransformerMixin, BaseEstimator):
     mode : "exact" (dense kernel of all training points), "landmark" (Nystroem) or "auto"
         (exact when n <= exact_max_samples).
     n_landmarks : number of Nystroem landmarks (landmark mode).
+    rank : keep only the ``rank`` leading eigen-directions of the basis kernel matrix (a rank-r
+        Nystroem map; bounds the discriminant problem to r x r); None = all non-negligible ones.
     exact_max_samples : the "auto" threshold.
     random_state : seed of the landmark draw and the subclass k-means.
 
@@ -141,7 +150,7 @@ class KernelFisherDiscriminant(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, n_components=32, degree=2, coef0=1.0, regularization=1e-3, subclasses=1,
-                 mode="auto", n_landmarks=1000, exact_max_samples=3000, random_state=None):
+                 mode="auto", n_landmarks=1000, exact_max_samples=3000, rank=None, random_state=None):
         self.n_components = n_components
         self.degree = degree
         self.coef0 = coef0
@@ -150,6 +159,7 @@ class KernelFisherDiscriminant(TransformerMixin, BaseEstimator):
         self.mode = mode
         self.n_landmarks = n_landmarks
         self.exact_max_samples = exact_max_samples
+        self.rank = rank
         self.random_state = random_state
 
     def fit(self, X, y):
@@ -174,12 +184,18 @@ class KernelFisherDiscriminant(TransformerMixin, BaseEstimator):
         else:
             basis = X[np.sort(rng.choice(n, size=int(self.n_landmarks), replace=False))]
         Kbb = polynomial_kernel(basis, basis, self.degree, self.coef0)
-        lam, U = linalg.eigh(Kbb)
-        keep = lam > max(lam.max(), 0) * 1e-10
+        with threadpool_limits(1):
+            lam, U = linalg.eigh(Kbb)
+        # landmark mode evaluates kernels in float32 (speed): drop directions float32 cannot resolve
+        kdt = np.float64 if mode == "exact" else np.float32
+        keep = lam > max(lam.max(), 0) * (1e-10 if kdt == np.float64 else 1e-6)
         lam, U = lam[keep], U[:, keep]
+        if self.rank is not None and len(lam) > int(self.rank):
+            lam, U = lam[-int(self.rank):], U[:, -int(self.rank):]
         kmap = U / np.sqrt(lam)  # (m, d)
-        Z = polynomial_kernel(X, basis, self.degree, self.coef0) @ kmap  # (n, d)
-        sub = (split_subclasses(X, yi, int(self.subclasses), rng) if int(self.subclasses) > 1 else yi)
+        Z = self.embed_raw(X, basis, kmap, kdt)  # (n, d)
+        with threadpool_limits(1):  # many small k-means problems
+            sub = (split_subclasses(X, yi, int(self.subclasses), rng) if int(self.subclasses) > 1 else yi)
         mean, evals, evecs = fisher_directions(Z, yi, sub, float(self.regularization))
         k = int(min(self.n_components, Z.shape[1]))
         W = evecs[:, :k]
@@ -205,15 +221,25 @@ class KernelFisherDiscriminant(TransformerMixin, BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         return self.embed(X, chunk=chunk, dtype=np.float64)
 
+    def embed_raw(self, X, basis, kmap, kdt=np.float32, chunk: int = 32768) -> np.ndarray:
+        """(n, C) -> (n, d) float64 kernel map ``k(X, basis) @ kmap`` (kernel products in ``kdt``)."""
+        out = np.empty((X.shape[0], kmap.shape[1]), dtype=np.float64)
+        b, km = basis.astype(kdt), kmap.astype(kdt)
+        for s in range(0, X.shape[0], chunk):
+            out[s:s + chunk] = polynomial_kernel(X[s:s + chunk], b, self.degree, self.coef0, kdt) @ km
+        return out
+
     def embed(self, X, chunk: int = 32768, dtype=np.float32) -> np.ndarray:
         """Like :meth:`transform` without input validation or a full-size float64 copy:
         X (n, C) of any float dtype (e.g. float16 features) -> (n, n_components_) ``dtype``,
         computed ``chunk`` rows at a time (peak memory O(chunk x m))."""
         check_is_fitted(self, "projection_")
         out = np.empty((X.shape[0], self.n_components_), dtype=dtype)
+        kdt = np.float64 if dtype == np.float64 else np.float32
+        b, P = self.basis_.astype(kdt), self.projection_.astype(kdt)
         for s in range(0, X.shape[0], chunk):
-            kx = polynomial_kernel(X[s:s + chunk], self.basis_, self.degree, self.coef0)
-            out[s:s + chunk] = kx @ self.projection_ + self.offset_
+            kx = polynomial_kernel(X[s:s + chunk], b, self.degree, self.coef0, kdt)
+            out[s:s + chunk] = kx @ P + self.offset_
         return out
 
     # -- persistence (embedding.npz) -------------------------------------------------------

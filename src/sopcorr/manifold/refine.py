@@ -52,7 +52,8 @@ class ManifoldParams:
     kernel_degree: int = 2
     kernel_coef0: float = 1.0
     regularization: float = 1e-3
-    landmarks: int = 1000
+    landmarks: int = 500
+    kernel_rank: int | None = 256
     exact_max_samples: int = 3000
     fit_samples: int = 20000
     precluster: int = 300
@@ -391,7 +392,7 @@ def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: 
             kfd = KernelFisherDiscriminant(
                 n_components=p.n_components, degree=p.kernel_degree, coef0=p.kernel_coef0,
                 regularization=p.regularization, subclasses=p.subclasses, mode="auto",
-                n_landmarks=p.landmarks, exact_max_samples=p.exact_max_samples,
+                n_landmarks=p.landmarks, exact_max_samples=p.exact_max_samples, rank=p.kernel_rank,
                 random_state=int(rng.integers(2**31 - 1)))
             kfd.fit(np.asarray(X[sub], dtype=np.float32), state.labels[sub])
             emb = Embedding(kfd, pca_mean, pca_comp, p.raw_weight)

@@ -1,0 +1,105 @@
+"""Speed and memory of one manifold iteration (KFD -> embed -> Ward -> part models -> graph cut).
+
+Synthetic 44x44 feature grids (the paper's VGG16 conv5 size) with a part structure: every
+image shows an object made of ``--true-parts`` Voronoi parts around jittered centres on a
+background; features are ReLU(part prototype + noise), L2-normalised per cell, float16.
+Each size runs in a fresh subprocess (so peak RSS is per size): the loop's initialisation
+(iteration 0) and one KFD iteration (iteration 1) are run and iteration 1 is reported.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_manifold.py            # 50 100 200 400
+    .venv/bin/python benchmarks/bench_manifold.py --sizes 50 100 --channels 256
+
+Prints per-step seconds, peak RSS, graph-cut ms per image and the scaling exponent of the
+iteration time (least squares on log-log from the smallest to the largest size).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def synthetic_features(n_images: int, side: int = 44, channels: int = 512, true_parts: int = 10, seed: int = 0):
+    """(N, side, side, C) float16 features, (N, side, side) valid, (N, side, side) part ids."""
+    rng = np.random.default_rng(seed)
+    protos = rng.normal(size=(true_parts + 1, channels)).astype(np.float32)
+    base = rng.normal(size=(true_parts, 2)) * side / 6
+    yy, xx = np.mgrid[:side, :side].astype(np.float32)
+    feats = np.empty((n_images, side, side, channels), np.float16)
+    gt = np.zeros((n_images, side, side), np.int16)
+    for i in range(n_images):
+        c = np.array([side / 2, side / 2]) + rng.normal(size=2) * 3
+        cent = c + base * rng.uniform(0.8, 1.2) + rng.normal(size=base.shape)
+        d = (yy[..., None] - cent[:, 0]) ** 2 + (xx[..., None] - cent[:, 1]) ** 2
+        lab = 1 + np.argmin(d, -1)
+        inside = ((yy - c[0]) / (side * 0.38)) ** 2 + ((xx - c[1]) / (side * 0.42)) ** 2 < 1
+        lab[~inside] = 0
+        gt[i] = lab
+        f = protos[lab] + 1.5 * rng.standard_normal((side, side, channels), dtype=np.float32)
+        f = np.maximum(f, 0)
+        f /= np.linalg.norm(f, axis=-1, keepdims=True) + 1e-6
+        feats[i] = f
+    valid = np.ones((n_images, side, side), bool)
+    return feats, valid, gt
+
+
+def worker(n: int, channels: int, threads: int) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    from sopcorr.manifold.refine import ManifoldParams, run_manifold
+
+    threadpool_limits(threads)
+    t = time.perf_counter()
+    feats, valid, gt = synthetic_features(n, channels=channels)
+    gen_s = time.perf_counter() - t
+    params = ManifoldParams(max_iter=1, tol=0.0)
+    r = run_manifold(feats, valid, params, gt_parts=gt)
+    row = r.rows[1]
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    return {"images": n, "cells": row["n_cells"], "generate_s": gen_s, "rss_gb": rss_gb,
+            **{k: row[k] for k in row if k.startswith("seconds_")},
+            "graphcut_ms_per_image": 1000 * row["seconds_graphcut"] / n,
+            "iter0_s": r.rows[0]["seconds_total"], "ari_iter0": r.rows[0]["ari"], "ari_iter1": row["ari"],
+            "graphcut_relabelled": row["graphcut_relabelled"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400])
+    ap.add_argument("--channels", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker is not None:
+        print(json.dumps(worker(a.worker, a.channels, a.threads)))
+        return
+    res = []
+    for n in a.sizes:
+        out = subprocess.run([sys.executable, __file__, "--worker", str(n), "--channels", str(a.channels),
+                              "--threads", str(a.threads)], capture_output=True, text=True)
+        if out.returncode != 0:
+            print(out.stderr[-2000:], file=sys.stderr)
+            sys.exit(out.returncode)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        res.append(r)
+        steps = ", ".join(f"{k[8:]} {r[k]:.1f}" for k in r if k.startswith("seconds_") and k != "seconds_total")
+        print(f"{n} images: {r['seconds_total']:.1f} s per iteration ({steps}); peak RSS {r['rss_gb']:.2f} GB; "
+              f"graph cut {r['graphcut_ms_per_image']:.1f} ms/image; ARI {r['ari_iter0']:.3f} -> {r['ari_iter1']:.3f}",
+              flush=True)
+    if len(res) >= 2:
+        x = np.log([r["images"] for r in res])
+        y = np.log([r["seconds_total"] for r in res])
+        slope = np.polyfit(x, y, 1)[0]
+        print(f"scaling exponent (time per iteration vs images, {res[0]['images']}..{res[-1]['images']}): {slope:.2f}")
+        for step in ("kfd", "embed", "cluster", "models", "graphcut"):
+            ys = np.log([max(r[f"seconds_{step}"], 1e-3) for r in res])
+            print(f"  {step}: exponent {np.polyfit(x, ys, 1)[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
