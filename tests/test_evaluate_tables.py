@@ -50,3 +50,10 @@ def test_paper_rows_only_for_paper_categories():
     np.testing.assert_allclose(w.loc[w["method"] == "paper: Ours", ["bird", "cat"]].values, [[51.1, 48.0]])
     w, src = paper_rows("keypoint_pck", ["bird", "quadruped"])
     assert w.empty and src is None
+
+
+def test_html_table(tmp_path):
+    w = wide_table(records(), ["bird", "car"])
+    write_table(w, tmp_path / "t.csv", title="T", html_path=tmp_path / "t.html")
+    h = (tmp_path / "t.html").read_text()
+    assert "<tr class='ours'><td>ours_finetuned</td><td class='n'>30.0</td>" in h

@@ -138,10 +138,11 @@ rule eval_table:
     input:
         lambda wc: _TABLE_INPUTS[wc.table],
     output:
-        csv=report(results("tables", "{table}.csv"), caption="../report/table.rst",
-                   category="Tables", subcategory="{table}", labels={"table": "{table}", "format": "csv"}),
+        csv=results("tables", "{table}.csv"),
         md=results("tables", "{table}.md"),
         tex=results("tables", "{table}.tex"),
+        html=report(results("tables", "{table}.html"), caption="../report/table.rst",
+                    category="Tables", labels={"table": "{table}"}),
     params:
         table=lambda wc: wc.table,
         categories=CATEGORIES,
@@ -220,7 +221,7 @@ rule eval_bars:
 
 
 for _t in EVAL_TABLES:
-    ALL_TARGETS.extend(results("tables", f"{_t}.{ext}") for ext in ("csv", "md", "tex"))
+    ALL_TARGETS.extend(results("tables", f"{_t}.{ext}") for ext in ("csv", "md", "tex", "html"))
 ALL_TARGETS.extend(results("figures", f"{_n}.png") for _n in _BARS)
 ALL_TARGETS.extend(per_category(results("figures", "correspondence_{category}.png")))
 ALL_TARGETS.extend(per_category(results("figures", "keypoints_{category}.png")))

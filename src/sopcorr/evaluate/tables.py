@@ -101,6 +101,35 @@ def to_markdown(df: pd.DataFrame, decimals: int = 1, title: str = "", notes: lis
     return "\n".join(out) + "\n"
 
 
+def to_html(df: pd.DataFrame, decimals: int = 1, title: str = "", notes: list[str] = (),
+            keys: tuple[str, ...] = ()) -> str:
+    """A standalone HTML page of the table (for the Snakemake report, which shows HTML inline);
+    our rows in bold, the paper's rows in grey."""
+    import html
+
+    css = ("body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+           "td,th{padding:2px 8px;border-bottom:1px solid #ddd}td.n{text-align:right}"
+           "tr.ours td{font-weight:bold}tr.paper td{color:#777}")
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{css}</style></head><body>"]
+    if title:
+        out.append(f"<h3>{html.escape(title)}</h3>")
+    out.append("<table><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns) + "</tr>")
+    for _, row in df.iterrows():
+        m = str(row["method"])
+        cls = "ours" if m.startswith("ours") else "paper" if m.startswith("paper:") else ""
+        cells = []
+        for c in df.columns:
+            if c == "method" or c in keys:
+                cells.append(f"<td>{html.escape(_key_fmt(row[c]))}</td>")
+            else:
+                cells.append(f"<td class='n'>{_fmt(row[c], decimals) or '-'}</td>")
+        out.append(f"<tr class='{cls}'>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    out += [f"<p>{html.escape(n)}</p>" for n in notes]
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
 def _tex_escape(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
                  ("#", r"\#"), ("@", r"@")):
@@ -164,13 +193,17 @@ def paper_rows(table: str, categories: list[str]) -> tuple[pd.DataFrame, str | N
 
 def write_table(df: pd.DataFrame, csv_path: str | Path, decimals: int = 1, title: str = "",
                 notes: list[str] = (), keys: tuple[str, ...] = (), label: str = "",
-                md_path: str | Path | None = None, tex_path: str | Path | None = None) -> None:
-    """Write ``df`` as CSV, Markdown and LaTeX (default: the CSV path with .md/.tex)."""
+                md_path: str | Path | None = None, tex_path: str | Path | None = None,
+                html_path: str | Path | None = None) -> None:
+    """Write ``df`` as CSV, Markdown and LaTeX (default: the CSV path with .md/.tex), and as
+    HTML when ``html_path`` is given."""
     csv_path = Path(csv_path)
     write_text(csv_path, to_csv(df, decimals, keys))
     write_text(md_path or csv_path.with_suffix(".md"), to_markdown(df, decimals, title, notes, keys))
     write_text(tex_path or csv_path.with_suffix(".tex"),
                to_latex(df, decimals, " ".join([title, *notes]).strip(), label, keys))
+    if html_path:
+        write_text(html_path, to_html(df, decimals, title, notes, keys))
 
 
 # ---------------------------------------------------------------------- per-category records
@@ -259,7 +292,7 @@ def table_notes(table: str, config: dict) -> list[str]:
 
 
 def build_table(table: str, inputs, categories: list[str], config: dict, csv_path, md_path=None,
-                tex_path=None) -> pd.DataFrame:
+                tex_path=None, html_path=None) -> pd.DataFrame:
     """Gather the per-category result files ``inputs`` into ``table`` (see :data:`TABLES`) and
     write CSV / Markdown / LaTeX. The paper's numbers are appended for the voc_berkeley
     dataset."""
@@ -274,5 +307,5 @@ def build_table(table: str, inputs, categories: list[str], config: dict, csv_pat
             df = pd.concat([df, prow], ignore_index=True)
             notes.append(f"Rows 'paper: ...': {src}.")
     write_table(df, csv_path, decimals, title, notes, keys, label=f"tab:{table}",
-                md_path=md_path, tex_path=tex_path)
+                md_path=md_path, tex_path=tex_path, html_path=html_path)
     return df
