@@ -68,3 +68,14 @@ def test_console_script_usage_error():
     with pytest.raises(SystemExit) as exc:
         main(["match", "a.png"])
     assert exc.value.code != 0
+
+
+def test_subprocess_exit_status(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "sopcorr.cli", "match", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+                        "--checkpoint", str(tmp_path / "m.pt"), "-o", str(tmp_path / "o.png")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().endswith("a.png: image file not found") and r.stderr.count("\n") == 1
