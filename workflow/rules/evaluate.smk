@@ -46,9 +46,9 @@ rule eval_keypoints:
         **eval_inputs(EVAL["localisation_methods"]),
     output:
         results("eval", "{category}", "keypoints.json"),
-    params:
-        run_dir=RESULTS,
     threads: 1
+    conda:
+        "../../envs/sopcorr.yaml"
     resources:
         mem_mb=3000,
     log:
@@ -66,9 +66,9 @@ rule eval_classify:
         **eval_inputs(EVAL["classification_descriptors"]),
     output:
         results("eval", "{category}", "classify_svm.json"),
-    params:
-        run_dir=RESULTS,
     threads: 1
+    conda:
+        "../../envs/sopcorr.yaml"
     resources:
         mem_mb=3000,
     log:
@@ -85,9 +85,9 @@ rule eval_pairs:
         **eval_inputs(EVAL["pair_methods"]),
     output:
         results("eval", "{category}", "pairs.json"),
-    params:
-        run_dir=RESULTS,
     threads: 1
+    conda:
+        "../../envs/sopcorr.yaml"
     resources:
         mem_mb=3000,
     log:
@@ -104,9 +104,9 @@ rule eval_dense:
         **eval_inputs(EVAL["dense_methods"]),
     output:
         results("eval", "{category}", "dense.json"),
-    params:
-        run_dir=RESULTS,
     threads: 1
+    conda:
+        "../../envs/sopcorr.yaml"
     resources:
         mem_mb=3000,
     log:
@@ -149,6 +149,8 @@ rule eval_table:
     wildcard_constraints:
         table="|".join(_TABLE_INPUTS),
     threads: 1
+    conda:
+        "../../envs/sopcorr.yaml"
     resources:
         mem_mb=500,
     log:
@@ -172,9 +174,9 @@ rule eval_figures:
         keypoints=report(results("figures", "keypoints_{category}.png"),
                          caption="../report/keypoints.rst", category="Figures",
                          subcategory="Keypoint predictions", labels={"category": "{category}"}),
-    params:
-        run_dir=RESULTS,
     threads: 1
+    conda:
+        "../../envs/sopcorr.yaml"
     resources:
         mem_mb=3000,
     log:
@@ -210,6 +212,8 @@ rule eval_bars:
     wildcard_constraints:
         name="|".join(_BARS),
     threads: 1
+    conda:
+        "../../envs/sopcorr.yaml"
     resources:
         mem_mb=500,
     log:
