@@ -64,3 +64,24 @@ def test_bad_input():
         dense_sift(_texture(), 0, step=8)
     with pytest.raises(SopcorrError):
         dense_sift(_texture(), 20)
+
+
+def test_scale_space_option_is_scale_covariant():
+    """Radius 2r on an image vs radius r on the image halved: the same descriptors (both
+    modes); scale_space samples a coarser pyramid level but describes the same structure."""
+    import cv2
+
+    from sopcorr.flow.dsift import scale_space_octave
+
+    img = np.clip((gaussian_filter(np.random.default_rng(7).random((240, 240)), 3) - 0.5) * 3000 + 128,
+                  0, 255).astype(np.uint8)
+    small = cv2.resize(img, (120, 120), interpolation=cv2.INTER_AREA)
+    pts = np.stack(np.meshgrid(np.arange(80, 160, 16.0) + 0.5, np.arange(80, 160, 16.0) + 0.5), -1)
+    for ss in (False, True):
+        a = dense_sift(img, 60, points=pts, scale_space=ss)
+        b = dense_sift(small, 30, points=(pts + 0.5) / 2 - 0.5, scale_space=ss)
+        assert (a * b).sum(-1).mean() > 0.95
+    plain = dense_sift(img, 60, points=pts)
+    assert (plain * dense_sift(img, 60, points=pts, scale_space=True)).sum(-1).mean() > 0.7
+    assert scale_space_octave(20) == (1, 0) and scale_space_octave(80) == (3, 0)
+    assert scale_space_octave(5) == (0, 0)
