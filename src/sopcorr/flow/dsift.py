@@ -111,10 +111,15 @@ def dense_sift(image: np.ndarray, radius: float = 20, grid: FeatureGrid | None =
         octave = (o & 255) | (layer << 8)
     kps = [cv2.KeyPoint(float(x), float(y), size, 0.0, 0.0, octave, -1) for x, y in flat]
     sift = cv2.SIFT_create()
-    out_kps, desc = sift.compute(gray, kps)
+    out_kps, desc = sift.compute(gray, kps) if kps else ((), np.zeros((0, 128), np.float32))
     if desc is None or len(out_kps) != len(kps):
-        raise SopcorrError(f"dense_sift: OpenCV returned {0 if desc is None else len(out_kps)} "
-                           f"descriptors for {len(kps)} keypoints")
+        # should OpenCV drop keypoints (other versions filter some near the border), describe
+        # them one by one; a dropped one stays zero
+        desc = np.zeros((len(kps), 128), np.float32)
+        for i, kp in enumerate(kps):
+            _, d1 = sift.compute(gray, [kp])
+            if d1 is not None and len(d1):
+                desc[i] = d1[0]
     desc = desc.astype(np.float32)
     if root:
         desc /= np.maximum(desc.sum(1, keepdims=True), 1e-12)
