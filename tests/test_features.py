@@ -130,6 +130,15 @@ def test_vgg16_missing_weights_offline(tmp_path, monkeypatch):
         build_backbone("vgg16", 64, weights=tmp_path / "nope.pth")
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "vgg16"])
+def test_pretrained_false_builds_without_weights(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no VGG16 weights anywhere
+    net = build_backbone(name, 64, pretrained=False)
+    out = net(torch.zeros(1, 3, 64, 64))
+    assert set(out) == set(net.layers)
+    assert all(not p.is_meta for p in net.parameters())
+
+
 def test_vgg16_mismatched_or_corrupt_weights(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"features.0.weight": torch.zeros(3)}, bad)

@@ -192,14 +192,16 @@ class BackboneNet(nn.Module):
 class EfficientNetLite0Net(BackboneNet):
     """EfficientNet-Lite0 truncated after the deepest chosen block (see module docstring)."""
 
-    def __init__(self, input_size: int, layers=None, weights: str | Path | None = None):
+    def __init__(self, input_size: int, layers=None, weights: str | Path | None = None,
+                 pretrained: bool = True):
         super().__init__(EFFICIENTNET_LITE0, input_size, layers)
         from efficientnet_lite_pytorch import EfficientNet
 
         model = EfficientNet.from_name("efficientnet-lite0", image_size=self.input_size)
-        state = _load_state_dict(_efficientnet_weights_path(weights), "efficientnet_lite0")
         try:
-            model.load_state_dict(state, strict=True)
+            if pretrained:
+                state = _load_state_dict(_efficientnet_weights_path(weights), "efficientnet_lite0")
+                model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise WeightsError(
                 f"efficientnet_lite0: the weights do not match the architecture "
@@ -234,10 +236,22 @@ class EfficientNetLite0Net(BackboneNet):
 class VGG16Net(BackboneNet):
     """torchvision VGG16 truncated after the deepest chosen conv (outputs before ReLU)."""
 
-    def __init__(self, input_size: int, layers=None, weights: str | Path | None = None):
+    def __init__(self, input_size: int, layers=None, weights: str | Path | None = None,
+                 pretrained: bool = True):
         super().__init__(VGG16, input_size, layers)
         import torchvision
 
+        if not pretrained:  # explicitly requested: random conv layers, no classifier
+            with torch.device("meta"):
+                model = torchvision.models.vgg16(weights=None, init_weights=False)
+            model.classifier = nn.Identity()
+            model.features.to_empty(device="cpu")
+            for mod in model.features:
+                if isinstance(mod, nn.Conv2d):
+                    mod.reset_parameters()
+            self.has_classifier = False
+            self._finish(model)
+            return
         path = _vgg16_weights_path(weights)
         state = _load_state_dict(path, "vgg16")
         with torch.device("meta"):  # no random initialisation: every tensor comes from ``state``
@@ -257,6 +271,9 @@ class VGG16Net(BackboneNet):
                 f"{path}: the VGG16 weights do not match torchvision's VGG16 "
                 f"({str(exc).splitlines()[0]}; first keys: {list(state)[:3]})"
             ) from None
+        self._finish(model)
+
+    def _finish(self, model) -> None:
         self.model = model.eval()
         self._taps = {_VGG16_CONVS[n][0]: n for n in self.layers}
         self._last = max(self._taps)
@@ -363,17 +380,20 @@ _BUILDERS: dict[str, Callable[..., BackboneNet]] = {
 
 
 def build_backbone(name: str, input_size: int, layers=None, weights: str | Path | None = None,
-                   device: str | torch.device = "cpu", trainable: bool = False) -> BackboneNet:
+                   device: str | torch.device = "cpu", trainable: bool = False,
+                   pretrained: bool = True) -> BackboneNet:
     """Build a registered backbone in eval mode on ``device`` ('auto', 'cpu', 'cuda').
 
     ``layers``: names of the layers to return (None: the spec's defaults). ``weights``: a
     state-dict file (None: the packaged / cached ImageNet weights). Raises ConfigError for an
     unknown backbone or layer or an input size that is not a multiple of the coarsest stride,
     WeightsError when the weights cannot be found or do not fit. Parameters are frozen
-    (``requires_grad=False``) unless ``trainable``.
+    (``requires_grad=False``) unless ``trainable``. ``pretrained=False`` builds the architecture
+    with random weights (only for callers that load their own weights right after, e.g. a
+    Siamese checkpoint; never a silent fallback).
     """
     get_spec(name)
-    net = _BUILDERS[name](int(input_size), layers=layers, weights=weights)
+    net = _BUILDERS[name](int(input_size), layers=layers, weights=weights, pretrained=pretrained)
     for p in net.parameters():
         p.requires_grad_(bool(trainable))
     return net.eval().to(resolve_device(device))
