@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -65,7 +66,8 @@ def worker(n: int, channels: int, threads: int) -> dict:
             **{k: row[k] for k in row if k.startswith("seconds_")},
             "graphcut_ms_per_image": 1000 * row["seconds_graphcut"] / n,
             "iter0_s": r.rows[0]["seconds_total"], "ari_iter0": r.rows[0]["ari"], "ari_iter1": row["ari"],
-            "graphcut_relabelled": row["graphcut_relabelled"]}
+            "graphcut_relabelled": row["graphcut_relabelled"], "cpu_seconds": row["cpu_seconds"],
+            "load_avg": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -88,7 +90,8 @@ def main() -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         res.append(r)
         steps = ", ".join(f"{k[8:]} {r[k]:.1f}" for k in r if k.startswith("seconds_") and k != "seconds_total")
-        print(f"{n} images: {r['seconds_total']:.1f} s per iteration ({steps}); peak RSS {r['rss_gb']:.2f} GB; "
+        print(f"{n} images: {r['seconds_total']:.1f} s per iteration ({steps}; CPU time {r['cpu_seconds']:.1f} s, "
+              f"load average {r['load_avg']:.1f}); peak RSS {r['rss_gb']:.2f} GB; "
               f"graph cut {r['graphcut_ms_per_image']:.1f} ms/image; ARI {r['ari_iter0']:.3f} -> {r['ari_iter1']:.3f}",
               flush=True)
     if len(res) >= 2:
@@ -96,6 +99,8 @@ def main() -> None:
         y = np.log([r["seconds_total"] for r in res])
         slope = np.polyfit(x, y, 1)[0]
         print(f"scaling exponent (time per iteration vs images, {res[0]['images']}..{res[-1]['images']}): {slope:.2f}")
+        yc = np.log([r["cpu_seconds"] for r in res])
+        print(f"scaling exponent of the CPU time: {np.polyfit(x, yc, 1)[0]:.2f}")
         for step in ("kfd", "embed", "cluster", "models", "graphcut"):
             ys = np.log([max(r[f"seconds_{step}"], 1e-3) for r in res])
             print(f"  {step}: exponent {np.polyfit(x, ys, 1)[0]:.2f}")

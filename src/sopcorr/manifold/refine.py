@@ -379,6 +379,7 @@ def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: 
             break
         it = 0 if state is None else state.iteration + 1
         rng = np.random.default_rng(_iteration_seed(p.seed, it))
+        cpu0 = time.process_time()
         times = {}
         # -- Step 1: embedding --------------------------------------------------------------
         t = time.perf_counter()
@@ -447,6 +448,7 @@ def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: 
             "sigma2": sigma2_used,
             **{f"seconds_{k}": v for k, v in times.items()},
             "seconds_total": sum(times.values()) + (load_s if it == 0 else 0.0),
+            "cpu_seconds": time.process_time() - cpu0,
             "n_cells": n,
         }
         log.info("iteration %d: changed %.4f, energy/cell %.4f, graph cut relabelled %.4f, largest part %.3f, "
