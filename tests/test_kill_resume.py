@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from integration.helpers import (comparable_files, copy_workflow, dry_run_jobs, kill_when,
+from integration.helpers import (TABLES_ONLY, comparable_files, copy_workflow, dry_run_jobs, kill_when,
                                  reference_run, run_snakemake,
                                  start_snakemake, tail)
 
@@ -26,7 +26,7 @@ def test_sigkill_during_manifold_and_training_then_resume(tmp_path_factory, tmp_
     wd = copy_workflow(tmp_path / "killed")
 
     log1 = tmp_path / "run1.log"
-    proc = start_snakemake(wd, log1, cores=2)
+    proc = start_snakemake(wd, log1, cores=2, extra=TABLES_ONLY)
     assert kill_when(proc, log1, rf"^(local)?rule {MANIFOLD_RULE}:", delay=1.0), \
         "the run ended before a manifold job started:\n" + tail(log1.read_text())
     _unlock(wd)
@@ -34,7 +34,7 @@ def test_sigkill_during_manifold_and_training_then_resume(tmp_path_factory, tmp_
     assert MANIFOLD_RULE in {rule for rule, _ in pending}
 
     log2 = tmp_path / "run2.log"
-    proc = start_snakemake(wd, log2, cores=2, extra=["--rerun-incomplete"])
+    proc = start_snakemake(wd, log2, cores=2, extra=[*TABLES_ONLY, "--rerun-incomplete"])
     assert kill_when(proc, log2, rf"^(local)?rule {TRAIN_RULE}:", delay=2.0), \
         "the resumed run ended before training started:\n" + tail(log2.read_text())
     _unlock(wd)
@@ -43,7 +43,7 @@ def test_sigkill_during_manifold_and_training_then_resume(tmp_path_factory, tmp_
     rules = {rule for rule, _ in pending}
     assert TRAIN_RULE in rules and MANIFOLD_RULE not in rules, pending
 
-    run_snakemake(wd, cores=2, extra=["--rerun-incomplete"])
+    run_snakemake(wd, cores=2, extra=[*TABLES_ONLY, "--rerun-incomplete"])
     a, b = comparable_files(reference), comparable_files(wd)
     assert a and sorted(a) == sorted(b)
     assert [n for n in a if a[n] != b[n]] == []

@@ -25,6 +25,8 @@ TINY = HERE / "tiny.yaml"
 TINY_RUN = "tiny"
 #: what a run needs besides the library
 WORKFLOW_ITEMS = ("Snakefile", "workflow", "config", "profiles", "envs")
+#: stop after the tables (skips figure-only jobs) for runs that only compare tables
+TABLES_ONLY = ("--until", "eval_table")
 #: snakemake time limit per call (seconds); generous: CI has 2 cores
 TIMEOUT = int(os.environ.get("SOPCORR_IT_TIMEOUT", "900"))
 
