@@ -4,6 +4,9 @@
 # siamese/<output>.state.pt on its next run.
 
 _SIAMESE_MEM = 4000 if config["backbone"]["name"] == "efficientnet_lite0" else 16000
+#: settings of the training rule (fine-tuning keys left out so changing them reruns only finetune_siamese)
+_SIAMESE_TRAIN = {k: v for k, v in config["siamese"].items()
+                  if not k.startswith("finetune_") and k not in ("keypoint_supervision", "keypoint_weight")}
 
 
 rule train_siamese:
@@ -15,7 +18,7 @@ rule train_siamese:
         model=results("siamese", "model.pt"),
         loss=report(results("siamese", "loss.png"), category="Siamese network"),
     params:
-        siamese=config["siamese"],
+        siamese=_SIAMESE_TRAIN,
         backbone=config["backbone"],
         seed=config["seed"],
     threads: 2
