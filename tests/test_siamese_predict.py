@@ -74,3 +74,15 @@ def test_wrong_checkpoints(tmp_path):
     torch.save(ckd, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="do not fit"):
         SiameseMatcher(tmp_path / "mismatch.pt", device="cpu")
+
+
+def test_score_is_descriptor_agreement(tmp_path):
+    """Zero flow between an image and itself: every pixel meets its own descriptor (score 1)."""
+    mt = SiameseMatcher(make_checkpoint(tmp_path / "m.pt", dx=0.0), device="cpu")
+    a = _img(64, 64, 3)
+    corr = mt.correspondence(a, a)
+    assert corr.valid.all()
+    np.testing.assert_allclose(corr.score, 1.0, atol=1e-4)
+    np.testing.assert_allclose(corr.target_xy, corr.grid.cell_centers_image(), atol=1e-4)
+    # against another image the scores are lower somewhere
+    assert mt.correspondence(a, _img(64, 64, 4)).score.min() < 0.99

@@ -78,14 +78,19 @@ class SiameseMatcher:
         flow = self.model(xa, xb).float()  # (1, 2, S, S)
         fa = self.model.features(xa)  # (1, C, S/s, S/s)
         fb = self.model.features(xb)
-        fa_full = F.interpolate(fa, size=(S, S), mode="bilinear", align_corners=False)
         r = torch.arange(S, device=flow.device, dtype=torch.float32)
         yy, xx = torch.meshgrid(r, r, indexing="ij")
         tx = xx + flow[0, 0]
         ty = yy + flow[0, 1]
-        g = torch.stack([(2 * tx + 1) / S - 1, (2 * ty + 1) / S - 1], -1)[None]
-        fb_at = F.grid_sample(fb, g, mode="bilinear", padding_mode="border", align_corners=False)
-        score = F.cosine_similarity(fa_full, fb_at, dim=1, eps=1e-6)[0].cpu().numpy()
+        norm = lambda u, v: torch.stack([(2 * u + 1) / S - 1, (2 * v + 1) / S - 1], -1)[None]  # noqa: E731
+        score = torch.empty(S, S, device=flow.device)
+        rows = max(1, (1 << 22) // max(1, fa.shape[1] * S))  # descriptor samples in chunks of rows (memory)
+        for r0 in range(0, S, rows):
+            sl = slice(r0, r0 + rows)
+            da = F.grid_sample(fa, norm(xx[sl], yy[sl]), mode="bilinear", padding_mode="border", align_corners=False)
+            db = F.grid_sample(fb, norm(tx[sl], ty[sl]), mode="bilinear", padding_mode="border", align_corners=False)
+            score[sl] = F.cosine_similarity(da, db, dim=1, eps=1e-6)[0]
+        score = score.cpu().numpy()
         txy = torch.stack([tx, ty], -1).cpu().numpy().astype(np.float64)
         grid = FeatureGrid(la, 1)
         rh, rw = lb.resized_hw
