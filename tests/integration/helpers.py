@@ -126,6 +126,9 @@ def reference_run(tmp_path_factory) -> Path:
     Tests must not modify it: copy it with :func:`clone` first."""
     if "error" in _REFERENCE:
         raise AssertionError(f"the reference run failed earlier:\n{_REFERENCE['error']}")
+    reuse = os.environ.get("SOPCORR_IT_REFERENCE")  # development: a finished reference dir
+    if "dir" not in _REFERENCE and reuse and (Path(reuse) / "results" / TINY_RUN).is_dir():
+        _REFERENCE["dir"] = Path(reuse)
     if "dir" not in _REFERENCE:
         wd = copy_workflow(tmp_path_factory.mktemp("reference"))
         try:
@@ -155,13 +158,17 @@ def table_files(workdir: Path, run: str = TINY_RUN) -> dict[str, bytes]:
 
 
 def comparable_files(workdir: Path, run: str = TINY_RUN) -> dict[str, bytes]:
-    """What two runs of one config must agree on: the tables when the evaluate stage produced
-    them; before that (a partial workflow) every CSV / JSON artifact except logs and
-    benchmarks."""
+    """What two runs of one config must agree on byte for byte: the tables (rounded for
+    print) and the per-category evaluation records ``eval/<cat>/*.json`` (full-precision
+    values and thresholds). Before the evaluate stage existed (a partial workflow): every CSV /
+    JSON artifact except logs and benchmarks."""
     tables = table_files(workdir, run)
-    if tables:
-        return tables
     base = results(workdir, run)
+    if tables:
+        out = {f"tables/{k}": v for k, v in tables.items()}
+        for p in sorted((base / "eval").rglob("*.json")):
+            out[str(p.relative_to(base))] = p.read_bytes()
+        return out
     out = {}
     for p in sorted(base.rglob("*")):
         rel = p.relative_to(base)

@@ -80,7 +80,7 @@ def main(local_wd: str, slurm_wd: str, smk_log: str, jobcomp: str) -> int:
             failures.append(f"differ between the local and the SLURM run: {diff}")
 
     print(f"tests/slurm: {len(submitted)} jobs through sbatch ({dict(by_rule)}); "
-          f"{len(a)} files compared ({'tables' if all('/' not in n for n in a) else 'artifacts'})")
+          f"{len(a)} files compared")
     for f in failures:
         print(f"tests/slurm: FAIL: {f}", file=sys.stderr)
     return 1 if failures else 0
