@@ -6,7 +6,7 @@ CUDA via autocast + GradScaler, AdamW step) and (b) a bare forward + backward of
 Random images and flows: speed does not depend on the data. When the VGG16 ImageNet weights are
 not on the machine, random VGG16 weights are used (the timing is the same; a note says so).
 
-    python benchmarks/bench_siamese.py --device cuda --backbone vgg16 --size 352 --batch 8 --steps 20
+    python benchmarks/bench_siamese.py --device cuda --backbone vgg16 --size 352 --batch 16 --steps 20
     python benchmarks/bench_siamese.py --device cpu --backbone efficientnet_lite0 --size 64 --batch 2 --steps 2
 """
 from __future__ import annotations
@@ -52,11 +52,13 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--backbone", default="vgg16")
     ap.add_argument("--size", type=int, default=352)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--freeze-encoder", action="store_true", help="train only fusion + decoder")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--fuse-channels", type=int, default=128)
+    ap.add_argument("--decoder-channels", type=int, default=64)
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -66,8 +68,8 @@ def main(argv=None) -> int:
     if amp:
         torch.backends.cudnn.benchmark = True
     t0 = time.perf_counter()
-    model, weights = _build(ModelSpec(a.backbone, a.size, fuse_channels=256 if a.backbone == "vgg16" else 128,
-                                      decoder_channels=64), dev)
+    model, weights = _build(ModelSpec(a.backbone, a.size, fuse_channels=a.fuse_channels,
+                                      decoder_channels=a.decoder_channels), dev)
     model.set_mode(True, a.freeze_encoder)
     params = list(model.trainable_parameters(a.freeze_encoder))
     print(f"device {dev} ({torch.cuda.get_device_name(dev) if amp else 'cpu'}), backbone {a.backbone} "
