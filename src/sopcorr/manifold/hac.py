@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 from ..errors import SopcorrError
 
@@ -94,8 +95,9 @@ def ward_clustering(X: np.ndarray, n_clusters: int, exact_max_samples: int = 300
     m = min(n, fit_samples)
     sub = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
     k = max(n_clusters, min(precluster, m))
-    km = KMeans(n_clusters=k, n_init=1, max_iter=50, random_state=int(rng.integers(2**31 - 1)))
-    km.fit(np.asarray(X[sub], dtype=np.float32))
+    km = KMeans(n_clusters=k, n_init=1, max_iter=20, random_state=int(rng.integers(2**31 - 1)))
+    with threadpool_limits(1):  # OpenMP k-means on a shared/loaded machine: 1 thread is faster
+        km.fit(np.asarray(X[sub], dtype=np.float32))
     assign = assign_nearest(X, km.cluster_centers_)
     sizes = np.bincount(assign, minlength=k).astype(np.float64)
     used = sizes > 0
