@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from integration.helpers import (TABLES_ONLY, comparable_files, copy_workflow, reference_run,
-                                 run_snakemake)
+from integration.helpers import (TABLES_ONLY, comparable_files, copy_workflow, records_mismatches,
+                                 reference_run, run_snakemake)
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
 
@@ -23,3 +23,5 @@ def test_two_runs_give_byte_identical_tables(reference, tmp_path):
     assert sorted(a) == sorted(b)
     differing = [name for name in a if a[name] != b[name]]
     assert not differing, f"these differ between two runs of one config: {differing}"
+    # the full-precision evaluation records agree too (floats to 1e-6 relative)
+    assert records_mismatches(reference, second) == []

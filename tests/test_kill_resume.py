@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from integration.helpers import (TABLES_ONLY, comparable_files, copy_workflow, dry_run_jobs, kill_when,
-                                 reference_run, run_snakemake,
+from integration.helpers import (TABLES_ONLY, comparable_files, copy_workflow, dry_run_jobs,
+                                 kill_when, records_mismatches, reference_run, run_snakemake,
                                  start_snakemake, tail)
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
@@ -47,3 +47,4 @@ def test_sigkill_during_manifold_and_training_then_resume(tmp_path_factory, tmp_
     a, b = comparable_files(reference), comparable_files(wd)
     assert a and sorted(a) == sorted(b)
     assert [n for n in a if a[n] != b[n]] == []
+    assert records_mismatches(reference, wd) == []

@@ -158,24 +158,60 @@ def table_files(workdir: Path, run: str = TINY_RUN) -> dict[str, bytes]:
 
 
 def comparable_files(workdir: Path, run: str = TINY_RUN) -> dict[str, bytes]:
-    """What two runs of one config must agree on byte for byte: the tables (rounded for
-    print) and the per-category evaluation records ``eval/<cat>/*.json`` (full-precision
-    values and thresholds). Before the evaluate stage existed (a partial workflow): every CSV /
-    JSON artifact except logs and benchmarks."""
+    """What two runs of one config must agree on byte for byte: the tables. Before the
+    evaluate stage existed (a partial workflow): every CSV / JSON artifact except logs,
+    benchmarks and the evaluation records (see :func:`records_mismatches`)."""
     tables = table_files(workdir, run)
-    base = results(workdir, run)
     if tables:
-        out = {f"tables/{k}": v for k, v in tables.items()}
-        for p in sorted((base / "eval").rglob("*.json")):
-            out[str(p.relative_to(base))] = p.read_bytes()
-        return out
+        return {f"tables/{k}": v for k, v in tables.items()}
+    base = results(workdir, run)
     out = {}
     for p in sorted(base.rglob("*")):
         rel = p.relative_to(base)
-        if rel.parts[0] in ("logs", "benchmarks") or not p.is_file():
+        if rel.parts[0] in ("logs", "benchmarks", "eval") or not p.is_file():
             continue
         if p.suffix in (".csv", ".json") and not any(part.endswith(".tmp") for part in rel.parts):
             out[str(rel)] = p.read_bytes()
+    return out
+
+
+def records_mismatches(a_dir: Path, b_dir: Path, run: str = TINY_RUN, rtol: float = 1e-6) -> list[str]:
+    """Compare the per-category evaluation records ``eval/<cat>/*.json`` of two runs (full
+    precision, unlike the rounded tables): the same structure, equal strings and integers,
+    floats within ``rtol``. Returns the differing paths (empty when they agree). Measured:
+    two runs of tiny.yaml differ in the Siamese methods' thresholds by ~1e-8 relative while
+    the network weights are bit-identical (float32 inference), hence a tolerance."""
+    import math
+
+    out: list[str] = []
+
+    def walk(x, y, where):
+        if isinstance(x, dict) and isinstance(y, dict):
+            if sorted(x) != sorted(y):
+                out.append(f"{where}: keys {sorted(x)} != {sorted(y)}")
+                return
+            for k in x:
+                walk(x[k], y[k], f"{where}.{k}")
+        elif isinstance(x, list) and isinstance(y, list):
+            if len(x) != len(y):
+                out.append(f"{where}: length {len(x)} != {len(y)}")
+                return
+            for i, (u, v) in enumerate(zip(x, y)):
+                walk(u, v, f"{where}[{i}]")
+        elif isinstance(x, float) or isinstance(y, float):
+            if not (isinstance(x, (int, float)) and isinstance(y, (int, float))
+                    and (x == y or math.isclose(x, y, rel_tol=rtol, abs_tol=rtol))):
+                out.append(f"{where}: {x!r} != {y!r}")
+        elif x != y:
+            out.append(f"{where}: {x!r} != {y!r}")
+
+    base_a, base_b = results(a_dir, run) / "eval", results(b_dir, run) / "eval"
+    names_a = sorted(str(p.relative_to(base_a)) for p in base_a.rglob("*.json"))
+    names_b = sorted(str(p.relative_to(base_b)) for p in base_b.rglob("*.json"))
+    if names_a != names_b:
+        return [f"eval records: {names_a} != {names_b}"]
+    for name in names_a:
+        walk(json.loads((base_a / name).read_text()), json.loads((base_b / name).read_text()), name)
     return out
 
 

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from integration.helpers import comparable_files  # noqa: E402
+from integration.helpers import comparable_files, records_mismatches  # noqa: E402
 
 GPU_RULES = {"train_siamese", "finetune_siamese"}
 LOCAL_RULES = {"all"}
@@ -78,6 +78,9 @@ def main(local_wd: str, slurm_wd: str, smk_log: str, jobcomp: str) -> int:
         diff = [n for n in a if a[n] != b[n]]
         if diff:
             failures.append(f"differ between the local and the SLURM run: {diff}")
+
+    if a:
+        failures += [f"evaluation record differs: {m}" for m in records_mismatches(Path(local_wd), Path(slurm_wd))]
 
     print(f"tests/slurm: {len(submitted)} jobs through sbatch ({dict(by_rule)}); "
           f"{len(a)} files compared")
