@@ -29,10 +29,10 @@ def lite64():
 def random_vgg_features(tmp_path_factory):
     """A state dict of a randomly initialised VGG16's conv part (as `vgg.features.state_dict()`
     is saved by hand) plus the same in `features.*` naming; and the network for reference."""
-    import torchvision
+    from torchvision.models.vgg import cfgs, make_layers
 
     torch.manual_seed(0)
-    feats = torchvision.models.vgg16(weights=None).features.eval()
+    feats = make_layers(cfgs["D"]).eval()  # VGG16's conv part, randomly initialised
     d = tmp_path_factory.mktemp("vgg")
     bare, prefixed = d / "vgg16_features.pth", d / "vgg16_prefixed.pth"
     torch.save(feats.state_dict(), bare)
