@@ -112,6 +112,10 @@ class DenseCorrespondence:
     score:     (H, W) float confidence, higher is better (e.g. cosine similarity).
     valid:     (H, W) bool, cells whose match is defined/trusted.
     grid:      the source FeatureGrid (maps source image coordinates to cells).
+    interpolation: how ``transfer`` samples between cells by default: 'bilinear' suits smooth
+               flows (SIFT-flow, the Siamese network); 'nearest' suits nearest-neighbour
+               matches, whose neighbouring cells may match far-apart targets (averaging them
+               lands between the two).
 
     Every correspondence method of the project (nearest neighbours, SIFT-flow, the Siamese
     network) returns one of these, so evaluation treats them all alike.
@@ -121,11 +125,13 @@ class DenseCorrespondence:
     score: np.ndarray
     valid: np.ndarray
     grid: FeatureGrid
+    interpolation: str = "bilinear"
 
-    def transfer(self, points_xy: np.ndarray, mode: str = "bilinear") -> tuple[np.ndarray, np.ndarray]:
+    def transfer(self, points_xy: np.ndarray, mode: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Map source image points (K, 2) to target image points (K, 2); also returns (K,)
         scores. ``mode``: 'bilinear' interpolates the target coordinates; 'nearest' takes the
-        nearest cell's match."""
+        nearest cell's match; None uses ``self.interpolation``."""
+        mode = mode or self.interpolation
         pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
         cr = self.grid.image_to_cell(pts)
         if mode == "nearest":

@@ -165,4 +165,5 @@ def geometric_correspondence(feat_src: np.ndarray, feat_tgt: np.ndarray, grid_sr
     j = j.numpy()
     cells = np.stack([xt[j], yt[j]], axis=1).astype(np.float64)
     target_xy = grid_tgt.cell_to_image(cells).reshape(hs, ws, 2)
-    return DenseCorrespondence(target_xy=target_xy, score=score, valid=vs.copy(), grid=grid_src)
+    return DenseCorrespondence(target_xy=target_xy, score=score, valid=vs.copy(), grid=grid_src,
+                               interpolation="nearest")
