@@ -23,8 +23,15 @@ RESULTS = f"results/{RUN}"
 #: every stage's rules file appends the files `rule all` must produce
 ALL_TARGETS = []
 
+#: the manifold variant whose outputs feed the main tables ("ours" rows): paper | improved.
+#: Stages that depend on it (manifold, flow, siamese) write under <stage>/<variant>/ so the
+#: ablation target can hold both variants in one run.
+VARIANT = config["manifold"]["variant"]
+VARIANTS = ["paper", "improved"]
+
 wildcard_constraints:
     category="[A-Za-z0-9_-]+",
+    variant="paper|improved",
 
 
 def results(*parts):
@@ -32,9 +39,18 @@ def results(*parts):
     return "/".join([RESULTS, *parts])
 
 
-def per_category(pattern):
-    """Expand a pattern with {category} over the configured categories."""
-    return expand(pattern, category=CATEGORIES)
+def per_category(pattern, **wildcards):
+    """Expand a pattern with {category} over the configured categories (other wildcards, such
+    as variant, may be given; unknown ones stay as wildcards)."""
+    return expand(pattern, category=CATEGORIES, allow_missing=True, **wildcards)
+
+
+def variant_section(section, variant):
+    """config[section] with ``variant`` set (the manifold section carries the variant)."""
+    out = dict(config[section])
+    if section == "manifold":
+        out["variant"] = variant
+    return out
 
 
 def dataset_json():

@@ -7,10 +7,11 @@ rule pseudo_flow:
     source cell to its nearest target cell on the embedded features (mutual-NN and similarity
     validity), and write flow/<category>.zarr (target image coords per source cell)."""
     input:
-        embedded=results("manifold", "{category}", "embedded.zarr"),
+        embedded=results("manifold", "{variant}", "{category}", "embedded.zarr"),
+        features=results("features", "{category}.zarr"),
         instances=results("data", "{category}", "instances.json"),
     output:
-        store=directory(results("flow", "{category}.zarr")),
+        store=directory(results("flow", "{variant}", "{category}.zarr")),
     params:
         flow=config["flow"],
         seed=config["seed"],
@@ -19,11 +20,11 @@ rule pseudo_flow:
     resources:
         mem_mb=1000,
     log:
-        results("logs", "pseudo_flow", "{category}.log"),
+        results("logs", "pseudo_flow", "{variant}", "{category}.log"),
     benchmark:
-        results("benchmarks", "pseudo_flow", "{category}.tsv")
+        results("benchmarks", "pseudo_flow", "{variant}", "{category}.tsv")
     script:
         "../scripts/pseudo_flow.py"
 
 
-ALL_TARGETS.extend(per_category(results("flow", "{category}.zarr")))
+ALL_TARGETS.extend(per_category(results("flow", "{variant}", "{category}.zarr"), variant=VARIANT))

@@ -14,33 +14,33 @@ rule manifold:
         features=results("features", "{category}.zarr"),
         instances=results("data", "{category}", "instances.json"),
     output:
-        convergence=results("manifold", "{category}", "convergence.csv"),
-        embedding=results("manifold", "{category}", "embedding.npz"),
-        part_models=results("manifold", "{category}", "part_models.npz"),
-        labels=directory(results("manifold", "{category}", "labels.zarr")),
-        embedded=directory(results("manifold", "{category}", "embedded.zarr")),
-        embedded_iter0=directory(results("manifold", "{category}", "embedded_iter0.zarr")),
-        figure=report(results("manifold", "{category}", "convergence.png"),
+        convergence=results("manifold", "{variant}", "{category}", "convergence.csv"),
+        embedding=results("manifold", "{variant}", "{category}", "embedding.npz"),
+        part_models=results("manifold", "{variant}", "{category}", "part_models.npz"),
+        labels=directory(results("manifold", "{variant}", "{category}", "labels.zarr")),
+        embedded=directory(results("manifold", "{variant}", "{category}", "embedded.zarr")),
+        embedded_iter0=directory(results("manifold", "{variant}", "{category}", "embedded_iter0.zarr")),
+        figure=report(results("manifold", "{variant}", "{category}", "convergence.png"),
                       caption="../report/convergence.rst", category="manifold"),
     params:
-        manifold=config["manifold"],
+        manifold=lambda wc: variant_section("manifold", wc.variant),
         seed=config["seed"],
-        out_dir=lambda wc: results("manifold", wc.category),
-        state_dir=lambda wc: results("manifold", wc.category, "state"),
+        out_dir=lambda wc: results("manifold", wc.variant, wc.category),
+        state_dir=lambda wc: results("manifold", wc.variant, wc.category, "state"),
     threads: 2
     resources:
         mem_mb=4000,
     log:
-        results("logs", "manifold", "{category}.log"),
+        results("logs", "manifold", "{variant}", "{category}.log"),
     benchmark:
-        results("benchmarks", "manifold", "{category}.tsv")
+        results("benchmarks", "manifold", "{variant}", "{category}.tsv")
     script:
         "../scripts/manifold.py"
 
 
 ALL_TARGETS.extend(
-    per_category(results("manifold", "{category}", "convergence.csv"))
-    + per_category(results("manifold", "{category}", "convergence.png"))
-    + per_category(results("manifold", "{category}", "embedded.zarr"))
-    + per_category(results("manifold", "{category}", "labels.zarr"))
+    per_category(results("manifold", "{variant}", "{category}", "convergence.csv"), variant=VARIANT)
+    + per_category(results("manifold", "{variant}", "{category}", "convergence.png"), variant=VARIANT)
+    + per_category(results("manifold", "{variant}", "{category}", "embedded.zarr"), variant=VARIANT)
+    + per_category(results("manifold", "{variant}", "{category}", "labels.zarr"), variant=VARIANT)
 )

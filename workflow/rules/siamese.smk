@@ -12,11 +12,11 @@ _SIAMESE_TRAIN = {k: v for k, v in config["siamese"].items()
 rule train_siamese:
     """Train the Siamese flow network on every category's pseudo-ground-truth flows."""
     input:
-        flows=per_category(results("flow", "{category}.zarr")),
+        flows=per_category(results("flow", "{variant}", "{category}.zarr")),
         instances=per_category(results("data", "{category}", "instances.json")),
     output:
-        model=results("siamese", "model.pt"),
-        loss=report(results("siamese", "loss.png"), category="Siamese network"),
+        model=results("siamese", "{variant}", "model.pt"),
+        loss=report(results("siamese", "{variant}", "loss.png"), category="Siamese network"),
     params:
         siamese=_SIAMESE_TRAIN,
         backbone=config["backbone"],
@@ -26,9 +26,9 @@ rule train_siamese:
         gpu=1,
         mem_mb=_SIAMESE_MEM,
     log:
-        results("logs", "train_siamese.log"),
+        results("logs", "train_siamese", "{variant}.log"),
     benchmark:
-        results("benchmarks", "train_siamese.tsv")
+        results("benchmarks", "train_siamese", "{variant}.tsv")
     script:
         "../scripts/train_siamese.py"
 
@@ -37,12 +37,12 @@ rule finetune_siamese:
     """Fine-tune the trained network on the pairs of the keypoint training split (pseudo ground
     truth; sparse keypoint supervision only with siamese.keypoint_supervision: true)."""
     input:
-        model=results("siamese", "model.pt"),
-        flows=per_category(results("flow", "{category}.zarr")),
+        model=results("siamese", "{variant}", "model.pt"),
+        flows=per_category(results("flow", "{variant}", "{category}.zarr")),
         instances=per_category(results("data", "{category}", "instances.json")),
     output:
-        model=results("siamese", "finetuned.pt"),
-        loss=report(results("siamese", "finetune_loss.png"), category="Siamese network"),
+        model=results("siamese", "{variant}", "finetuned.pt"),
+        loss=report(results("siamese", "{variant}", "finetune_loss.png"), category="Siamese network"),
     params:
         siamese=config["siamese"],
         backbone=config["backbone"],
@@ -52,15 +52,15 @@ rule finetune_siamese:
         gpu=1,
         mem_mb=_SIAMESE_MEM,
     log:
-        results("logs", "finetune_siamese.log"),
+        results("logs", "finetune_siamese", "{variant}.log"),
     benchmark:
-        results("benchmarks", "finetune_siamese.tsv")
+        results("benchmarks", "finetune_siamese", "{variant}.tsv")
     script:
         "../scripts/finetune_siamese.py"
 
 
-ALL_TARGETS.extend([
-    results("siamese", "model.pt"),
-    results("siamese", "loss.png"),
-    results("siamese", "finetuned.pt"),
-])
+ALL_TARGETS.extend(expand([
+    results("siamese", "{variant}", "model.pt"),
+    results("siamese", "{variant}", "loss.png"),
+    results("siamese", "{variant}", "finetuned.pt"),
+], variant=VARIANT))

@@ -6,6 +6,7 @@ import torch
 from sopcorr.data.generic import load_dataset
 from sopcorr.errors import DatasetError
 from sopcorr.features.store import FeatureStore
+from sopcorr.flow.geometric import geometric_pseudo_flows
 from sopcorr.flow.pseudo import category_seed, pseudo_flows, sample_pairs, write_flow_store
 from sopcorr.flow.siftflow import params_from_config
 from sopcorr.scriptutil import run
@@ -38,10 +39,18 @@ def main(smk):
                          category_seed(int(smk.params.seed), category), ids=pool)
     log.info("%s: %d pairs over %d images, grid %s, %d channels", category, len(pairs),
              len(ids) if pool is None else len(pool), store.shape[1:3], store.shape[3])
-    out = pseudo_flows(store, pairs, mutual=bool(cfg["mutual"]),
-                       min_similarity=float(cfg["min_similarity"]), refine=cfg["refine"],
-                       device=cfg["device"], progress=True, method=cfg["pseudo_method"],
-                       siftflow_params=params_from_config(cfg))
+    variant = smk.wildcards.variant
+    if variant == "improved":
+        # the improved variant's matcher: raw features + embedding, neighbourhood consensus,
+        # RANSAC affine location prior, forward-backward consistency as validity
+        raw = FeatureStore.open(smk.input.features)
+        out = geometric_pseudo_flows(raw, store, pairs, cfg["geometric"], seed=int(smk.params.seed),
+                                     progress=True)
+    else:
+        out = pseudo_flows(store, pairs, mutual=bool(cfg["mutual"]),
+                           min_similarity=float(cfg["min_similarity"]), refine=cfg["refine"],
+                           device=cfg["device"], progress=True, method=cfg["pseudo_method"],
+                           siftflow_params=params_from_config(cfg))
     frac = float(out["valid"].mean()) if len(pairs) else 0.0
     log.info("%s: %.1f %% of cells valid, mean score of valid cells %.3f", category, 100 * frac,
              float(out["score"][out["valid"]].mean()) if out["valid"].any() else float("nan"))
@@ -49,7 +58,8 @@ def main(smk):
                      store.ids, store.image_hw, store.input_size, store.stride,
                      attrs={"mutual": bool(cfg["mutual"]), "min_similarity": float(cfg["min_similarity"]),
                             "refine": cfg["refine"], "pairs_split": cfg["pairs_split"],
-                            "method": cfg["pseudo_method"],
+                            "method": "geometric" if variant == "improved" else cfg["pseudo_method"],
+                            "variant": variant,
                             "source": str(smk.input.embedded), "category": category,
                             "valid_fraction": frac})
 
