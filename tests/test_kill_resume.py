@@ -1,5 +1,6 @@
 """Kill and resume (issue 7, item 4): SIGKILL the whole Snakemake process group while a
-manifold job runs, resume, SIGKILL it again while the Siamese network trains, resume with
+manifold job runs, resume, SIGKILL it again while the Siamese network trains (right after its
+first resumable checkpoint, so the next run continues the training from there), resume with
 ``--rerun-incomplete``: the final tables equal those of an uninterrupted run.
 Integration test on tests/integration/tiny.yaml."""
 from __future__ import annotations
@@ -7,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from integration.helpers import (TABLES_ONLY, comparable_files, copy_workflow, dry_run_jobs,
-                                 kill_when, records_mismatches, reference_run, run_snakemake,
-                                 start_snakemake, tail)
+                                 kill_when, log_matches, records_mismatches, reference_run,
+                                 results, run_snakemake, start_snakemake, tail)
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
 
@@ -27,7 +28,7 @@ def test_sigkill_during_manifold_and_training_then_resume(tmp_path_factory, tmp_
 
     log1 = tmp_path / "run1.log"
     proc = start_snakemake(wd, log1, cores=2, extra=TABLES_ONLY)
-    assert kill_when(proc, log1, rf"^(local)?rule {MANIFOLD_RULE}:", delay=1.0), \
+    assert kill_when(proc, log_matches(log1, rf"^(local)?rule {MANIFOLD_RULE}:"), delay=1.0), \
         "the run ended before a manifold job started:\n" + tail(log1.read_text())
     _unlock(wd)
     pending = dry_run_jobs(run_snakemake(wd, extra=["-n", "--rerun-incomplete"]).stdout)
@@ -35,8 +36,13 @@ def test_sigkill_during_manifold_and_training_then_resume(tmp_path_factory, tmp_
 
     log2 = tmp_path / "run2.log"
     proc = start_snakemake(wd, log2, cores=2, extra=[*TABLES_ONLY, "--rerun-incomplete"])
-    assert kill_when(proc, log2, rf"^(local)?rule {TRAIN_RULE}:", delay=2.0), \
+    siamese = results(wd) / "siamese"
+    state = siamese / "model.pt.state.pt"  # sopcorr.siamese.train: <output>.state.pt
+    finished = siamese / "model.pt"
+    assert kill_when(proc, lambda: state.exists() or finished.exists()), \
         "the resumed run ended before training started:\n" + tail(log2.read_text())
+    assert state.exists() and not finished.exists(), \
+        "training finished before its first checkpoint could be caught; raise siamese.steps"
     _unlock(wd)
     # nothing of the manifold stage is left to do: the first resume finished it
     pending = dry_run_jobs(run_snakemake(wd, extra=["-n", "--rerun-incomplete"]).stdout)
@@ -44,6 +50,8 @@ def test_sigkill_during_manifold_and_training_then_resume(tmp_path_factory, tmp_
     assert TRAIN_RULE in rules and MANIFOLD_RULE not in rules, pending
 
     run_snakemake(wd, cores=2, extra=[*TABLES_ONLY, "--rerun-incomplete"])
+    train_log = (results(wd) / "logs" / f"{TRAIN_RULE}.log").read_text()
+    assert "resuming from" in train_log, "training restarted from scratch instead of its checkpoint"
     a, b = comparable_files(reference), comparable_files(wd)
     assert a and sorted(a) == sorted(b)
     assert [n for n in a if a[n] != b[n]] == []

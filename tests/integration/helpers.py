@@ -95,26 +95,32 @@ def start_snakemake(workdir: Path, logfile: Path, targets=(), configfiles=(TINY,
                             start_new_session=True)
 
 
-def kill_when(proc: subprocess.Popen, logfile: Path, pattern: str, delay: float = 1.0,
-              timeout: float = TIMEOUT) -> bool:
-    """SIGKILL the process group of ``proc`` ``delay`` seconds after a line matching
-    ``pattern`` appears in ``logfile``. Returns False when the run ended before that."""
+def log_matches(logfile: Path, pattern: str):
+    """A predicate for :func:`kill_when`: a line of ``logfile`` matches ``pattern``."""
     rx = re.compile(pattern, re.M)
+    return lambda: rx.search(Path(logfile).read_text(errors="replace")) is not None
+
+
+def kill_when(proc: subprocess.Popen, predicate, delay: float = 0.0, timeout: float = TIMEOUT,
+              poll: float = 0.05) -> bool:
+    """SIGKILL the process group of ``proc`` ``delay`` seconds after ``predicate()`` first holds.
+    Returns False when the run ended before that."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if proc.poll() is not None:
             return False
-        if rx.search(Path(logfile).read_text(errors="replace")):
-            time.sleep(delay)
+        if predicate():
+            if delay:
+                time.sleep(delay)
             if proc.poll() is not None:
                 return False
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return True
-        time.sleep(0.2)
+        time.sleep(poll)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    raise AssertionError(f"'{pattern}' did not appear in {logfile} within {timeout} s")
+    raise AssertionError(f"the kill condition did not hold within {timeout} s")
 
 
 _REFERENCE: dict = {}
