@@ -14,12 +14,12 @@ _METHOD_INPUTS = {
     "nn_embed_iter0": ["embed_iter0"], "ours_embed": ["embed"],
     "ours_siamese": ["siamese"], "ours_finetuned": ["finetuned"],
 }
-_INPUT_PATHS = {
-    "embed": results("manifold", "{category}", "embedded.zarr"),
-    "embed_iter0": results("manifold", "{category}", "embedded_iter0.zarr"),
-    "labels": results("manifold", "{category}", "labels.zarr"),
-    "siamese": results("siamese", "model.pt"),
-    "finetuned": results("siamese", "finetuned.pt"),
+_INPUT_PATHS = {  # the configured manifold variant's outputs feed the main tables
+    "embed": results("manifold", VARIANT, "{category}", "embedded.zarr"),
+    "embed_iter0": results("manifold", VARIANT, "{category}", "embedded_iter0.zarr"),
+    "labels": results("manifold", VARIANT, "{category}", "labels.zarr"),
+    "siamese": results("siamese", VARIANT, "model.pt"),
+    "finetuned": results("siamese", VARIANT, "finetuned.pt"),
 }
 
 

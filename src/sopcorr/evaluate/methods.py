@@ -66,7 +66,9 @@ class _LRU(OrderedDict):
 class CategoryContext:
     """Everything one category's evaluation reads, loaded lazily.
 
-    category: the category; run_dir: results/<run> (paths below are relative to it);
+    category: the category; run_dir: results/<run> (paths below are relative to it; manifold and
+    Siamese outputs are read from manifold/<variant>/<category>/ and siamese/<variant>/, variant =
+    config manifold.variant, falling back to the variant-free layout);
     config: the validated configuration; dataset: the prepared category (default: loaded from
     data/<cat>/instances.json); stores: {'raw' | 'embed' | 'embed_iter0': FeatureStore-like}
     overrides; labels: (N, H, W) SOP labels override; matchers: {'siamese' | 'finetuned':
@@ -136,18 +138,31 @@ class CategoryContext:
         return cache.get_or(i, load)
 
     # ------------------------------------------------------------------ stores and models
+    #: candidate locations (variant-aware layout first: manifold/<variant>/<category>/)
     _STORE_PATHS = {
         "raw": [("features", "{cat}.zarr")],
-        "embed": [("manifold", "{cat}", "embedded.zarr")],
-        "embed_iter0": [("manifold", "{cat}", "embedded_iter0.zarr"),
-                        ("manifold", "{cat}", "iter_0_embedded.zarr")],
+        "embed": [("manifold", "{var}", "{cat}", "embedded.zarr"), ("manifold", "{cat}", "embedded.zarr")],
+        "embed_iter0": [("manifold", "{var}", "{cat}", "embedded_iter0.zarr"),
+                        ("manifold", "{cat}", "embedded_iter0.zarr")],
     }
+
+    @property
+    def variant(self) -> str:
+        """The manifold variant whose outputs are read (config manifold.variant; default paper)."""
+        return self._cache.get("variant") or self.config.get("manifold", {}).get("variant", "paper")
+
+    def _first_existing(self, candidates, is_dir: bool) -> Path | None:
+        for parts in candidates:
+            p = self.path(*[s.format(cat=self.category, var=self.variant) for s in parts])
+            if (p.is_dir() if is_dir else p.is_file()):
+                return p
+        return None
 
     def store(self, kind: str):
         if kind in self.stores:
             return self.stores[kind]
         for parts in self._STORE_PATHS[kind]:
-            p = self.path(*[s.format(cat=self.category) for s in parts])
+            p = self.path(*[s.format(cat=self.category, var=self.variant) for s in parts])
             if p.is_dir():
                 from ..features.store import FeatureStore
 
@@ -162,9 +177,10 @@ class CategoryContext:
 
     def get_labels(self) -> np.ndarray:
         if self.labels is None:
-            p = self.path("manifold", self.category, "labels.zarr")
-            if not p.exists():
-                raise MethodUnavailable(f"{p}: SOP labels not found")
+            p = self._first_existing([("manifold", "{var}", "{cat}", "labels.zarr"),
+                                      ("manifold", "{cat}", "labels.zarr")], is_dir=True)
+            if p is None:
+                raise MethodUnavailable(f"no SOP labels (manifold/{self.variant}/{self.category}/labels.zarr)")
             import zarr
 
             z = zarr.open(str(p), mode="r")
@@ -176,9 +192,9 @@ class CategoryContext:
         if kind in self.matchers:
             return self.matchers[kind]
         fname = {"siamese": "model.pt", "finetuned": "finetuned.pt"}[kind]
-        p = self.path("siamese", fname)
-        if not p.is_file():
-            raise MethodUnavailable(f"{p}: checkpoint not found")
+        p = self._first_existing([("siamese", "{var}", fname), ("siamese", fname)], is_dir=False)
+        if p is None:
+            raise MethodUnavailable(f"checkpoint siamese/{self.variant}/{fname} not found")
         from ..siamese.predict import SiameseMatcher
 
         dev = self.config.get("siamese", {}).get("device", "auto")
