@@ -82,3 +82,18 @@ def test_snakemake_rejects_bad_config_with_one_line(tmp_path):
     assert proc.returncode != 0
     lines = [l for l in proc.stderr.splitlines() + proc.stdout.splitlines() if "manifold.n_parts" in l]
     assert len(lines) == 1, proc.stderr
+
+
+def _schema_keys(props, prefix=""):
+    for k, v in props.items():
+        if v.get("type") == "object" and "properties" in v:
+            yield from _schema_keys(v["properties"], prefix + k + ".")
+        else:
+            yield prefix + k
+
+
+def test_every_schema_key_is_documented():
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    doc = (ROOT / "config" / "README.md").read_text()
+    missing = [k for k in _schema_keys(schema["properties"]) if f"`{k}`" not in doc]
+    assert not missing, f"undocumented config keys: {missing}"
