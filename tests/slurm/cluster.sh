@@ -54,7 +54,7 @@ slurm_start() {
     # this machine's sockets/cores/threads as slurmd sees them (NodeName and memory replaced)
     hw=$(slurmd -C 2>/dev/null | head -1 | tr ' ' '\n' \
         | grep -E '^(CPUs|Boards|SocketsPerBoard|CoresPerSocket|ThreadsPerCore)=' | tr '\n' ' ')
-    cpus=$(nproc)
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys OMP_NUM_THREADS
     [ -n "$hw" ] || hw="CPUs=$cpus"
     mem_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
     ctl_port=$(_free_port)
@@ -100,7 +100,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$dir/jobcomp.log
-MinJobAge=300
+MinJobAge=3600
 ReturnToService=2
 SlurmdTimeout=60
 InactiveLimit=0
