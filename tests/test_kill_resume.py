@@ -38,8 +38,13 @@ def test_sigkill_during_manifold_and_training_then_resume(tmp_path_factory, tmp_
     proc = start_snakemake(wd, log2, cores=2, extra=[*TABLES_ONLY, "--rerun-incomplete"])
     siamese = results(wd) / "siamese"  # siamese[/<variant>]/model.pt
     # sopcorr.siamese.train keeps its resumable state in <output>.state.pt
-    states = lambda: list(siamese.rglob("model.pt.state.pt"))  # noqa: E731
-    finished = lambda: list(siamese.rglob("model.pt"))  # noqa: E731
+    # (not the copy inside an atomic write's hidden temporary folder: that one is still
+    # being written, and killing then restarts the training from scratch)
+    def found(name):
+        return [p for p in siamese.rglob(name) if not p.parent.name.endswith(".tmp")]
+
+    states = lambda: found("model.pt.state.pt")  # noqa: E731
+    finished = lambda: found("model.pt")  # noqa: E731
     assert kill_when(proc, lambda: bool(states() or finished())), \
         "the resumed run ended before training started:\n" + tail(log2.read_text())
     assert states() and not finished(), \
