@@ -13,6 +13,7 @@ _METHOD_INPUTS = {
     "nn_embed": ["embed"], "nn_embed_labels": ["embed", "labels"], "pseudo_gt": ["embed"],
     "nn_embed_iter0": ["embed_iter0"], "ours_embed": ["embed"],
     "ours_siamese": ["siamese"], "ours_finetuned": ["finetuned"],
+    "ours_geometric": ["embed"], "ours_geometric_prior": ["embed"],
 }
 _INPUT_PATHS = {  # the configured manifold variant's outputs feed the main tables
     "embed": results("manifold", VARIANT, "{category}", "embedded.zarr"),

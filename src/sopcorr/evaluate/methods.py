@@ -21,6 +21,9 @@ Registered names:
 ``convflow_prior``   convflow with the location prior (keypoint localisation only)
 ``ours_siamese``     the Siamese flow network (siamese/model.pt)
 ``ours_finetuned``   the Siamese network fine-tuned on the keypoint train split (siamese/finetuned.pt)
+``ours_geometric``   the improved variant's matcher: raw features + embedding, neighbourhood
+                     consensus, RANSAC affine location prior (sopcorr.flow.geometric)
+``ours_geometric_prior``  ours_geometric with the keypoint location prior (localisation only)
 =================== =========================================================================
 
 A method whose inputs are missing raises :class:`MethodUnavailable`; :func:`available_methods`
@@ -298,6 +301,30 @@ def _siamese_fn(ctx: CategoryContext, kind: str):
     return fn
 
 
+def _geometric_fn(ctx: CategoryContext):
+    """The improved variant's matcher (sopcorr.flow.geometric): raw features concatenated with
+    the manifold embedding (config flow.geometric), neighbourhood consensus, RANSAC affine
+    location prior."""
+    from ..flow.geometric import concat_descriptors, geometric_correspondence, geometric_params
+
+    gcfg = ctx.config["flow"]["geometric"]
+    kw = geometric_params(gcfg)
+    weight = float(gcfg["embedding_weight"])
+    raw = ctx.store("raw")
+    emb = ctx.store("embed") if weight > 0 else None
+    seed = int(ctx.config.get("seed", 0))
+    cache = _LRU(128)
+
+    def desc(i):
+        return cache.get_or(i, lambda: concat_descriptors(raw.load(i), emb.load(i) if emb is not None else None, weight))
+
+    def fn(s, t):
+        return geometric_correspondence(desc(s), desc(t), raw.grid(s), raw.grid(t), np.asarray(raw.valid[s], bool),
+                                        np.asarray(raw.valid[t], bool), seed=seed, **kw)
+
+    return fn
+
+
 #: name -> (base name, prior, builder of the correspondence function)
 _REGISTRY: dict[str, tuple[str, bool, Callable[[CategoryContext], Callable]]] = {
     "nn_raw": ("nn_raw", False, lambda c: _nn_fn(c, "raw", False, False)),
@@ -311,6 +338,8 @@ _REGISTRY: dict[str, tuple[str, bool, Callable[[CategoryContext], Callable]]] = 
     "convflow_prior": ("convflow", True, lambda c: _flow_fn(c, "conv")),
     "ours_siamese": ("ours_siamese", False, lambda c: _siamese_fn(c, "siamese")),
     "ours_finetuned": ("ours_finetuned", False, lambda c: _siamese_fn(c, "finetuned")),
+    "ours_geometric": ("ours_geometric", False, lambda c: _geometric_fn(c)),
+    "ours_geometric_prior": ("ours_geometric", True, lambda c: _geometric_fn(c)),
 }
 
 METHOD_NAMES = list(_REGISTRY)
