@@ -85,6 +85,7 @@ def variant_context(category: str, run_dir: Path, config: dict, variant: str) ->
 
     run_dir = Path(run_dir)
     ctx = CategoryContext(category, run_dir, config)
+    ctx._cache["variant"] = variant  # lazily found paths are this variant's, never the config's
     mdir = run_dir / "manifold" / variant / category
     for kind, name in (("embed", "embedded.zarr"), ("embed_iter0", "embedded_iter0.zarr")):
         if (mdir / name).is_dir():
