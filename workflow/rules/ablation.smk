@@ -3,27 +3,14 @@
 #   snakemake --cores all results/<run>/tables/ablation.csv [--configfile ...]
 
 
-def _ablation_inputs(wildcards):
-    cat = wildcards.category
-    out = {
-        "instances": results("data", cat, "instances.json"),
-        "features": results("features", f"{cat}.zarr"),
-    }
-    for v in VARIANTS:
-        out[f"embedded_{v}"] = results("manifold", v, cat, "embedded.zarr")
-        out[f"labels_{v}"] = results("manifold", v, cat, "labels.zarr")
-        out[f"model_{v}"] = results("siamese", v, "finetuned.pt")
-    return out
-
-
 rule ablation_category:
     """One category's ablation records (every stage of both variants)."""
     input:
-        unpack(_ablation_inputs),
+        unpack(ablation_inputs),
     output:
         results("eval", "{category}", "ablation.json"),
     params:
-        run_dir=RESULTS,
+        run_dir=lambda wildcards, input: str(Path(input.instances).parents[2]),
     threads: 2
     resources:
         mem_mb=4000,

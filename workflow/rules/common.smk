@@ -61,3 +61,56 @@ def dataset_json():
     if kind == "generic":
         return str(Path(config["dataset"]["path"]) / "dataset.json")
     return []
+
+
+# ---- evaluation (used by evaluate.smk)
+EVAL = config["evaluate"]
+_KIND = config["dataset"]["kind"]
+#: the dataset may have pairs (VOC/Berkeley has none); dense ground truth exists for synthetic data
+EVAL_PAIRS = _KIND != "voc_berkeley"
+EVAL_DENSE = _KIND == "synthetic"
+
+#: inputs (besides the prepared instances and raw features) each method or descriptor needs
+_METHOD_INPUTS = {
+    "nn_embed": ["embed"], "nn_embed_labels": ["embed", "labels"], "pseudo_gt": ["embed"],
+    "nn_embed_iter0": ["embed_iter0"], "ours_embed": ["embed"],
+    "ours_siamese": ["siamese"], "ours_finetuned": ["finetuned"],
+    "ours_geometric": ["embed"], "ours_geometric_prior": ["embed"],
+}
+_INPUT_PATHS = {  # the configured manifold variant's outputs feed the main tables
+    "embed": results("manifold", VARIANT, "{category}", "embedded.zarr"),
+    "embed_iter0": results("manifold", VARIANT, "{category}", "embedded_iter0.zarr"),
+    "labels": results("manifold", VARIANT, "{category}", "labels.zarr"),
+    "siamese": results("siamese", VARIANT, "model.pt"),
+    "finetuned": results("siamese", VARIANT, "finetuned.pt"),
+}
+
+
+def eval_inputs(*method_lists):
+    """Input dict of a per-category evaluation job for the union of the given methods."""
+    needed = []
+    for names in method_lists:
+        for n in names:
+            needed += _METHOD_INPUTS.get(n, [])
+    out = {
+        "instances": results("data", "{category}", "instances.json"),
+        "features": results("features", "{category}.zarr"),
+    }
+    for k in dict.fromkeys(needed):
+        out[k] = _INPUT_PATHS[k]
+    return out
+
+
+# ---- ablation (used by ablation.smk)
+def ablation_inputs(wildcards):
+    """Inputs of one category's ablation job: both variants' manifold and Siamese outputs."""
+    cat = wildcards.category
+    out = {
+        "instances": results("data", cat, "instances.json"),
+        "features": results("features", f"{cat}.zarr"),
+    }
+    for v in VARIANTS:
+        out[f"embedded_{v}"] = results("manifold", v, cat, "embedded.zarr")
+        out[f"labels_{v}"] = results("manifold", v, cat, "labels.zarr")
+        out[f"model_{v}"] = results("siamese", v, "finetuned.pt")
+    return out

@@ -2,41 +2,7 @@
 # the evaluation figures (sopcorr.evaluate, sopcorr.viz). Per-category jobs write
 # results/<run>/eval/<category>/*.json; gather rules write results/<run>/tables/*.{csv,md,tex}.
 
-EVAL = config["evaluate"]
-_KIND = config["dataset"]["kind"]
-#: the dataset may have pairs (VOC/Berkeley has none); dense ground truth exists for synthetic data
-EVAL_PAIRS = _KIND != "voc_berkeley"
-EVAL_DENSE = _KIND == "synthetic"
-
-#: inputs (besides the prepared instances and raw features) each method or descriptor needs
-_METHOD_INPUTS = {
-    "nn_embed": ["embed"], "nn_embed_labels": ["embed", "labels"], "pseudo_gt": ["embed"],
-    "nn_embed_iter0": ["embed_iter0"], "ours_embed": ["embed"],
-    "ours_siamese": ["siamese"], "ours_finetuned": ["finetuned"],
-    "ours_geometric": ["embed"], "ours_geometric_prior": ["embed"],
-}
-_INPUT_PATHS = {  # the configured manifold variant's outputs feed the main tables
-    "embed": results("manifold", VARIANT, "{category}", "embedded.zarr"),
-    "embed_iter0": results("manifold", VARIANT, "{category}", "embedded_iter0.zarr"),
-    "labels": results("manifold", VARIANT, "{category}", "labels.zarr"),
-    "siamese": results("siamese", VARIANT, "model.pt"),
-    "finetuned": results("siamese", VARIANT, "finetuned.pt"),
-}
-
-
-def eval_inputs(*method_lists):
-    """Input dict of a per-category evaluation job for the union of the given methods."""
-    needed = []
-    for names in method_lists:
-        for n in names:
-            needed += _METHOD_INPUTS.get(n, [])
-    out = {
-        "instances": results("data", "{category}", "instances.json"),
-        "features": results("features", "{category}.zarr"),
-    }
-    for k in dict.fromkeys(needed):
-        out[k] = _INPUT_PATHS[k]
-    return out
+# EVAL, EVAL_PAIRS, EVAL_DENSE and eval_inputs() live in common.smk (lint: no functions beside rules)
 
 
 rule eval_keypoints:

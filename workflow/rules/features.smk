@@ -18,6 +18,8 @@ rule extract_features:
         results("logs", "extract_features", "{category}.log"),
     benchmark:
         results("benchmarks", "extract_features", "{category}.tsv")
+    conda:
+        "../../envs/sopcorr.yaml"
     script:
         "../scripts/extract_features.py"
 

@@ -23,6 +23,8 @@ rule pseudo_flow:
         results("logs", "pseudo_flow", "{variant}", "{category}.log"),
     benchmark:
         results("benchmarks", "pseudo_flow", "{variant}", "{category}.tsv")
+    conda:
+        "../../envs/sopcorr.yaml"
     script:
         "../scripts/pseudo_flow.py"
 

@@ -34,6 +34,8 @@ rule manifold:
         results("logs", "manifold", "{variant}", "{category}.log"),
     benchmark:
         results("benchmarks", "manifold", "{variant}", "{category}.tsv")
+    conda:
+        "../../envs/sopcorr.yaml"
     script:
         "../scripts/manifold.py"
 

@@ -29,6 +29,8 @@ rule train_siamese:
         results("logs", "train_siamese", "{variant}.log"),
     benchmark:
         results("benchmarks", "train_siamese", "{variant}.tsv")
+    conda:
+        "../../envs/sopcorr.yaml"
     script:
         "../scripts/train_siamese.py"
 
@@ -55,6 +57,8 @@ rule finetune_siamese:
         results("logs", "finetune_siamese", "{variant}.log"),
     benchmark:
         results("benchmarks", "finetune_siamese", "{variant}.tsv")
+    conda:
+        "../../envs/sopcorr.yaml"
     script:
         "../scripts/finetune_siamese.py"
 
