@@ -28,3 +28,16 @@ def run(main: Callable, smk) -> None:
         logging.getLogger("sopcorr").error(msg)
         print(msg, file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+def category_context(smk):
+    """The evaluation context of a per-category rule: limits torch to the rule's threads and
+    reads results/<run>/ from its input results/<run>/data/<category>/instances.json."""
+    from pathlib import Path
+
+    import torch
+
+    from .evaluate.methods import CategoryContext
+
+    torch.set_num_threads(max(1, int(smk.threads)))
+    return CategoryContext(smk.wildcards.category, Path(smk.input.instances).parents[2], smk.config)

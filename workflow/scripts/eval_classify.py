@@ -1,24 +1,15 @@
 """Keypoint classification with descriptor baselines and linear SVMs (Table 1 (a)) for one category."""
-from pathlib import Path
 
 from sopcorr.evaluate.classify import run_svm_baselines
-from sopcorr.evaluate.methods import CategoryContext
 from sopcorr.evaluate.tables import write_records
-from sopcorr.scriptutil import run
+from sopcorr.scriptutil import category_context, run
 
-
-def run_dir(smk):
-    """results/<run>/ from the input results/<run>/data/<category>/instances.json."""
-    return Path(smk.input.instances).parents[2]
 
 
 def main(smk):
-    import torch
-
-    torch.set_num_threads(max(1, int(smk.threads)))
     cfg = smk.config
     ev = cfg["evaluate"]
-    ctx = CategoryContext(smk.wildcards.category, run_dir(smk), cfg)
+    ctx = category_context(smk)
     names = []
     for d in ev["classification_descriptors"]:
         names += [f"sift_r{r}" for r in ev["sift_radii"]] if d == "sift" else [d]

@@ -1,24 +1,16 @@
 """Dense end-point error and PCK against the synthetic ground truth for one category."""
-from pathlib import Path
 
 from sopcorr.evaluate.dense import run_dense_evaluation
-from sopcorr.evaluate.methods import CategoryContext, available_methods
+from sopcorr.evaluate.methods import available_methods
 from sopcorr.evaluate.tables import write_records
-from sopcorr.scriptutil import run
+from sopcorr.scriptutil import category_context, run
 
-
-def run_dir(smk):
-    """results/<run>/ from the input results/<run>/data/<category>/instances.json."""
-    return Path(smk.input.instances).parents[2]
 
 
 def main(smk):
-    import torch
-
-    torch.set_num_threads(max(1, int(smk.threads)))
     cfg = smk.config
     ev = cfg["evaluate"]
-    ctx = CategoryContext(smk.wildcards.category, run_dir(smk), cfg)
+    ctx = category_context(smk)
     methods = available_methods(ev["dense_methods"], ctx)
     recs = run_dense_evaluation(ctx, methods, ev["dense_alphas"], ev["dense_stride"],
                                 ev["max_eval_pairs"], cfg["seed"])

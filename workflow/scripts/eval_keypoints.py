@@ -1,26 +1,18 @@
 """Keypoint localisation (Table 2) and classification by transfer (Table 1 (b)) for one category."""
-from pathlib import Path
 
 import logging
 
-from sopcorr.evaluate.methods import CategoryContext, available_methods
+from sopcorr.evaluate.methods import available_methods
 from sopcorr.evaluate.keypoints import run_keypoint_evaluation
 from sopcorr.evaluate.tables import write_records
-from sopcorr.scriptutil import run
+from sopcorr.scriptutil import category_context, run
 
-
-def run_dir(smk):
-    """results/<run>/ from the input results/<run>/data/<category>/instances.json."""
-    return Path(smk.input.instances).parents[2]
 
 
 def main(smk):
-    import torch
-
-    torch.set_num_threads(max(1, int(smk.threads)))
     cfg = smk.config
     ev = cfg["evaluate"]
-    ctx = CategoryContext(smk.wildcards.category, run_dir(smk), cfg)
+    ctx = category_context(smk)
     methods = available_methods(ev["localisation_methods"], ctx)
     logging.getLogger("sopcorr").info("keypoint evaluation of %s with %s", ctx.category, [m.name for m in methods])
     loc, cls, preds, loc_all = run_keypoint_evaluation(
