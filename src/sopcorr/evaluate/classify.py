@@ -37,26 +37,15 @@ def to_crop(points_xy: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.
 
 
 def sift_descriptors(image: np.ndarray, points_xy: np.ndarray, radius: float) -> np.ndarray:
-    """OpenCV SIFT descriptors (M, 128) of an RGB uint8 image at points (M, 2) with a support
-    radius of ``radius`` pixels (4 x 4 spatial bins spanning 2 * radius; OpenCV's bin width is
-    1.5 x the keypoint size, so size = radius / 3), upright (angle 0)."""
-    import cv2
+    """OpenCV SIFT descriptors (M, 128), unit L2 norm, of an RGB uint8 image at points (M, 2)
+    with a support radius of ``radius`` pixels (sopcorr.flow.dsift: KeyPoint.size = radius / 3,
+    upright)."""
+    from ..flow.dsift import dense_sift
 
-    gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
     pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
     if len(pts) == 0:
         return np.zeros((0, 128), np.float32)
-    kps = [cv2.KeyPoint(float(x), float(y), float(radius) / 3.0, 0.0) for x, y in pts]
-    sift = cv2.SIFT_create()
-    kps_out, desc = sift.compute(gray, kps)
-    if desc is None or len(kps_out) != len(kps):
-        # OpenCV drops keypoints too close to the border; describe them one by one
-        desc = np.zeros((len(kps), 128), np.float32)
-        for i, kp in enumerate(kps):
-            _, d = sift.compute(gray, [kp])
-            if d is not None and len(d):
-                desc[i] = d[0]
-    return np.asarray(desc, np.float32)
+    return dense_sift(image, radius, points=pts).astype(np.float32)
 
 
 def map_descriptors(desc_map: np.ndarray, grid: FeatureGrid, points_xy: np.ndarray) -> np.ndarray:
