@@ -100,3 +100,73 @@ def test_forward_backward_marks_inconsistent_cells():
     back.target_xy[0, 0] = centres[5, 5]
     ok = forward_backward_valid(ident, back, grid, 0.5)
     assert not ok[0, 0] and ok.sum() == g * g - 1
+
+
+def test_gated_consensus_ignores_dissimilar_neighbours():
+    # a 3x3 grid: centre c, one neighbour equal to c, one opposite (-c), the rest orthogonal
+    c = np.zeros(4)
+    c[0] = 1.0
+    f = np.zeros((3, 3, 4))
+    f[..., 1] = 1.0                      # orthogonal to the centre: cos 0
+    f[1, 1] = c
+    f[0, 1] = c                          # cos 1
+    f[2, 1] = -c                         # cos -1
+    plain = neighbourhood_descriptors(f, None, 1, gate_power=0.0).numpy()[1, 1].reshape(4, 9)
+    gated = neighbourhood_descriptors(f, None, 1, gate_power=4.0).numpy()[1, 1].reshape(4, 9)
+    # unfold order is row-major over the 3x3 offsets: 1 = up, 4 = centre, 7 = down
+    assert np.allclose(np.linalg.norm(plain, axis=0), 1 / 3, atol=1e-6)      # nine equal blocks
+    blocks = np.linalg.norm(gated, axis=0)
+    assert np.allclose(blocks[[1, 4]], np.sqrt(0.5), atol=1e-6)               # centre + its twin
+    assert np.allclose(np.delete(blocks, [1, 4]), 0, atol=1e-6)               # all others muted
+    # gate 0 is the plain stacked descriptor of the existing behaviour
+    assert np.allclose(neighbourhood_descriptors(f, None, 1).numpy(), neighbourhood_descriptors(f, None, 1, 0.0).numpy())
+
+
+def test_sequential_ransac_finds_two_motions():
+    from sopcorr.flow.geometric import fit_affine_models
+
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0, 10, size=(40, 2))
+    b = rng.uniform(20, 30, size=(30, 2))
+    Ma = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
+    Mb = np.array([[0.0, 1.0], [-1.0, 0.0], [5.0, 40.0]])         # a rotated limb
+    noise = rng.uniform(0, 40, size=(10, 2))
+    src = np.r_[a, b, rng.uniform(0, 30, size=(10, 2))]
+    dst = np.r_[np.c_[a, np.ones(40)] @ Ma, np.c_[b, np.ones(30)] @ Mb, noise]
+    models = fit_affine_models(src, dst, threshold=0.5, iterations=300, seed=0, max_models=3, min_support=0.15)
+    assert len(models) == 2                                        # the outliers form no third model
+    assert np.allclose(models[0].matrix, Ma, atol=1e-6) and models[0].inliers[:40].all()
+    assert np.allclose(models[1].matrix, Mb, atol=1e-6) and models[1].inliers[40:70].all()
+    assert not (models[0].inliers & models[1].inliers).any()
+    # a support threshold above the second motion's share keeps only the first
+    assert len(fit_affine_models(src, dst, threshold=0.5, seed=0, min_support=0.5)) == 1
+
+
+def _articulated_pair(seed=0):
+    """Top half of the grid moves 4 cells right, bottom half 4 cells left (two rigid parts)."""
+    rng = np.random.default_rng(seed)
+    g = 16
+    src = rng.normal(size=(g, g, 24))
+    tgt = rng.normal(size=(g, g, 24))
+    truth = {}
+    for y in range(g):
+        dx = 4 if y < g // 2 else -4
+        for x in range(g):
+            if 0 <= x + dx < g:
+                tgt[y, x + dx] = src[y, x] + 0.3 * rng.normal(size=24)
+                truth[(y, x)] = (x + dx, y)
+    return src, tgt, FeatureGrid(Letterbox(g * 8, g * 8, g * 8), 8), truth
+
+
+def test_piecewise_prior_follows_articulation_global_does_not():
+    src, tgt, grid, truth = _articulated_pair()
+
+    def acc(corr):
+        return np.mean([np.allclose(corr.target_xy[y, x], grid.cell_to_image(np.array(t, float)))
+                        for (y, x), t in truth.items()])
+
+    kw = dict(strength=40.0, consensus_radius=0, ransac_threshold=0.05, bandwidth=0.1)
+    glob = geometric_correspondence(src, tgt, grid, grid, prior="global", **kw)
+    piece = geometric_correspondence(src, tgt, grid, grid, prior="piecewise", **kw)
+    assert acc(piece) > 0.95
+    assert acc(glob) < 0.75

@@ -4,17 +4,27 @@ The paper's key insight is that *the geometric structure between object parts is
 across instances*. The paper exploits it only inside one image (the geodesic pairwise term of
 the graph cut). This module exploits it between the two images of a pair:
 
-1. **Neighbourhood consensus** (optional): each cell's descriptor is the concatenation of its
-   (2r+1)^2 neighbours' descriptors, so a match must agree on a patch of the grid, not on one
-   cell (equivalent to summing the 4-D correlation over translation-consistent offsets).
+1. **Edge-aware neighbourhood consensus** (optional): each cell's descriptor is the
+   concatenation of its (2r+1)^2 neighbours' descriptors, so a match must agree on a patch of
+   the grid, not on one cell (equivalent to summing the 4-D correlation over
+   translation-consistent offsets). With ``gate_power`` γ > 0 a neighbour's block is weighted by
+   ``max(cos(f_centre, f_neighbour), 0)^γ`` (the centre by 1), so the consensus aggregates over
+   the part the cell lies on and not over the background next to it (a bilateral filter of the
+   correlation). Plain consensus (γ = 0) helps on photographs where the object fills the grid
+   and hurts on small objects, whose 3x3 neighbourhood is mostly background (docs/RESULTS.md).
 2. **Mutual nearest neighbours** between the two grids are the confident matches.
-3. A global **affine** map between the grids is fitted to them robustly (similarity-weighted
-   RANSAC, then weighted least squares on the inliers).
+3. **Affine maps** between the grids are fitted to them robustly (similarity-weighted RANSAC,
+   then weighted least squares on the inliers). ``prior='global'``: one affine for the whole
+   object. ``prior='piecewise'``: sequential RANSAC, up to ``max_models`` affines, each further
+   one kept only if its inliers carry at least ``min_support`` of the matches' weight; every
+   source cell takes the affine whose inliers are densest around it (Gaussian kernel of
+   ``bandwidth`` grid sides). Articulated objects (a leg, a neck) move rigidly part by part,
+   not as a whole; a single affine pulls their matches to the body's motion.
 4. Every source cell is matched to the target cell maximising
-   ``cos(f_s, f_t) - strength * ||c_t - A(c_s)||^2 / G^2``
-   where c are cell coordinates and G the target grid's side: a Gaussian location prior
-   (log-space) centred on the affine prediction, in units of the grid so it does not depend on
-   the resolution.
+   ``cos(f_s, f_t) - strength * ||c_t - A_k(c_s)||^2 / G^2``
+   where c are cell coordinates, A_k the cell's affine and G the target grid's side: a Gaussian
+   location prior (log-space) centred on the affine prediction, in units of the grid so it does
+   not depend on the resolution.
 
 All arrays follow sopcorr.geometry: feature grids (H, W, C), validity (H, W), results as a
 :class:`~sopcorr.geometry.DenseCorrespondence`.
@@ -29,8 +39,10 @@ import torch.nn.functional as F
 
 from ..geometry import DenseCorrespondence, FeatureGrid
 
-__all__ = ["Affine", "fit_affine_ransac", "neighbourhood_descriptors", "mutual_matches",
-           "geometric_correspondence"]
+__all__ = ["Affine", "fit_affine_ransac", "fit_affine_models", "assign_models",
+           "neighbourhood_descriptors", "mutual_matches", "geometric_correspondence"]
+
+PRIORS = ("global", "piecewise")
 
 
 @dataclass
@@ -91,10 +103,62 @@ def fit_affine_ransac(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | No
     return Affine(matrix, best_inl)
 
 
+def fit_affine_models(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None,
+                      threshold: float = 1.0, iterations: int = 300, seed: int = 0,
+                      max_models: int = 3, min_support: float = 0.15) -> list[Affine]:
+    """Sequential RANSAC: up to ``max_models`` affines dst ~ A_k(src) for point sets (M, 2).
+
+    The first model is :func:`fit_affine_ransac` on all matches; each further one is fitted to
+    the matches no earlier model explains and kept only if it has >= 4 inliers carrying at
+    least ``min_support`` of the total weight (otherwise the search stops). Each returned
+    Affine's ``inliers`` (M,) is over all matches, disjoint from the earlier models'."""
+    src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(dst, dtype=np.float64).reshape(-1, 2)
+    m = len(src)
+    w = np.ones(m) if weights is None else np.clip(np.asarray(weights, dtype=np.float64), 0, None)
+    total = float(w.sum())
+    remaining = np.ones(m, dtype=bool)
+    models: list[Affine] = []
+    for k in range(max(1, int(max_models))):
+        idx = np.nonzero(remaining)[0]
+        if k > 0 and len(idx) < 4:
+            break
+        aff = fit_affine_ransac(src[idx], dst[idx], w[idx], threshold=threshold,
+                                iterations=iterations, seed=seed + k)
+        inl = np.zeros(m, dtype=bool)
+        inl[idx[aff.inliers]] = True
+        if k > 0 and (inl.sum() < 4 or w[inl].sum() < min_support * total):
+            break
+        models.append(Affine(aff.matrix, inl))
+        remaining &= ~inl
+    return models
+
+
+def assign_models(cells: np.ndarray, models: list[Affine], src: np.ndarray, weights: np.ndarray,
+                  bandwidth: float) -> np.ndarray:
+    """(N,) index of the model each of the (N, 2) ``cells`` takes: the one whose inlier source
+    points (src (M, 2), weights (M,)) have the highest Gaussian kernel density at the cell
+    (``bandwidth`` in the units of the coordinates). One model: all zeros."""
+    cells = np.asarray(cells, dtype=np.float64).reshape(-1, 2)
+    if len(models) <= 1:
+        return np.zeros(len(cells), dtype=np.int64)
+    src = np.asarray(src, dtype=np.float64).reshape(-1, 2)
+    w = np.asarray(weights, dtype=np.float64)
+    dens = np.zeros((len(models), len(cells)))
+    for k, mdl in enumerate(models):
+        p = src[mdl.inliers]
+        if len(p):
+            d2 = ((cells[:, None, :] - p[None]) ** 2).sum(-1)
+            dens[k] = (w[mdl.inliers][None] * np.exp(-d2 / (2.0 * bandwidth ** 2))).sum(1)
+    return np.argmax(dens, axis=0)
+
+
 def neighbourhood_descriptors(feat: np.ndarray | torch.Tensor, valid: np.ndarray | None,
-                              radius: int) -> torch.Tensor:
+                              radius: int, gate_power: float = 0.0) -> torch.Tensor:
     """(H, W, C) features -> (H, W, C * (2r+1)^2) L2-normalised stacked neighbourhoods (invalid
-    cells and the border contribute zeros). radius 0 returns the L2-normalised input."""
+    cells and the border contribute zeros). radius 0 returns the L2-normalised input.
+    ``gate_power`` γ > 0 weights each neighbour's (unit) block by sqrt(max(cos, 0)^γ), cos its
+    similarity to the centre cell, before the final normalisation (the centre's weight is 1)."""
     f = torch.as_tensor(np.asarray(feat, dtype=np.float32) if not torch.is_tensor(feat) else feat,
                         dtype=torch.float32)
     f = F.normalize(f, dim=-1, eps=1e-12)
@@ -105,6 +169,12 @@ def neighbourhood_descriptors(feat: np.ndarray | torch.Tensor, valid: np.ndarray
     h, w, c = f.shape
     k = 2 * radius + 1
     u = F.unfold(f.permute(2, 0, 1)[None], k, padding=radius)[0]      # (C*k*k, H*W)
+    if gate_power > 0:
+        u = u.reshape(c, k * k, h * w)
+        centre = u[:, (k * k) // 2, :]                                   # (C, H*W)
+        gate = (u * centre[:, None, :]).sum(0).clamp(min=0) ** float(gate_power)   # (k*k, H*W)
+        gate[(k * k) // 2] = 1.0
+        u = (u * gate.sqrt()[None]).reshape(c * k * k, h * w)
     return F.normalize(u.T.reshape(h, w, c * k * k), dim=-1, eps=1e-12)
 
 
@@ -126,21 +196,28 @@ def mutual_matches(fs: torch.Tensor, ft: torch.Tensor, valid_s: torch.Tensor, va
 def geometric_correspondence(feat_src: np.ndarray, feat_tgt: np.ndarray, grid_src: FeatureGrid,
                              grid_tgt: FeatureGrid, valid_src: np.ndarray | None = None,
                              valid_tgt: np.ndarray | None = None, strength: float = 8.0,
-                             consensus_radius: int = 1, ransac_threshold: float = 0.08,
+                             consensus_radius: int = 1, consensus_gate: float = 4.0,
+                             prior: str = "piecewise", max_models: int = 3, min_support: float = 0.15,
+                             bandwidth: float = 0.1, ransac_threshold: float = 0.08,
                              ransac_iterations: int = 300, seed: int = 0) -> DenseCorrespondence:
-    """Dense matching under a global affine location prior (see the module docstring).
+    """Dense matching under an affine location prior (see the module docstring).
 
     feat_src (Hs, Ws, C), feat_tgt (Ht, Wt, C); valid_* (H, W) bool (default: the grids' valid
     masks). ``strength`` is the prior's weight per squared grid-normalised displacement
-    (0 = plain nearest neighbour on the consensus descriptors); ``ransac_threshold`` is the inlier
-    distance as a fraction of the target grid side. Returns the correspondence whose score is
-    the cosine similarity of the chosen match and whose valid mask is the source valid mask."""
+    (0 = plain nearest neighbour on the consensus descriptors); ``consensus_gate`` the γ of
+    :func:`neighbourhood_descriptors`; ``prior`` 'global' (one affine) or 'piecewise'
+    (:func:`fit_affine_models` + :func:`assign_models`, ``bandwidth`` as a fraction of the source
+    grid side); ``ransac_threshold`` is the inlier distance as a fraction of the target grid
+    side. Returns the correspondence whose score is the cosine similarity of the chosen match
+    and whose valid mask is the source valid mask."""
+    if prior not in PRIORS:
+        raise ValueError(f"flow.geometric.prior: unknown prior {prior!r} (expected one of {', '.join(PRIORS)})")
     hs, ws = feat_src.shape[:2]
     ht, wt = feat_tgt.shape[:2]
     vs = grid_src.valid_mask() if valid_src is None else np.asarray(valid_src, dtype=bool)
     vt = grid_tgt.valid_mask() if valid_tgt is None else np.asarray(valid_tgt, dtype=bool)
-    ds = neighbourhood_descriptors(feat_src, vs, consensus_radius).reshape(hs * ws, -1)
-    dt = neighbourhood_descriptors(feat_tgt, vt, consensus_radius).reshape(ht * wt, -1)
+    ds = neighbourhood_descriptors(feat_src, vs, consensus_radius, consensus_gate).reshape(hs * ws, -1)
+    dt = neighbourhood_descriptors(feat_tgt, vt, consensus_radius, consensus_gate).reshape(ht * wt, -1)
     vs_t = torch.as_tensor(vs.reshape(-1))
     vt_t = torch.as_tensor(vt.reshape(-1))
     sim = ds @ dt.T                                                    # (Ns, Nt)
@@ -149,10 +226,18 @@ def geometric_correspondence(feat_src: np.ndarray, feat_tgt: np.ndarray, grid_sr
     yt, xt = np.divmod(np.arange(ht * wt), wt)
     if strength > 0:
         si, ti, w = mutual_matches(ds, dt, vs_t, vt_t)
-        affine = fit_affine_ransac(np.c_[xs[si], ys[si]], np.c_[xt[ti], yt[ti]], np.clip(w, 0, None),
-                                   threshold=ransac_threshold * gside, iterations=ransac_iterations,
-                                   seed=seed)
-        pred = torch.as_tensor(affine.apply(np.c_[xs, ys]), dtype=torch.float32)   # (Ns, 2)
+        w = np.clip(w, 0, None)
+        src_pts = np.c_[xs[si], ys[si]]
+        models = fit_affine_models(src_pts, np.c_[xt[ti], yt[ti]], w, threshold=ransac_threshold * gside,
+                                   iterations=ransac_iterations, seed=seed,
+                                   max_models=max_models if prior == "piecewise" else 1,
+                                   min_support=min_support)
+        cells_src = np.c_[xs, ys]
+        which = assign_models(cells_src, models, src_pts, w, bandwidth * float(max(hs, ws)))
+        pred_np = np.zeros((hs * ws, 2))
+        for k, mdl in enumerate(models):
+            pred_np[which == k] = mdl.apply(cells_src[which == k])
+        pred = torch.as_tensor(pred_np, dtype=torch.float32)                      # (Ns, 2)
         tx = torch.as_tensor(xt, dtype=torch.float32)
         ty = torch.as_tensor(yt, dtype=torch.float32)
         d2 = (tx[None] - pred[:, :1]) ** 2 + (ty[None] - pred[:, 1:]) ** 2
@@ -196,8 +281,9 @@ def forward_backward_valid(fwd: DenseCorrespondence, bwd: DenseCorrespondence, g
 
 def geometric_params(cfg: dict) -> dict:
     """Keyword arguments of :func:`geometric_correspondence` from config ``flow.geometric``."""
-    return {k: cfg[k] for k in ("strength", "consensus_radius", "ransac_threshold", "ransac_iterations")
-            if k in cfg}
+    keys = ("strength", "consensus_radius", "consensus_gate", "prior", "max_models", "min_support",
+            "bandwidth", "ransac_threshold", "ransac_iterations")
+    return {k: cfg[k] for k in keys if k in cfg}
 
 
 def geometric_pseudo_flows(raw_store, embed_store, pairs, cfg: dict, seed: int = 0,
