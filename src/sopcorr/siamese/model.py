@@ -236,7 +236,10 @@ class SiameseFlowNet(nn.Module):
         """Dense descriptor for keypoint classification / scoring: every encoder level upsampled
         (bilinear) to the finest level, concatenated and L2-normalised per location.
         x (B,3,S,S) -> (B, sum C_l, S/s_0, S/s_0); grid stride ``self.strides[0]``."""
-        levels = self.encode(x)
+        return self.features_from_levels(self.encode(x))
+
+    def features_from_levels(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`features` from the output of :meth:`encode` (no second encoder pass)."""
         h, w = levels[0].shape[-2:]
         ups = [levels[0]] + [F.interpolate(m.float(), size=(h, w), mode="bilinear", align_corners=False)
                              for m in levels[1:]]
@@ -248,7 +251,11 @@ class SiameseFlowNet(nn.Module):
         """src, tgt (B,3,S,S) ImageNet-normalised -> flow (B,2,S,S) in input pixels."""
         B = src.shape[0]
         levels = self.encode(torch.cat([src, tgt], 0))  # one batched pass through the shared encoder
-        pairs = [torch.cat([m[:B], m[B:]], 1) for m in levels]  # the two streams stacked
+        return self.decode([m[:B] for m in levels], [m[B:] for m in levels])
+
+    def decode(self, levels_src: list[torch.Tensor], levels_tgt: list[torch.Tensor]) -> torch.Tensor:
+        """The flow from both streams' :meth:`encode` outputs -> (B,2,S,S) in input pixels."""
+        pairs = [torch.cat([a, b], 1) for a, b in zip(levels_src, levels_tgt)]  # the two streams stacked
         y = self.fuse(pairs[-1])
         for i, lvl in enumerate(range(len(pairs) - 2, -1, -1)):
             y = self.up[i](y)
