@@ -87,6 +87,27 @@ def test_improved_knobs_run_and_change_behaviour():
     assert np.mean(top) < np.mean([row["mean_top_posterior"] for row in r0.rows])
 
 
+def test_hard_em_phase_skips_clustering_and_settles():
+    feats, valid, gt = _toy(4, noise=1.2)
+    base = {**PARAMS, "max_iter": 8, "tol": 0.0}
+    every = run_manifold(feats, valid, ManifoldParams(**base), gt_parts=gt)
+    fixed = run_manifold(feats, valid, ManifoldParams(**base, recluster_until=1), gt_parts=gt)
+    assert len(every.rows) == len(fixed.rows) == 9
+    # iterations 0 and 1 are the same computation; afterwards the clustering step is skipped:
+    # the labels the part models start from are the previous iteration's graph-cut output
+    assert [r["energy"] for r in fixed.rows[:2]] == [r["energy"] for r in every.rows[:2]]
+    for prev, row in zip(fixed.rows[1:], fixed.rows[2:]):
+        assert row["ari_cluster"] == pytest.approx(prev["ari"])
+    # no re-clustering and no resampling between iterations: the labels reach a fixed point,
+    # while re-clustering every iteration keeps moving some
+    assert all(r["changed"] == 0 for r in fixed.rows[-3:])
+    assert any(r["changed"] > 0 for r in every.rows[-3:])
+    cfg = {"variant": "improved", **PARAMS, "improved": {"recluster_until": 1}}
+    p = ManifoldParams.from_config(cfg, seed=0, category="toy")
+    assert p.recluster_until == 1
+    assert ManifoldParams.from_config({**cfg, "variant": "paper"}, seed=0).recluster_until is None
+
+
 def test_pairwise_terms():
     valid = np.ones((2, 6, 6), bool)
     g = gc.GridGraph.from_valid(valid)

@@ -42,7 +42,7 @@ def main(smk):
     variant = smk.wildcards.variant
     if variant == "improved":
         # the improved variant's matcher: raw features + embedding, neighbourhood consensus,
-        # RANSAC affine location prior, forward-backward consistency as validity
+        # piecewise RANSAC affine location prior, forward-backward consistency as validity
         raw = FeatureStore.open(smk.input.features)
         out = geometric_pseudo_flows(raw, store, pairs, cfg["geometric"], seed=int(smk.params.seed),
                                      progress=True)

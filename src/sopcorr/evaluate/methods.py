@@ -21,8 +21,8 @@ Registered names:
 ``convflow_prior``   convflow with the location prior (keypoint localisation only)
 ``ours_siamese``     the Siamese flow network (siamese/model.pt)
 ``ours_finetuned``   the Siamese network fine-tuned on the keypoint train split (siamese/finetuned.pt)
-``ours_geometric``   the improved variant's matcher: raw features + embedding, neighbourhood
-                     consensus, RANSAC affine location prior (sopcorr.flow.geometric)
+``ours_geometric``   the improved variant's matcher: raw features + embedding, edge-aware
+                     consensus, piecewise RANSAC affine location prior (sopcorr.flow.geometric)
 ``ours_geometric_prior``  ours_geometric with the keypoint location prior (localisation only)
 =================== =========================================================================
 
@@ -303,7 +303,7 @@ def _siamese_fn(ctx: CategoryContext, kind: str):
 
 def _geometric_fn(ctx: CategoryContext):
     """The improved variant's matcher (sopcorr.flow.geometric): raw features concatenated with
-    the manifold embedding (config flow.geometric), neighbourhood consensus, RANSAC affine
+    the manifold embedding (config flow.geometric), edge-aware consensus, piecewise RANSAC affine
     location prior."""
     from ..flow.geometric import concat_descriptors, geometric_correspondence, geometric_params
 

@@ -3,7 +3,9 @@
 Iteration 0 (initialisation): Ward clustering of the raw features (identity embedding) into K
 parts -> Gaussian part models -> graph cut. Iterations t >= 1: KFD fitted on the current labels
 -> embed every cell -> Ward clustering of the embedded cells -> Gaussian part models ->
-graph-cut refinement of the clustering labels on each image's 8-connected grid. Stops when the
+graph-cut refinement of the clustering labels on each image's 8-connected grid (with
+``recluster_until`` = r, iterations t > r skip the clustering: the part models are refitted to the
+previous iteration's labels in the new embedding, hard EM on a fixed set of parts). Stops when the
 fraction of changed labels (after matching cluster ids to the previous iteration) is below
 ``tol`` or after ``max_iter`` KFD iterations.
 
@@ -72,6 +74,7 @@ class ManifoldParams:
     min_part_fraction: float = 0.0
     anchor_weight: float = 0.0
     raw_weight: float = 0.0
+    recluster_until: int | None = None  # None: re-cluster every iteration (the paper)
     seed: int = 0
 
     @classmethod
@@ -378,7 +381,10 @@ def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: 
         if max_iterations_this_call is not None and done_now >= max_iterations_this_call:
             break
         it = 0 if state is None else state.iteration + 1
-        rng = np.random.default_rng(_iteration_seed(p.seed, it))
+        hard_em = p.recluster_until is not None and it > p.recluster_until
+        # in the hard-EM phase every iteration draws the same subsample / landmarks / subclass
+        # seeds, so the labels alone drive the change (no sampling noise between iterations)
+        rng = np.random.default_rng(_iteration_seed(p.seed, p.recluster_until + 1 if hard_em else it))
         cpu0 = time.process_time()
         times = {}
         # -- Step 1: embedding --------------------------------------------------------------
@@ -403,12 +409,18 @@ def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: 
         times["embed"] = time.perf_counter() - t
         # -- Step 1c: clustering ------------------------------------------------------------
         t = time.perf_counter()
-        lab = ward_clustering(Xc, K, exact_max_samples=p.exact_max_samples, precluster=p.precluster,
-                              fit_samples=p.fit_samples, random_state=int(rng.integers(2**31 - 1)))
-        if p.min_part_fraction > 0:
-            lab = dissolve_small_parts(Xm, lab, K, p.min_part_fraction)
-        if state is not None:
-            lab = match_labels(lab, state.labels, K)
+        cluster_seed = int(rng.integers(2**31 - 1))
+        if hard_em:
+            # hard EM on a fixed set of parts: the part models are refitted to the current labels
+            # in the new embedding, and the graph cut alone moves labels
+            lab = state.labels.copy()
+        else:
+            lab = ward_clustering(Xc, K, exact_max_samples=p.exact_max_samples, precluster=p.precluster,
+                                  fit_samples=p.fit_samples, random_state=cluster_seed)
+            if p.min_part_fraction > 0:
+                lab = dissolve_small_parts(Xm, lab, K, p.min_part_fraction)
+            if state is not None:
+                lab = match_labels(lab, state.labels, K)
         times["cluster"] = time.perf_counter() - t
         # -- Step 1d: part models -----------------------------------------------------------
         t = time.perf_counter()
