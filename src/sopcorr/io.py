@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Iterator
 
@@ -17,7 +18,10 @@ from typing import Iterator
 @contextlib.contextmanager
 def atomic_path(path: str | Path, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path`` (replacing
-    what was there), on failure delete it. Works for files and directories (zarr stores)."""
+    what was there), on failure delete it. Works for files and directories (zarr stores).
+    A writer killed by SIGKILL cannot delete its temporary folder (``.<name>.*.tmp``): the next
+    successful write of the same path removes such leftovers (one writer per path is assumed,
+    as Snakemake guarantees for a job's outputs)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -31,6 +35,9 @@ def atomic_path(path: str | Path, is_dir: bool = False) -> Iterator[Path]:
         elif path.exists():
             path.unlink()
         os.replace(target, path)
+        for stale in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+            if stale != tmp and stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
