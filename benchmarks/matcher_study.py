@@ -1,0 +1,234 @@
+"""The matcher study of issue 8 (docs/RESULTS.md, "Which matcher"): variants of the improved
+variant's geometric matcher (sopcorr.flow.geometric) on the synthetic default and the PF-WILLOW
+dev split, pair-wise PCK@0.1 (and dense PCK@0.1 on synthetic data) next to raw nearest neighbour.
+
+Run from the repository root after a finished run (features + the improved manifold):
+
+    .venv/bin/python benchmarks/matcher_study.py syn [VARIANTS] [MAX_PAIRS] [PAIR_SEED]
+    .venv/bin/python benchmarks/matcher_study.py dev [VARIANTS]
+
+VARIANTS is a comma list of the names in VARIANTS below (default: all); ``syn`` reads
+results/default (or $RUN), ``dev`` results/pfwillow (or $RUN). The study chose its settings on
+60 synthetic pairs drawn with seed 1 (``syn NAMES 60 1``), not on the 20 pairs of the tables.
+Variants re-implement the matcher here with knobs the library does not keep (truncated prior,
+union of affines, centre-weighted or label-restricted consensus, consensus only for the
+affine, per-pair radius choice); ``lib`` is the library's configured matcher.
+"""
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from sopcorr.config import load_config  # noqa: E402
+from sopcorr.evaluate.ablation import variant_context  # noqa: E402
+from sopcorr.evaluate.dense import run_dense_evaluation  # noqa: E402
+from sopcorr.evaluate.methods import Method, build_method  # noqa: E402
+from sopcorr.evaluate.pairs import run_pair_evaluation  # noqa: E402
+from sopcorr.flow import geometric as G  # noqa: E402
+from sopcorr.geometry import DenseCorrespondence  # noqa: E402
+
+torch.set_num_threads(1)
+
+def nd(feat, valid, radius, cw):
+    f = F.normalize(torch.as_tensor(np.asarray(feat, np.float32)), dim=-1, eps=1e-12)
+    f = f * torch.as_tensor(np.asarray(valid), dtype=torch.float32)[..., None]
+    if radius <= 0: return f
+    h, w, c = f.shape; k = 2*radius+1
+    u = F.unfold(f.permute(2,0,1)[None], k, padding=radius)[0].reshape(c, k*k, h*w)
+    wts = torch.full((k*k,), (1-cw)/(k*k-1)); wts[(k*k)//2] = cw
+    u = u * wts.sqrt()[None, :, None]
+    return F.normalize(u.reshape(c*k*k, h*w).T.reshape(h, w, -1), dim=-1, eps=1e-12)
+
+def gated(feat, valid, radius, gamma=None, labels=None, base=1.0):
+    f = F.normalize(torch.as_tensor(np.asarray(feat, np.float32)), dim=-1, eps=1e-12)
+    f = f * torch.as_tensor(np.asarray(valid), dtype=torch.float32)[..., None]
+    h, w, c = f.shape; k = 2*radius+1
+    u = F.unfold(f.permute(2,0,1)[None], k, padding=radius)[0].reshape(c, k*k, h*w)
+    centre = u[:, (k*k)//2, :]
+    if labels is not None:
+        L = torch.as_tensor(np.asarray(labels, np.float32))[None, None]
+        ul = F.unfold(L + 1, k, padding=radius)[0]            # (k*k, h*w), 0 = outside
+        wts = (ul == (L.reshape(1, -1) + 1)).float()
+    else:
+        cos = (u * centre[:, None, :]).sum(0)                   # (k*k, h*w)
+        wts = cos.clamp(min=0) ** gamma
+    wts[(k*k)//2] = base
+    u = u * wts.sqrt()[None]
+    return F.normalize(u.reshape(c*k*k, h*w).T.reshape(h, w, -1), dim=-1, eps=1e-12)
+
+def matcher(ds, dt, gs, gt, vs, vt, strength=8.0, radius=1, thr=0.08, prior="global", cw=None, prior_radius=None, gamma=None, lab=None,
+            max_models=3, min_support=0.15, bandwidth=0.2, trunc=None, seed=0):
+    hs, ws = ds.shape[:2]; ht, wt = dt.shape[:2]
+    if gamma is not None or lab is not None:
+        a = gated(ds, vs, radius, gamma, lab[0] if lab else None).reshape(hs*ws, -1)
+        b = gated(dt, vt, radius, gamma, lab[1] if lab else None).reshape(ht*wt, -1)
+    elif cw is None:
+        a = G.neighbourhood_descriptors(ds, vs, radius).reshape(hs*ws, -1)
+        b = G.neighbourhood_descriptors(dt, vt, radius).reshape(ht*wt, -1)
+    else:
+        a = nd(ds, vs, radius, cw).reshape(hs*ws, -1); b = nd(dt, vt, radius, cw).reshape(ht*wt, -1)
+    if prior_radius is not None:
+        pa = G.neighbourhood_descriptors(ds, vs, prior_radius).reshape(hs*ws, -1)
+        pb = G.neighbourhood_descriptors(dt, vt, prior_radius).reshape(ht*wt, -1)
+    else:
+        pa, pb = a, b
+    vs_t = torch.as_tensor(vs.reshape(-1)); vt_t = torch.as_tensor(vt.reshape(-1))
+    sim = a @ b.T
+    gside = float(max(ht, wt))
+    ys, xs = np.divmod(np.arange(hs*ws), ws); yt, xt = np.divmod(np.arange(ht*wt), wt)
+    tx = torch.as_tensor(xt, dtype=torch.float32); ty = torch.as_tensor(yt, dtype=torch.float32)
+    obj = sim
+    if strength > 0:
+        si, ti, w = G.mutual_matches(pa, pb, vs_t, vt_t)
+        src = np.c_[xs[si], ys[si]].astype(float); dst = np.c_[xt[ti], yt[ti]].astype(float)
+        w = np.clip(w, 0, None)
+        models = []
+        remaining = np.ones(len(si), bool)
+        total = w.sum()
+        for k in range(max_models if prior != "global" else 1):
+            idx = np.nonzero(remaining)[0]
+            if len(idx) < 3: break
+            aff = G.fit_affine_ransac(src[idx], dst[idx], w[idx], threshold=thr*gside, seed=seed+k)
+            inl = idx[aff.inliers]
+            if k > 0 and (len(inl) < 4 or w[inl].sum() < min_support*total): break
+            models.append((aff, inl))
+            remaining[inl] = False
+        if not models:
+            models = [(G.Affine(np.array([[1.,0],[0,1],[0,0]]), np.zeros(0,bool)), np.zeros(0,int))]
+        d2s = []
+        for aff, inl in models:
+            pred = torch.as_tensor(aff.apply(np.c_[xs, ys]), dtype=torch.float32)
+            d2s.append((tx[None]-pred[:, :1])**2 + (ty[None]-pred[:, 1:])**2)
+        if len(models) == 1:
+            d2 = d2s[0]
+        elif prior == "union":
+            d2 = torch.stack(d2s).min(0).values
+        else:  # piecewise: assign each source cell to the model with highest kernel density of inliers
+            cell = np.c_[xs, ys].astype(float)
+            dens = []
+            for aff, inl in models:
+                dd = ((cell[:, None, :] - src[inl][None]) ** 2).sum(-1) / gside**2
+                dens.append((w[inl][None] * np.exp(-dd / (2*bandwidth**2))).sum(1))
+            k = np.argmax(np.stack(dens), 0)
+            d2 = torch.stack(d2s)[torch.as_tensor(k), torch.arange(hs*ws)]
+        pen = d2 / gside**2
+        if trunc is not None:
+            pen = torch.clamp(pen, max=trunc**2)
+        obj = sim - strength * pen
+    obj = torch.where(vt_t[None], obj, torch.tensor(-float("inf")))
+    j = obj.argmax(1)
+    score = sim.gather(1, j[:, None])[:, 0].numpy().reshape(hs, ws)
+    j = j.numpy()
+    cells = np.stack([xt[j], yt[j]], 1).astype(float)
+    return DenseCorrespondence(target_xy=gt.cell_to_image(cells).reshape(hs, ws, 2), score=score,
+                               valid=vs.copy(), grid=gs, interpolation="nearest")
+
+STATS = {}
+def support(ds, dt, vs, vt, radius, thr=0.08, seed=0):
+    hs, ws = ds.shape[:2]; ht, wt = dt.shape[:2]
+    a = G.neighbourhood_descriptors(ds, vs, radius).reshape(hs*ws, -1)
+    b = G.neighbourhood_descriptors(dt, vt, radius).reshape(ht*wt, -1)
+    si, ti, w = G.mutual_matches(a, b, torch.as_tensor(vs.reshape(-1)), torch.as_tensor(vt.reshape(-1)))
+    ys, xs = np.divmod(np.arange(hs*ws), ws); yt, xt = np.divmod(np.arange(ht*wt), wt)
+    w = np.clip(w, 0, None)
+    aff = G.fit_affine_ransac(np.c_[xs[si], ys[si]], np.c_[xt[ti], yt[ti]], w, threshold=thr*max(ht, wt), seed=seed)
+    return aff.inliers.sum() / max(vs.sum(), 1), w[aff.inliers].sum() / max(vs.sum(), 1)
+
+def auto_matcher(ds, dt, gs, gt, vs, vt, crit=0, radii=(0, 1), **kw):
+    sup = [support(ds, dt, vs, vt, r)[crit] for r in radii]
+    r = radii[int(np.argmax(sup))]
+    STATS.setdefault("radius", []).append(r)
+    return matcher(ds, dt, gs, gt, vs, vt, radius=r, **kw)
+
+def libmethod(ctx, name, **kw):
+    from sopcorr.evaluate.ablation import _geometric_method
+    return _geometric_method(ctx, name, use_embedding=True, fb_valid=False)
+
+def method(ctx, name, use_emb=True, weight=0.5, **kw):
+    if kw.get("lib"): return libmethod(ctx, name)
+    kw=dict(kw)
+    raw = ctx.store("raw"); emb = ctx.store("embed") if use_emb else None
+    cache = {}
+    def desc(i):
+        if i not in cache:
+            cache[i] = G.concat_descriptors(raw.load(i), emb.load(i) if emb is not None else None, weight if use_emb else 0)
+        return cache[i]
+    def fn(s, t):
+        f = auto_matcher if kw.get("auto") else matcher
+        kk = {k: v for k, v in kw.items() if k not in ("auto", "uselab")}
+        if kw.get("uselab"):
+            L = ctx.get_labels(); kk["lab"] = (L[s], L[t])
+        return f(desc(s), desc(t), raw.grid(s), raw.grid(t), np.asarray(raw.valid[s], bool),
+                       np.asarray(raw.valid[t], bool), **kk)
+    return Method(name, name, fn)
+
+VARIANTS = {
+    "nn_embed": dict(strength=0.0, radius=0, weight=1e6),
+    "lib": dict(lib=True),
+    "gate4_piece": dict(gamma=4.0, prior="piecewise", bandwidth=0.1),
+    "gate16_piece": dict(gamma=16.0, prior="piecewise", bandwidth=0.1),
+    "gate2_piece": dict(gamma=2.0, prior="piecewise", bandwidth=0.1),
+    "gate8_piece": dict(gamma=8.0, prior="piecewise", bandwidth=0.1),
+    "lab_piece": dict(uselab=True, prior="piecewise", bandwidth=0.1),
+    "gate8_global": dict(gamma=8.0),
+    "auto_piece": dict(auto=True, prior="piecewise", bandwidth=0.1),
+    "auto_piece_c1": dict(auto=True, crit=1, prior="piecewise", bandwidth=0.1),
+    "pr1_r0_piece": dict(radius=0, prior_radius=1, prior="piecewise", bandwidth=0.1),
+    "pr1_r0_global": dict(radius=0, prior_radius=1),
+    "pr1_r0_union": dict(radius=0, prior_radius=1, prior="union"),
+    "cw11": dict(cw=1/9),
+    "cw25_piece": dict(cw=0.25, prior="piecewise", bandwidth=0.1),
+    "cw50_piece": dict(cw=0.5, prior="piecewise", bandwidth=0.1),
+    "cw50": dict(cw=0.5),
+    "cw25": dict(cw=0.25),
+    "geo_piece_bw1": dict(prior="piecewise", bandwidth=0.1),
+    "geo_union": dict(prior="union"),
+    "nn_concat": dict(strength=0.0, radius=0),
+    "nn_rawonly": dict(strength=0.0, radius=0, use_emb=False),
+    "geo_r0": dict(radius=0),
+    "geo_r0_piece_bw1": dict(radius=0, prior="piecewise", bandwidth=0.1),
+    "geo_r0_union": dict(radius=0, prior="union"),
+    "geo_r0_s4": dict(radius=0, strength=4),
+    "geo_r0_s2": dict(radius=0, strength=2),
+    "geo_global": dict(),
+    "nc_only": dict(strength=0.0),
+    "geo_trunc0.25": dict(trunc=0.25),
+    "geo_trunc0.15": dict(trunc=0.15),
+    "geo_union3": dict(prior="union"),
+    "geo_piece3": dict(prior="piecewise"),
+    "geo_piece3_s16": dict(prior="piecewise", strength=16),
+    "geo_piece3_bw1": dict(prior="piecewise", bandwidth=0.1),
+    "geo_piece3_ms08": dict(prior="piecewise", min_support=0.08),
+}
+
+def run(run_dir, cfgs, cats, max_pairs, seed, dense, names):
+    config = load_config(*cfgs)
+    out = {}
+    for cat in cats:
+        ctx = variant_context(cat, Path(run_dir), config, "improved")
+        STATS.clear()
+        ms = [build_method("nn_raw", ctx)] + [method(ctx, n, **VARIANTS[n]) for n in names]
+        t = time.time()
+        for r in run_pair_evaluation(ctx, ms, [0.1], max_pairs, seed):
+            out.setdefault(r["method"], {})[cat] = r["value"]
+        if dense:
+            for r in run_dense_evaluation(ctx, ms, [0.1], max_pairs=max_pairs, seed=seed):
+                if r["metric"] == "pck@0.1":
+                    out.setdefault(r["method"] + "|dense", {})[cat] = r["value"]
+        print(cat, {k: np.mean(v) for k, v in STATS.items()}, f"{time.time()-t:.0f}s", file=sys.stderr, flush=True)
+    for m, d in out.items():
+        print(f"{m:24s}", " ".join(f"{k[:5]}={v:5.1f}" for k, v in d.items()), f"mean={np.mean(list(d.values())):5.1f}")
+
+if __name__ == "__main__":
+    which = sys.argv[1]
+    names = sys.argv[2].split(",") if len(sys.argv) > 2 else list(VARIANTS)
+    if which == "syn":
+        run(os.environ.get("RUN", "results/default"), ["config/config.yaml"], ["bird", "quadruped", "car", "aircraft"],
+            int(sys.argv[3]) if len(sys.argv) > 3 else 20, int(sys.argv[4]) if len(sys.argv) > 4 else 0, True, names)
+    else:
+        run(os.environ.get("RUN", "results/pfwillow"), ["config/config.yaml", "config/pfwillow.yaml"], ["car", "motorbike"], None, 0, False, names)
