@@ -149,10 +149,10 @@ def libmethod(ctx, name, **kw):
     from sopcorr.evaluate.ablation import _geometric_method
     return _geometric_method(ctx, name, use_embedding=True, fb_valid=False)
 
-def method(ctx, name, use_emb=True, weight=0.5, **kw):
+def method(ctx, name, use_emb=True, weight=0.5, embed="embed", **kw):
     if kw.get("lib"): return libmethod(ctx, name)
     kw=dict(kw)
-    raw = ctx.store("raw"); emb = ctx.store("embed") if use_emb else None
+    raw = ctx.store("raw"); emb = ctx.store(embed) if use_emb else None
     cache = {}
     def desc(i):
         if i not in cache:
@@ -168,6 +168,8 @@ def method(ctx, name, use_emb=True, weight=0.5, **kw):
     return Method(name, name, fn)
 
 VARIANTS = {
+    "gate6_piece": dict(gamma=6.0, prior="piecewise", bandwidth=0.1),
+    "gate4_piece_iter0": dict(gamma=4.0, prior="piecewise", bandwidth=0.1, embed="embed_iter0"),
     "nn_embed": dict(strength=0.0, radius=0, weight=1e6),
     "lib": dict(lib=True),
     "gate4_piece": dict(gamma=4.0, prior="piecewise", bandwidth=0.1),
