@@ -104,7 +104,3 @@ def deep_merge(base: dict, other: dict) -> dict:
         else:
             out[k] = copy.deepcopy(v)
     return out
-
-
-def results_dir(config: dict) -> Path:
-    return Path("results") / config["run"]

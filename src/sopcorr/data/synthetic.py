@@ -237,10 +237,6 @@ def part_names(category: str) -> list[str]:
     return [p.name for p in template(category).parts]
 
 
-def keypoint_names(category: str) -> list[str]:
-    return list(template(category).keypoints)
-
-
 def category_spec(category: str) -> CategorySpec:
     t = template(category)
     pairs = sorted({tuple(sorted((k, v))) for k, v in t.kp_flip.items() if k != v})
@@ -681,10 +677,6 @@ def render_instance(t: Template, params: InstanceParams, size: int, noise: float
 # ----------------------------------------------------------------------------- the dataset
 
 
-def category_seed(seed: int, category: str) -> int:
-    return int(zlib.crc32(category.encode("utf-8"))) ^ (seed * 1000003 % 2**32)
-
-
 def instance_rng(seed: int, category: str, index: int) -> np.random.Generator:
     """The generator of instance ``index`` of ``category`` (independent of the other
     categories and of how many images are generated)."""
@@ -760,9 +752,3 @@ def generate(out_dir: str | Path, categories=("bird", "quadruped", "car", "aircr
     ds = Dataset("synthetic", out, cats, instances, pairs)
     write_dataset(ds, out / "dataset.json")
     return ds
-
-
-def load_templates(dataset_root: str | Path) -> dict:
-    """The ``gt/templates.json`` the generator wrote (parts, keypoint template positions)."""
-    with open(Path(dataset_root) / "gt" / "templates.json") as fh:
-        return json.load(fh)

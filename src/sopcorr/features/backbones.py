@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..device import resolve_device
 from ..errors import ConfigError, WeightsError
 
 #: ImageNet channel statistics (RGB, inputs in [0, 1])
@@ -127,18 +128,6 @@ def get_spec(name: str) -> BackboneSpec:
         raise ConfigError(
             f"config error: backbone.name: unknown backbone '{name}' (valid: {', '.join(BACKBONES)})"
         ) from None
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cuda' without a GPU is a ConfigError."""
-    if isinstance(device, torch.device):
-        return device
-    device = device or "auto"
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"config error: device '{device}' requested but CUDA is not available")
-    return torch.device(device)
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,17 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from ..errors import SopcorrError
 from ..geometry import DenseCorrespondence, FeatureGrid
 
 __all__ = ["nearest_neighbour", "resolve_device", "similarity_argmax"]
-
-
-def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """'auto' -> cuda when available else cpu; anything else is passed to torch.device."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _flat_normalised(feat: np.ndarray, name: str, device) -> torch.Tensor:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import resolve_device
 from ..errors import SopcorrError
 from ..io import atomic_path, save_figure
 from .augment import augment_batch
@@ -206,15 +207,6 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 
 
 # --------------------------------------------------------------------------- loop
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cuda' without a GPU is an error."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise SopcorrError(f"device '{device}' requested but CUDA is not available (use device: auto or cpu)")
-    return torch.device(device)
 
 
 def step_generator(seed: int, step: int, salt: str = "") -> torch.Generator:
