@@ -67,7 +67,10 @@ def test_categories_subset_and_unknown(tmp_path):
 
 
 def test_generic_categories_read_from_json(tmp_path):
-    (tmp_path / "dataset.json").write_text('{"name": "x", "categories": {"b": {"keypoints": ["a"]}, "a": {"keypoints": ["a"]}}, "instances": []}')
+    (tmp_path / "dataset.json").write_text(
+        '{"name": "x", "categories": {"b": {"keypoints": ["a"]}, "a": {"keypoints": ["a"]}}, "instances": ['
+        '{"id": "b0", "image": "no_such.jpg", "category": "b", "keypoints": {}},'
+        '{"id": "a0", "image": "no_such.jpg", "category": "a", "keypoints": {}}]}')
     cfg = validate_config({"dataset": {"kind": "generic", "path": str(tmp_path)}})
     assert resolve_categories(cfg) == ["a", "b"]
 

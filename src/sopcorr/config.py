@@ -46,8 +46,10 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     """Validate ``config`` in place (filling defaults) and return it.
 
     Raises ConfigError naming the first offending key, e.g.
-    ``config error: unknown key 'manifold.n_part'`` or
-    ``config error: backbone.name: 'resnet' is not one of ['efficientnet_lite0', 'vgg16']``.
+    ``config error: unknown key 'manifold.n_part'``,
+    ``config error: backbone.name: 'resnet' is not one of ['efficientnet_lite0', 'vgg16']`` or
+    ``config error: backbone.layers: unknown layer 'block99' ...`` (the backbone's own layer
+    names and input-size constraint, :func:`sopcorr.features.backbones.check_backbone_config`).
     """
     if not isinstance(config, dict):
         raise ConfigError(f"config error: the configuration must be a mapping, got {type(config).__name__}")
@@ -73,6 +75,10 @@ def _check_semantics(config: dict) -> None:
     lo, hi = config["siamese"]["scale_range"]
     if lo > hi:
         raise ConfigError(f"config error: siamese.scale_range: lower bound {lo} exceeds upper bound {hi}")
+    # the backbone's layer names and stride constraint (cheap: no network is built)
+    from .features.backbones import check_backbone_config
+
+    check_backbone_config(config["backbone"])
 
 
 def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:

@@ -11,11 +11,14 @@ from sopcorr.errors import SopcorrError
 from sopcorr.workflow_support import resolve_categories
 
 try:
+    # the schema, the cross-key rules and the backbone's layers (sopcorr.config)
     validate_config(config)
+    # the categories; a generic dataset's dataset.json is validated here (JSON level, not the
+    # images) with the loader's own message (sopcorr.workflow_support.check_dataset)
     CATEGORIES = resolve_categories(config)
 except SopcorrError as _err:
-    # one line naming the key/file at fault, non-zero exit, before any job runs
-    print(str(_err), file=sys.stderr)
+    # one line naming the key/file at fault, printed once, non-zero exit, before any job runs
+    print(str(_err), file=sys.stderr, flush=True)
     sys.exit(1)
 
 RUN = config["run"]

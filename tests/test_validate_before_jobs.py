@@ -1,0 +1,165 @@
+"""Validation before any job runs (issue 12, Build 4): the backbone's layers are checked by
+``validate_config`` and a generic dataset's ``dataset.json`` is checked at the JSON level at parse
+time, so ``snakemake -n`` fails with one line (the loader's own message) and no traceback."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from integration.helpers import TINY, copy_workflow, run_snakemake, write_dataset_json, write_generic_dataset
+from sopcorr.config import validate_config
+from sopcorr.data.generic import load_dataset
+from sopcorr.errors import ConfigError, DatasetError
+from sopcorr.workflow_support import check_dataset, resolve_categories
+
+
+# ---------------------------------------------------------------- the backbone, in validate_config
+@pytest.mark.parametrize("backbone, needle", [
+    ({"layers": ["block99"]}, r"backbone\.layers: unknown layer 'block99'"),
+    ({"name": "vgg16", "layers": ["conv6"]}, r"backbone\.layers: unknown layer 'conv6'"),
+    ({"layers": ["block14"], "input_size": 100}, r"backbone\.input_size: 100 must be a multiple of 32"),
+])
+def test_validate_config_checks_the_backbone_layers(backbone, needle):
+    with pytest.raises(ConfigError, match=needle) as exc:
+        validate_config({"backbone": backbone})
+    assert "\n" not in str(exc.value)
+
+
+def test_shipped_configs_pass_the_backbone_check():
+    from sopcorr.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    for overlay in sorted((root / "config").glob("*.yaml")):
+        files = [root / "config" / "config.yaml"] + ([overlay] if overlay.name != "config.yaml" else [])
+        load_config(*files)
+
+
+# ---------------------------------------------------------------- the dataset, at the JSON level
+def _dup_ids(data):
+    data["instances"][2]["id"] = data["instances"][1]["id"]
+
+
+def _pair_unknown(data):
+    data["pairs"].append(["bird/0000", "dog/0000"])
+
+
+def _empty_category(data):
+    data["categories"]["fish"] = {"keypoints": ["head"]}
+
+
+def _bbox_inverted(data):
+    x0, y0, x1, y1 = data["instances"][1]["bbox"]
+    data["instances"][1]["bbox"] = [x1, y0, x0, y1]
+
+
+def _visible_not_a_flag(data):
+    data["instances"][0]["keypoints"]["head"][2] = "yes"
+
+
+def _id_not_a_string(data):
+    data["instances"][0]["id"] = 7
+
+
+def _pairs_not_a_list(data):
+    data["pairs"] = {"a": "b"}
+
+
+def _unknown_keypoint(data):
+    data["instances"][0]["keypoints"]["wing"] = [1.0, 1.0, 1]
+
+
+JSON_DEFECTS = {f.__name__[1:]: f for f in (_dup_ids, _pair_unknown, _empty_category, _bbox_inverted,
+                                             _visible_not_a_flag, _id_not_a_string, _pairs_not_a_list,
+                                             _unknown_keypoint)}
+
+
+@pytest.fixture(scope="module")
+def generic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("generic")
+    return root, write_generic_dataset(root)
+
+
+def _config(root) -> dict:
+    return validate_config({"dataset": {"kind": "generic", "path": str(root)}})
+
+
+def _broken_copy(generic, tmp_path, mutate) -> Path:
+    root, data = generic
+    data = json.loads(json.dumps(data))
+    mutate(data)
+    # image paths resolve against the JSON's folder: point them at the generated images
+    write_dataset_json(tmp_path, {**data, "root": str(root)})
+    return tmp_path
+
+
+def test_a_valid_dataset_passes_without_opening_images(generic, tmp_path):
+    root, data = generic
+    write_dataset_json(tmp_path, {**data, "root": str(tmp_path / "no_images_here")})
+    ds = check_dataset(_config(tmp_path))
+    assert sorted(ds.categories) == ["bird", "car"] and len(ds.instances) == len(data["instances"])
+    assert resolve_categories(_config(tmp_path)) == ["bird", "car"]
+
+
+def test_other_kinds_are_not_read_at_parse_time():
+    assert check_dataset(validate_config({})) is None
+
+
+@pytest.mark.parametrize("defect", sorted(JSON_DEFECTS))
+def test_json_defects_fail_at_parse_time_with_the_loaders_message(generic, tmp_path, defect):
+    root = _broken_copy(generic, tmp_path, JSON_DEFECTS[defect])
+    with pytest.raises(DatasetError) as loader:
+        load_dataset(root / "dataset.json", check_images=True)
+    with pytest.raises(DatasetError) as parse_time:
+        resolve_categories(_config(root))
+    assert str(parse_time.value) == str(loader.value)
+    assert "\n" not in str(parse_time.value)
+
+
+def test_missing_dataset_json_names_the_config_key(tmp_path):
+    with pytest.raises(DatasetError, match=r"dataset\.json not found \(dataset\.path: "):
+        check_dataset(_config(tmp_path / "nowhere"))
+
+
+# ---------------------------------------------------------------- snakemake -n: one line, exit 1
+_SNAKEMAKE_NOTE = re.compile(r"^Config file \S+ is extended by additional config")
+
+
+def _dry_run_fails_with_one_line(wd, overlay, expected: str):
+    proc = run_snakemake(wd, configfiles=[TINY, overlay], extra=["-n"], check=False)
+    out = proc.stdout
+    assert proc.returncode == 1, out[-3000:]
+    assert "Traceback" not in out and "Exception" not in out, out[-3000:]
+    # the whole output is the error, once (besides Snakemake's note that an overlay was given)
+    lines = [line for line in out.splitlines() if line.strip() and not _SNAKEMAKE_NOTE.match(line)]
+    assert lines == [expected], out[-3000:]
+    # nothing was run or written
+    assert not (wd / "results").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("workflow")
+def test_snakemake_dry_run_rejects_an_unknown_backbone_layer(tmp_path):
+    wd = copy_workflow(tmp_path / "wf")
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text(yaml.safe_dump({"backbone": {"layers": ["block99"]}}))
+    with pytest.raises(ConfigError) as exc:
+        validate_config({"backbone": {"layers": ["block99"]}})
+    _dry_run_fails_with_one_line(wd, overlay, str(exc.value))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("workflow")
+@pytest.mark.parametrize("defect", ["dup_ids", "pair_unknown", "empty_category"])
+def test_snakemake_dry_run_rejects_a_broken_dataset(generic, tmp_path, defect):
+    (tmp_path / "dataset").mkdir()
+    root = _broken_copy(generic, tmp_path / "dataset", JSON_DEFECTS[defect])
+    with pytest.raises(DatasetError) as loader:
+        load_dataset(root / "dataset.json")
+    wd = copy_workflow(tmp_path / "wf")
+    overlay = tmp_path / "bad.yaml"
+    overlay.write_text(yaml.safe_dump({"run": "bad", "dataset": {"kind": "generic", "path": str(root)}}))
+    _dry_run_fails_with_one_line(wd, overlay, str(loader.value))
