@@ -140,7 +140,7 @@ def test_write_outputs_follow_the_contract(tmp_path):
     import zarr
 
     from sopcorr.features.store import FeatureStore
-    from sopcorr.manifold.refine import write_outputs
+    from sopcorr.manifold.refine import ManifoldOutputs, write_outputs
 
     feats, valid, gt = _toy(4, N=4)
     p = ManifoldParams(**{**PARAMS, "max_iter": 1})
@@ -148,8 +148,12 @@ def test_write_outputs_follow_the_contract(tmp_path):
     attrs = {"backbone": "toy", "layers": ["x"], "input_size": 48, "stride": 4,
              "image_ids": [f"toy/{i}" for i in range(4)], "image_hw": [[48, 40]] * 4,
              "normalisation": "l2", "relu": True}
-    write_outputs(r, tmp_path / "toy", feats, valid, attrs, p)
     out = tmp_path / "toy"
+    names = {"convergence": "convergence.csv", "embedding": "embedding.npz", "part_models": "part_models.npz",
+             "labels": "labels.zarr", "embedded": "embedded.zarr", "embedded_iter1": "embedded_iter1.zarr",
+             "figure": "convergence.png"}
+    write_outputs(r, ManifoldOutputs.from_mapping({k: out / v for k, v in names.items()}), feats, valid, attrs, p,
+                  title="toy")
     for name in ("convergence.csv", "embedding.npz", "part_models.npz", "convergence.png"):
         assert (out / name).is_file()
     rows = pd.read_csv(out / "convergence.csv")
@@ -157,12 +161,33 @@ def test_write_outputs_follow_the_contract(tmp_path):
     lab = zarr.open_array(str(out / "labels.zarr"), mode="r")
     assert lab.shape == valid.shape and lab.dtype == np.int16
     assert np.array_equal(lab[:], r.labels)
-    for name in ("embedded.zarr", "embedded_iter0.zarr"):
+    for name in ("embedded.zarr", "embedded_iter1.zarr"):
         st = FeatureStore.open(out / name)
         assert st.shape == valid.shape + (6,) and st.ids == attrs["image_ids"]
         assert np.array_equal(st.valid, valid)
     emb = np.load(out / "embedding.npz")
     assert emb["kfd_projection"].shape[1] == 6
+
+
+def test_embedded_iter1_holds_the_first_kfd_iteration(tmp_path):
+    from sopcorr.features.store import FeatureStore
+    from sopcorr.manifold.refine import ManifoldOutputs, embed_grid, write_outputs
+
+    feats, valid, gt = _toy(5, N=4)
+    p = ManifoldParams(**{**PARAMS, "max_iter": 2, "tol": 0.0})
+    r = run_manifold(feats, valid, p, gt_parts=gt)
+    assert [row["iteration"] for row in r.rows] == [0, 1, 2]
+    fields = ("convergence", "embedding", "part_models", "labels", "embedded", "embedded_iter1", "figure")
+    outs = ManifoldOutputs.from_mapping({k: tmp_path / k for k in fields})
+    attrs = {"backbone": "toy", "layers": ["x"], "input_size": 48, "stride": 4,
+             "image_ids": [f"toy/{i}" for i in range(4)], "image_hw": [[48, 40]] * 4,
+             "normalisation": "l2", "relu": True}
+    write_outputs(r, outs, feats, valid, attrs, p)
+    first = np.stack(list(embed_grid(r.first_embedding, feats, valid))).astype(np.float16)
+    last = np.stack(list(embed_grid(r.embedding, feats, valid))).astype(np.float16)
+    assert not np.array_equal(first, last)
+    assert np.array_equal(np.asarray(FeatureStore.open(outs.embedded_iter1).features[:]), first)
+    assert np.array_equal(np.asarray(FeatureStore.open(outs.embedded).features[:]), last)
 
 
 def test_gt_parts_sampled_at_cell_centres():

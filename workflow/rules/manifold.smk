@@ -2,14 +2,11 @@
 # graph cut) per category (sopcorr.manifold). Resumable: per-iteration checkpoints live in
 # manifold/<category>/state/ (not an output, so Snakemake keeps them when a killed job reruns).
 
-_MANIFOLD_FILES = ["convergence.csv", "embedding.npz", "part_models.npz", "convergence.png"]
-_MANIFOLD_DIRS = ["labels.zarr", "embedded.zarr", "embedded_iter0.zarr"]
-
 
 rule manifold:
     """Iterate KFD embedding, Ward clustering into K parts, Gaussian part models and 8-connected
     graph-cut refinement until the labels stop changing; write labels, models, the embedded
-    features (first and last iteration) and the convergence table and figure."""
+    features (iteration 1 and the last iteration) and the convergence table and figure."""
     input:
         features=results("features", "{category}.zarr"),
         instances=results("data", "{category}", "instances.json"),
@@ -19,13 +16,12 @@ rule manifold:
         part_models=results("manifold", "{variant}", "{category}", "part_models.npz"),
         labels=directory(results("manifold", "{variant}", "{category}", "labels.zarr")),
         embedded=directory(results("manifold", "{variant}", "{category}", "embedded.zarr")),
-        embedded_iter0=directory(results("manifold", "{variant}", "{category}", "embedded_iter0.zarr")),
+        embedded_iter1=directory(results("manifold", "{variant}", "{category}", "embedded_iter1.zarr")),
         figure=report(results("manifold", "{variant}", "{category}", "convergence.png"),
                       caption="../report/convergence.rst", category="manifold"),
     params:
         manifold=lambda wc: variant_section("manifold", wc.variant),
         seed=config["seed"],
-        out_dir=lambda wc: results("manifold", wc.variant, wc.category),
         state_dir=lambda wc: results("manifold", wc.variant, wc.category, "state"),
     threads: 2
     resources:

@@ -5,7 +5,7 @@ from sopcorr.data.generic import load_dataset
 from sopcorr.data.groundtruth import read_parts
 from sopcorr.features.store import FeatureStore
 from sopcorr.manifold.metrics import gt_parts_on_grid
-from sopcorr.manifold.refine import ManifoldParams, run_manifold, write_outputs
+from sopcorr.manifold.refine import ManifoldOutputs, ManifoldParams, run_manifold, write_outputs
 from sopcorr.scriptutil import run
 
 
@@ -25,7 +25,8 @@ def main(smk):
         maps = [read_parts(ds.path(by_id[i].parts)) for i in store.ids]
         gt = gt_parts_on_grid(maps, [store.grid(k) for k in range(len(store))])
     result = run_manifold(store.features, store.valid, params, gt_parts=gt, state_dir=smk.params.state_dir)
-    write_outputs(result, smk.params.out_dir, store.features, store.valid, store.attrs, params)
+    write_outputs(result, ManifoldOutputs.from_mapping(smk.output), store.features, store.valid, store.attrs,
+                  params, title=category)
 
 
 run(main, snakemake)  # noqa: F821

@@ -329,6 +329,210 @@ def _iteration_seed(seed: int, iteration: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(iteration)]).generate_state(1)[0])
 
 
+@dataclass
+class LoopInputs:
+    """What every iteration of one category shares (built once by :func:`prepare_inputs`).
+
+    graph: the 8-connected grid of the valid cells (n nodes); X: (n, C) features of the valid
+    cells in node order; gt: (n,) ground-truth part ids or None; pca_mean (C,), pca_components
+    (C, p): PCA of the raw features (iteration 0 models parts in it; ``raw_weight`` appends it);
+    checkpoints: the per-iteration checkpoints (keyed by the parameters and the data);
+    load_seconds: time spent reading the features."""
+
+    graph: graphcut.GridGraph
+    X: np.ndarray
+    gt: np.ndarray | None
+    pca_mean: np.ndarray
+    pca_components: np.ndarray
+    checkpoints: _Checkpoints
+    load_seconds: float
+
+    @property
+    def n(self) -> int:
+        return self.graph.n_nodes
+
+
+def prepare_inputs(features, valid: np.ndarray, p: ManifoldParams, gt_parts: np.ndarray | None = None,
+                   state_dir: str | Path | None = None) -> LoopInputs:
+    """Check the shapes, build the grid graph, gather the valid cells' features, fingerprint the
+    run (parameters + data) for the checkpoints and fit the PCA of the raw features."""
+    valid = np.asarray(valid, dtype=bool)
+    if valid.ndim != 3 or tuple(features.shape[:3]) != valid.shape:
+        raise SopcorrError(f"manifold: features {tuple(features.shape)} and valid {valid.shape} do not match")
+    if p.max_iter < 1:
+        raise SopcorrError("manifold.max_iter: at least one KFD iteration is needed")
+    graph = graphcut.GridGraph.from_valid(valid)
+    n = graph.n_nodes
+    if n < max(p.n_parts, 2):
+        raise SopcorrError(f"manifold: {n} valid feature cells cannot form {p.n_parts} parts")
+    t0 = time.perf_counter()
+    X = gather_valid(features, valid)
+    load_s = time.perf_counter() - t0
+    gt = None if gt_parts is None else np.asarray(gt_parts)[valid].astype(np.int64)
+    h = hashlib.sha1(p.fingerprint().encode())
+    h.update(np.packbits(valid).tobytes())
+    h.update(np.ascontiguousarray(X[:: max(1, n // 997)]).tobytes())
+    rng0 = np.random.default_rng(_iteration_seed(p.seed, 10**6))
+    pca_mean, pca_comp = fit_pca(X, min(p.init_dims, X.shape[1]), rng0, p.fit_samples)
+    return LoopInputs(graph, X, gt, pca_mean, pca_comp, _Checkpoints(state_dir, h.hexdigest()[:16]), load_s)
+
+
+def stop_reason(state: IterationState | None, p: ManifoldParams) -> str | None:
+    """'converged' (fewer than ``tol`` labels changed after a KFD iteration), 'max_iter', or None
+    (run another iteration)."""
+    if state is None:
+        return None
+    if state.iteration >= 1 and state.rows[-1]["changed"] < p.tol:
+        return "converged"
+    if state.iteration >= p.max_iter:
+        return "max_iter"
+    return None
+
+
+def embed_step(inp: LoopInputs, p: ManifoldParams, state: IterationState | None, it: int,
+               rng: np.random.Generator, times: dict) -> tuple[Embedding | None, np.ndarray, np.ndarray]:
+    """Step 1 (embedding). Iteration 0: the identity (cluster the raw features, model parts in
+    their PCA); later: KFD fitted on a subsample of the previous labels. Returns (embedding or
+    None, Xc (n, d) the descriptor clustered, Xm (n, d') the descriptor the part models use)."""
+    t = time.perf_counter()
+    if it == 0:
+        times["kfd"] = 0.0
+        Xm = pca_project(inp.X, inp.pca_mean, inp.pca_components)
+        times["embed"] = time.perf_counter() - t
+        return None, inp.X, Xm
+    sub = np.sort(rng.choice(inp.n, size=min(inp.n, p.fit_samples), replace=False))
+    kfd = KernelFisherDiscriminant(
+        n_components=p.n_components, degree=p.kernel_degree, coef0=p.kernel_coef0,
+        regularization=p.regularization, subclasses=p.subclasses, mode="auto",
+        n_landmarks=p.landmarks, exact_max_samples=p.exact_max_samples, rank=p.kernel_rank,
+        random_state=int(rng.integers(2**31 - 1)))
+    kfd.fit(np.asarray(inp.X[sub], dtype=np.float32), state.labels[sub])
+    emb = Embedding(kfd, inp.pca_mean, inp.pca_components, p.raw_weight)
+    times["kfd"] = time.perf_counter() - t
+    t = time.perf_counter()
+    Xe = emb.embed(inp.X)
+    times["embed"] = time.perf_counter() - t
+    return emb, Xe, Xe
+
+
+def cluster_step(Xc: np.ndarray, Xm: np.ndarray, p: ManifoldParams, state: IterationState | None,
+                 hard_em: bool, rng: np.random.Generator, times: dict) -> np.ndarray:
+    """Step 1c (clustering): Ward into K parts (small parts dissolved, ids matched to the
+    previous labels); in the hard-EM phase the previous labels are kept. Returns (n,) labels."""
+    t = time.perf_counter()
+    cluster_seed = int(rng.integers(2**31 - 1))  # drawn in every iteration (same stream either way)
+    if hard_em:
+        # hard EM on a fixed set of parts: the part models are refitted to the current labels
+        # in the new embedding, and the graph cut alone moves labels
+        lab = state.labels.copy()
+    else:
+        K = p.n_parts
+        lab = ward_clustering(Xc, K, exact_max_samples=p.exact_max_samples, precluster=p.precluster,
+                              fit_samples=p.fit_samples, random_state=cluster_seed)
+        if p.min_part_fraction > 0:
+            lab = dissolve_small_parts(Xm, lab, K, p.min_part_fraction)
+        if state is not None:
+            lab = match_labels(lab, state.labels, K)
+    times["cluster"] = time.perf_counter() - t
+    return lab
+
+
+def unary_step(Xm: np.ndarray, lab: np.ndarray, p: ManifoldParams, state: IterationState | None,
+               times: dict) -> tuple[PartModels, np.ndarray, float]:
+    """Step 1d (part models): Gaussian part models of the labels and the graph cut's unary costs
+    (n, K) = -log posterior (empty parts: EMPTY_PART_COST; ``anchor_weight`` charges leaving the
+    previous label). Returns (models, unary, mean top posterior)."""
+    t = time.perf_counter()
+    models = fit_part_models(Xm, lab, p.n_parts, p.covariance_shrinkage)
+    logpost = models.log_posterior(Xm, p.posterior_temperature, p.uniform_prior)
+    unary = -logpost.astype(np.float64)
+    unary[:, models.counts == 0] = EMPTY_PART_COST
+    if p.anchor_weight > 0 and state is not None:
+        unary += p.anchor_weight
+        unary[np.arange(len(lab)), state.labels] -= p.anchor_weight
+    top_post = float(np.exp(logpost.max(1)).mean())
+    times["models"] = time.perf_counter() - t
+    return models, unary, top_post
+
+
+@dataclass
+class GraphCutOutcome:
+    """labels (n,) after the cut; pairwise (K, K); medians (K, 2); sigma2; energies before/after."""
+
+    labels: np.ndarray
+    pairwise: np.ndarray
+    medians: np.ndarray
+    sigma2: float
+    energy_before: float
+    energy_after: float
+
+
+def graphcut_step(graph: graphcut.GridGraph, unary: np.ndarray, lab: np.ndarray, p: ManifoldParams,
+                  times: dict) -> GraphCutOutcome:
+    """Step 2 (graph cut): the pairwise term from the part layout of ``lab``, then move-making
+    from ``lab`` on the 8-connected grid."""
+    t = time.perf_counter()
+    K = p.n_parts
+    med = part_medians(graph, lab, K)
+    V, _, sigma2 = pairwise_matrix(p.pairwise, p.pairwise_weight, med, p.sigma2,
+                                   contact_matrix(graph, lab, K) if p.pairwise == "contact" else None)
+    e_before = graphcut.energy(graph, unary, V, lab)
+    new = graphcut.solve(graph, unary, V, lab, p.solver, p.max_sweeps)
+    e_after = graphcut.energy(graph, unary, V, new)
+    times["graphcut"] = time.perf_counter() - t
+    return GraphCutOutcome(new, V, med, sigma2, e_before, e_after)
+
+
+def convergence_row(it: int, inp: LoopInputs, p: ManifoldParams, state: IterationState | None,
+                    lab: np.ndarray, cut: GraphCutOutcome, top_post: float, times: dict,
+                    cpu_seconds: float) -> dict:
+    """One row of convergence.csv: change, energies, part sizes, label quality, timings."""
+    n = inp.n
+    q_cluster = label_quality(lab, inp.gt)
+    q_final = label_quality(cut.labels, inp.gt)
+    return {
+        "iteration": it,
+        "changed": changed_fraction(cut.labels, state.labels) if state is not None else 1.0,
+        "energy": cut.energy_after,
+        "energy_per_cell": cut.energy_after / n,
+        "energy_before_graphcut": cut.energy_before,
+        "graphcut_relabelled": changed_fraction(cut.labels, lab),
+        "mean_top_posterior": top_post,
+        **size_stats(cut.labels, p.n_parts),
+        "ari_cluster": q_cluster["ari"], "nmi_cluster": q_cluster["nmi"],
+        "ari": q_final["ari"], "nmi": q_final["nmi"],
+        "sigma2": cut.sigma2,
+        **{f"seconds_{k}": v for k, v in times.items()},
+        "seconds_total": sum(times.values()) + (inp.load_seconds if it == 0 else 0.0),
+        "cpu_seconds": cpu_seconds,
+        "n_cells": n,
+    }
+
+
+def run_iteration(inp: LoopInputs, p: ManifoldParams, state: IterationState | None) -> IterationState:
+    """One iteration of Algorithm 1 after ``state`` (None: iteration 0): embed, cluster, part
+    models, graph cut, convergence row. Its random draws depend only on (seed, iteration)."""
+    it = 0 if state is None else state.iteration + 1
+    hard_em = p.recluster_until is not None and it > p.recluster_until
+    # in the hard-EM phase every iteration draws the same subsample / landmarks / subclass
+    # seeds, so the labels alone drive the change (no sampling noise between iterations)
+    rng = np.random.default_rng(_iteration_seed(p.seed, p.recluster_until + 1 if hard_em else it))
+    cpu0 = time.process_time()
+    times: dict = {}
+    emb, Xc, Xm = embed_step(inp, p, state, it, rng, times)
+    lab = cluster_step(Xc, Xm, p, state, hard_em, rng, times)
+    models, unary, top_post = unary_step(Xm, lab, p, state, times)
+    cut = graphcut_step(inp.graph, unary, lab, p, times)
+    row = convergence_row(it, inp, p, state, lab, cut, top_post, times, time.process_time() - cpu0)
+    log.info("iteration %d: changed %.4f, energy/cell %.4f, graph cut relabelled %.4f, largest part %.3f, "
+             "ARI %.3f, %.1f s", it, row["changed"], row["energy_per_cell"], row["graphcut_relabelled"],
+             row["largest_share"], row["ari"], row["seconds_total"])
+    rows = (state.rows if state is not None else []) + [row]
+    first = emb if it == 1 else (state.first_embedding if state is not None else None)
+    last = emb if emb is not None else (state.embedding if state is not None else None)
+    return IterationState(it, cut.labels, rows, last, models, cut.pairwise, cut.medians, first)
+
+
 def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: np.ndarray | None = None,
                  state_dir: str | Path | None = None, max_iterations_this_call: int | None = None) -> ManifoldResult:
     """Run Algorithm 1 on one category.
@@ -341,143 +545,21 @@ def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: 
     max_iterations_this_call: stop early after this many new iterations (for tests of resuming).
     Returns a :class:`ManifoldResult`.
     """
-    p = params
-    valid = np.asarray(valid, dtype=bool)
-    if valid.ndim != 3 or tuple(features.shape[:3]) != valid.shape:
-        raise SopcorrError(f"manifold: features {tuple(features.shape)} and valid {valid.shape} do not match")
-    if p.max_iter < 1:
-        raise SopcorrError("manifold.max_iter: at least one KFD iteration is needed")
-    graph = graphcut.GridGraph.from_valid(valid)
-    n = graph.n_nodes
-    K = p.n_parts
-    if n < max(K, 2):
-        raise SopcorrError(f"manifold: {n} valid feature cells cannot form {K} parts")
-    t0 = time.perf_counter()
-    X = gather_valid(features, valid)
-    load_s = time.perf_counter() - t0
-    gt = None if gt_parts is None else np.asarray(gt_parts)[valid].astype(np.int64)
-    h = hashlib.sha1(p.fingerprint().encode())
-    h.update(np.packbits(valid).tobytes())
-    h.update(np.ascontiguousarray(X[:: max(1, n // 997)]).tobytes())
-    fp = h.hexdigest()[:16]
-    ckpt = _Checkpoints(state_dir, fp)
-    rng0 = np.random.default_rng(_iteration_seed(p.seed, 10**6))
-    pca_mean, pca_comp = fit_pca(X, min(p.init_dims, X.shape[1]), rng0, p.fit_samples)
-
-    state = ckpt.latest()
+    inp = prepare_inputs(features, valid, params, gt_parts, state_dir)
+    state = inp.checkpoints.latest()
     if state is not None:
         log.info("resuming after iteration %d", state.iteration)
     done_now = 0
-    converged = False
-    sigma2_used = float("nan")
-    while True:
-        if state is not None:
-            last = state.rows[-1]
-            if state.iteration >= 1 and last["changed"] < p.tol:
-                converged = True
-                break
-            if state.iteration >= p.max_iter:
-                break
+    while (reason := stop_reason(state, params)) is None:
         if max_iterations_this_call is not None and done_now >= max_iterations_this_call:
             break
-        it = 0 if state is None else state.iteration + 1
-        hard_em = p.recluster_until is not None and it > p.recluster_until
-        # in the hard-EM phase every iteration draws the same subsample / landmarks / subclass
-        # seeds, so the labels alone drive the change (no sampling noise between iterations)
-        rng = np.random.default_rng(_iteration_seed(p.seed, p.recluster_until + 1 if hard_em else it))
-        cpu0 = time.process_time()
-        times = {}
-        # -- Step 1: embedding --------------------------------------------------------------
-        t = time.perf_counter()
-        if it == 0:
-            emb = None
-            Xc = X  # identity embedding: cluster the raw features
-            Xm = pca_project(X, pca_mean, pca_comp)  # model parts in a PCA of the raw features
-            times["kfd"] = 0.0
-        else:
-            sub = np.sort(rng.choice(n, size=min(n, p.fit_samples), replace=False))
-            kfd = KernelFisherDiscriminant(
-                n_components=p.n_components, degree=p.kernel_degree, coef0=p.kernel_coef0,
-                regularization=p.regularization, subclasses=p.subclasses, mode="auto",
-                n_landmarks=p.landmarks, exact_max_samples=p.exact_max_samples, rank=p.kernel_rank,
-                random_state=int(rng.integers(2**31 - 1)))
-            kfd.fit(np.asarray(X[sub], dtype=np.float32), state.labels[sub])
-            emb = Embedding(kfd, pca_mean, pca_comp, p.raw_weight)
-            times["kfd"] = time.perf_counter() - t
-            t = time.perf_counter()
-            Xc = Xm = emb.embed(X)
-        times["embed"] = time.perf_counter() - t
-        # -- Step 1c: clustering ------------------------------------------------------------
-        t = time.perf_counter()
-        cluster_seed = int(rng.integers(2**31 - 1))
-        if hard_em:
-            # hard EM on a fixed set of parts: the part models are refitted to the current labels
-            # in the new embedding, and the graph cut alone moves labels
-            lab = state.labels.copy()
-        else:
-            lab = ward_clustering(Xc, K, exact_max_samples=p.exact_max_samples, precluster=p.precluster,
-                                  fit_samples=p.fit_samples, random_state=cluster_seed)
-            if p.min_part_fraction > 0:
-                lab = dissolve_small_parts(Xm, lab, K, p.min_part_fraction)
-            if state is not None:
-                lab = match_labels(lab, state.labels, K)
-        times["cluster"] = time.perf_counter() - t
-        # -- Step 1d: part models -----------------------------------------------------------
-        t = time.perf_counter()
-        models = fit_part_models(Xm, lab, K, p.covariance_shrinkage)
-        logpost = models.log_posterior(Xm, p.posterior_temperature, p.uniform_prior)
-        unary = -logpost.astype(np.float64)
-        unary[:, models.counts == 0] = EMPTY_PART_COST
-        if p.anchor_weight > 0 and state is not None:
-            unary += p.anchor_weight
-            unary[np.arange(n), state.labels] -= p.anchor_weight
-        top_post = float(np.exp(logpost.max(1)).mean())
-        times["models"] = time.perf_counter() - t
-        # -- Step 2: graph cut --------------------------------------------------------------
-        t = time.perf_counter()
-        med = part_medians(graph, lab, K)
-        V, _, sigma2_used = pairwise_matrix(p.pairwise, p.pairwise_weight, med, p.sigma2,
-                                            contact_matrix(graph, lab, K) if p.pairwise == "contact" else None)
-        e_before = graphcut.energy(graph, unary, V, lab)
-        new = graphcut.solve(graph, unary, V, lab, p.solver, p.max_sweeps)
-        e_after = graphcut.energy(graph, unary, V, new)
-        times["graphcut"] = time.perf_counter() - t
-        # -- bookkeeping --------------------------------------------------------------------
-        q_cluster = label_quality(lab, gt)
-        q_final = label_quality(new, gt)
-        sizes = size_stats(new, K)
-        row = {
-            "iteration": it,
-            "changed": changed_fraction(new, state.labels) if state is not None else 1.0,
-            "energy": e_after,
-            "energy_per_cell": e_after / n,
-            "energy_before_graphcut": e_before,
-            "graphcut_relabelled": changed_fraction(new, lab),
-            "mean_top_posterior": top_post,
-            **sizes,
-            "ari_cluster": q_cluster["ari"], "nmi_cluster": q_cluster["nmi"],
-            "ari": q_final["ari"], "nmi": q_final["nmi"],
-            "sigma2": sigma2_used,
-            **{f"seconds_{k}": v for k, v in times.items()},
-            "seconds_total": sum(times.values()) + (load_s if it == 0 else 0.0),
-            "cpu_seconds": time.process_time() - cpu0,
-            "n_cells": n,
-        }
-        log.info("iteration %d: changed %.4f, energy/cell %.4f, graph cut relabelled %.4f, largest part %.3f, "
-                 "ARI %.3f, %.1f s", it, row["changed"], row["energy_per_cell"], row["graphcut_relabelled"],
-                 row["largest_share"], row["ari"], row["seconds_total"])
-        rows = (state.rows if state is not None else []) + [row]
-        first = state.first_embedding if state is not None else None
-        if it == 1:
-            first = emb
-        state = IterationState(it, new, rows, emb if emb is not None else (state.embedding if state else None),
-                               models, V, med, first)
-        ckpt.save(state)
+        state = run_iteration(inp, params, state)
+        inp.checkpoints.save(state)
         done_now += 1
-    return ManifoldResult(labels=graph.to_grid(state.labels.astype(np.int16), fill=-1), rows=state.rows,
+    return ManifoldResult(labels=inp.graph.to_grid(state.labels.astype(np.int16), fill=-1), rows=state.rows,
                           embedding=state.embedding, first_embedding=state.first_embedding,
                           models=state.models, pairwise=state.pairwise, medians=state.medians,
-                          converged=converged, sigma2=sigma2_used)
+                          converged=reason == "converged", sigma2=float(state.rows[-1]["sigma2"]))
 
 
 def embed_grid(embedding: Embedding, features, valid: np.ndarray):
@@ -491,42 +573,65 @@ def embed_grid(embedding: Embedding, features, valid: np.ndarray):
         yield out
 
 
-def write_outputs(result: ManifoldResult, out_dir, features, valid: np.ndarray, store_attrs: dict,
-                  params: ManifoldParams, embedded_dtype=np.float16) -> None:
-    """Write the stage's artifacts under ``out_dir`` (results/<run>/manifold/<category>/):
-    convergence.csv, embedding.npz, part_models.npz, labels.zarr (N, H, W) int16 (-1 = invalid
-    cell), embedded.zarr and embedded_iter0.zarr (feature-store layout, C = embedding dim),
-    convergence.png. ``store_attrs``: the input feature store's attrs (ids, geometry)."""
+@dataclass(frozen=True)
+class ManifoldOutputs:
+    """The files the manifold rule declares (its ``output:``); the rule owns the layout.
+
+    convergence: convergence.csv; embedding: embedding.npz (the last KFD embedding);
+    part_models: part_models.npz; labels: labels.zarr (N, H, W) int16, -1 = invalid cell;
+    embedded / embedded_iter1: feature stores (N, H, W, dim) of the last iteration's and of
+    iteration 1's embedding (iteration 1 is the first with a KFD embedding; for the ablation);
+    figure: convergence.png."""
+
+    convergence: Path
+    embedding: Path
+    part_models: Path
+    labels: Path
+    embedded: Path
+    embedded_iter1: Path
+    figure: Path
+
+    @classmethod
+    def from_mapping(cls, paths) -> "ManifoldOutputs":
+        """From a mapping (or Snakemake's ``output``) with one entry per field."""
+        return cls(**{f.name: Path(paths[f.name]) for f in dataclasses.fields(cls)})
+
+
+def write_outputs(result: ManifoldResult, outputs: ManifoldOutputs, features, valid: np.ndarray,
+                  store_attrs: dict, params: ManifoldParams, title: str = "",
+                  embedded_dtype=np.float16) -> None:
+    """Write the stage's artifacts to ``outputs`` (each atomically). ``store_attrs``: the input
+    feature store's attrs (ids, geometry); ``title``: the convergence figure's title."""
     import pandas as pd
     import zarr
 
     from ..features.store import write_feature_store
     from .metrics import plot_convergence
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "convergence.csv") as tmp:
+    for path in dataclasses.astuple(outputs):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(outputs.convergence) as tmp:
         pd.DataFrame(result.rows).to_csv(tmp, index=False, float_format="%.6g")
     meta = np.str_(json.dumps({"params": dataclasses.asdict(params), "converged": result.converged,
                                "iterations": result.rows[-1]["iteration"]}))
-    with atomic_path(out / "embedding.npz") as tmp:
+    with atomic_path(outputs.embedding) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **result.embedding.state(), meta=meta)
-    with atomic_path(out / "part_models.npz") as tmp:
+    with atomic_path(outputs.part_models) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **result.models.state(), pairwise=result.pairwise, medians=result.medians,
                      sigma2=np.float64(result.sigma2), meta=meta)
-    with atomic_path(out / "labels.zarr") as tmp:
+    with atomic_path(outputs.labels) as tmp:
         N, H, W = result.labels.shape
         arr = zarr.create_array(store=str(tmp), shape=(N, H, W), chunks=(1, H, W), dtype=np.int16,
                                 fill_value=-1, dimension_names=["image", "row", "col"], zarr_format=3)
         arr[:] = result.labels
         arr.attrs.update({"image_ids": list(store_attrs.get("image_ids", [])), "n_parts": params.n_parts,
                           "invalid": -1, "complete": True})
-    for name, emb in (("embedded.zarr", result.embedding), ("embedded_iter0.zarr", result.first_embedding)):
+    for path, emb in ((outputs.embedded, result.embedding), (outputs.embedded_iter1, result.first_embedding)):
         attrs = {k: v for k, v in store_attrs.items() if k != "complete"}
         attrs.update({"embedding": "kfd", "source_backbone": store_attrs.get("backbone"),
                       "normalisation": "none (KFD embedding)", "channels": emb.dim})
-        write_feature_store(out / name, embed_grid(emb, features, valid), valid, None, attrs,
+        write_feature_store(path, embed_grid(emb, features, valid), valid, None, attrs,
                             dtype=embedded_dtype)
-    plot_convergence(result.rows, out / "convergence.png", title=str(out.name))
+    plot_convergence(result.rows, outputs.figure, title=title)
