@@ -1,4 +1,5 @@
-# sopcorr: `make demo` runs the embedded default, `make test` runs the tests.
+# sopcorr: `make demo` runs the embedded default, `make test` runs the tests, `make lint` checks
+# the rules' formatting (snakefmt) and snakemake --lint.
 # Both create .venv when missing and reinstall only when pyproject.toml changed.
 PYTHON ?= python3
 VENV := .venv
@@ -33,7 +34,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_manifold.py
 
+# snakefmt: the rules files are formatted (no changes to make); snakemake --lint: no lints
 lint: $(STAMP)
+	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 
 clean:

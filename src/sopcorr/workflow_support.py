@@ -53,3 +53,43 @@ def resolve_categories(config: dict) -> list[str]:
             f"config error: categories: unknown category '{unknown[0]}' (the dataset has: {', '.join(available)})"
         )
     return list(wanted)
+
+
+# ---- the settings each job of the data, features and manifold stages uses (its rule's params):
+# exactly the keys that change its result, so Snakemake's params trigger reruns what a change
+# affects and nothing else (tests/test_rerun_keys.py).
+
+#: keys of the ``backbone`` section that change where and how fast features are computed, not
+#: the features (the rule passes them as params Snakemake's trigger ignores)
+BACKBONE_RUNTIME_KEYS = ("device", "batch_size")
+#: keys of ``dataset.voc`` the VOC/Berkeley reader uses (the URLs and checksums are the download rules')
+_VOC_READER_KEYS = ("voc_root", "keypoints_root", "include_truncated", "include_difficult",
+                    "max_instances_per_category")
+
+
+def prepare_settings(dataset: dict) -> dict:
+    """What rule prepare_category passes to :func:`sopcorr.data.prepare.source_dataset`: the kind,
+    the split fraction and, for voc_berkeley, the reader's keys (synthetic and generic data
+    arrive as the dataset.json input)."""
+    out = {"kind": dataset["kind"], "train_fraction": dataset["train_fraction"]}
+    if dataset["kind"] == "voc_berkeley":
+        out["voc"] = {k: dataset["voc"][k] for k in _VOC_READER_KEYS}
+    return out
+
+
+def backbone_settings(backbone: dict) -> dict:
+    """The ``backbone`` keys that change the features (all but :data:`BACKBONE_RUNTIME_KEYS`)."""
+    return {k: v for k, v in backbone.items() if k not in BACKBONE_RUNTIME_KEYS}
+
+
+def manifold_settings(manifold: dict, variant: str) -> dict:
+    """The flat settings of one variant's manifold job: the top-level keys, and for the
+    ``improved`` variant the non-null ``manifold.improved`` values in their place. A ``paper``
+    job does not see ``manifold.improved``; an ``improved`` job does not see the top-level keys
+    improved overrides. Mirrors :meth:`sopcorr.manifold.refine.ManifoldParams.from_config`
+    (kept free of its imports for parse time): ``from_config`` of the result equals that of the
+    section with ``variant`` set (tested)."""
+    out = {k: v for k, v in manifold.items() if k not in ("variant", "improved")}
+    if variant == "improved":
+        out.update({k: v for k, v in (manifold.get("improved") or {}).items() if v is not None})
+    return out

@@ -2,6 +2,8 @@
 # URLs are configured), one instances.json per category, a summary table and contact sheets.
 from pathlib import Path as _Path
 
+from sopcorr.workflow_support import prepare_settings
+
 _VOC = config["dataset"]["voc"]
 _VOC_PARENT = _Path(_VOC["voc_root"]).parent.parent
 _KP_PARENT = _Path(_VOC["keypoints_root"]).parent
@@ -13,19 +15,19 @@ rule generate_synthetic:
     dataset.json with keypoints and evaluation pairs)."""
     output:
         dataset=results("dataset", "dataset.json"),
-    params:
-        synthetic=config["dataset"]["synthetic"],
-        seed=config["seed"],
-        train_fraction=config["dataset"]["train_fraction"],
-    threads: 1
-    conda:
-        _ENV
-    resources:
-        mem_mb=1000,
     log:
         results("logs", "generate_synthetic.log"),
     benchmark:
         results("benchmarks", "generate_synthetic.tsv")
+    conda:
+        _ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        synthetic=config["dataset"]["synthetic"],
+        seed=config["seed"],
+        train_fraction=config["dataset"]["train_fraction"],
     script:
         "../scripts/generate_synthetic.py"
 
@@ -35,19 +37,19 @@ rule download_voc:
     it so that dataset.voc.voc_root (<dest>/VOCdevkit/VOC2012) exists."""
     output:
         marker=str(_VOC_PARENT / ".download_voc2012.json"),
-    params:
-        url=_VOC["voc_url"],
-        sha256=_VOC["voc_sha256"],
-        dest=lambda wildcards, output: str(_Path(output.marker).parent),
-    threads: 1
-    conda:
-        _ENV
-    resources:
-        mem_mb=500,
     log:
         str(_VOC_PARENT / "logs" / "download_voc.log"),
     benchmark:
         str(_VOC_PARENT / "logs" / "download_voc.tsv")
+    conda:
+        _ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+    params:
+        url=_VOC["voc_url"],
+        sha256=_VOC["voc_sha256"],
+        dest=lambda wildcards, output: str(_Path(output.marker).parent),
     script:
         "../scripts/download_archive.py"
 
@@ -57,29 +59,37 @@ rule download_keypoints:
     sha256 and unpack it under dataset.voc.keypoints_root."""
     output:
         marker=str(_KP_PARENT / ".download_berkeley_keypoints.json"),
-    params:
-        url=_VOC["keypoints_url"],
-        sha256=_VOC["keypoints_sha256"],
-        dest=_VOC["keypoints_root"],
-    threads: 1
-    conda:
-        _ENV
-    resources:
-        mem_mb=500,
     log:
         str(_KP_PARENT / "logs" / "download_keypoints.log"),
     benchmark:
         str(_KP_PARENT / "logs" / "download_keypoints.tsv")
+    conda:
+        _ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+    params:
+        url=_VOC["keypoints_url"],
+        sha256=_VOC["keypoints_sha256"],
+        dest=_VOC["keypoints_root"],
     script:
         "../scripts/download_archive.py"
 
 
 # prepare's inputs: the dataset.json (synthetic, generic) or the download markers (voc_berkeley
 # with URLs configured; without URLs the folders must already exist)
-_PREPARE_INPUTS = {"dataset": dataset_json()} if config["dataset"]["kind"] != "voc_berkeley" else {
-    **({"voc": rules.download_voc.output.marker} if _VOC["voc_url"] else {}),
-    **({"keypoints": rules.download_keypoints.output.marker} if _VOC["keypoints_url"] else {}),
-}
+_PREPARE_INPUTS = (
+    {"dataset": dataset_json()}
+    if config["dataset"]["kind"] != "voc_berkeley"
+    else {
+        **({"voc": rules.download_voc.output.marker} if _VOC["voc_url"] else {}),
+        **(
+            {"keypoints": rules.download_keypoints.output.marker}
+            if _VOC["keypoints_url"]
+            else {}
+        ),
+    }
+)
 
 
 rule prepare_category:
@@ -88,17 +98,17 @@ rule prepare_category:
         **_PREPARE_INPUTS,
     output:
         instances=results("data", "{category}", "instances.json"),
-    params:
-        dataset=config["dataset"],
-    threads: 1
-    conda:
-        _ENV
-    resources:
-        mem_mb=1000,
     log:
         results("logs", "prepare_category", "{category}.log"),
     benchmark:
         results("benchmarks", "prepare_category", "{category}.tsv")
+    conda:
+        _ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        dataset=prepare_settings(config["dataset"]),
     script:
         "../scripts/prepare_category.py"
 
@@ -109,15 +119,15 @@ rule data_summary:
         instances=per_category(results("data", "{category}", "instances.json")),
     output:
         csv=results("data", "summary.csv"),
-    threads: 1
-    conda:
-        _ENV
-    resources:
-        mem_mb=500,
     log:
         results("logs", "data_summary.log"),
     benchmark:
         results("benchmarks", "data_summary.tsv")
+    conda:
+        _ENV
+    threads: 1
+    resources:
+        mem_mb=500,
     script:
         "../scripts/data_summary.py"
 
@@ -128,17 +138,17 @@ rule contact_sheet:
         instances=results("data", "{category}", "instances.json"),
     output:
         png=results("figures", "contact_sheet_{category}.png"),
-    params:
-        max_images=12,
-    threads: 1
-    conda:
-        _ENV
-    resources:
-        mem_mb=1000,
     log:
         results("logs", "contact_sheet", "{category}.log"),
     benchmark:
         results("benchmarks", "contact_sheet", "{category}.tsv")
+    conda:
+        _ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        max_images=12,
     script:
         "../scripts/contact_sheet.py"
 

@@ -1,25 +1,30 @@
 # features stage: dense CNN feature maps per category (sopcorr.features).
+from sopcorr.workflow_support import backbone_settings
 
 
 rule extract_features:
     """Letterbox every image of a category, run the configured backbone, ReLU + per-location
-    L2, and write a zarr feature store (N, H, W, C) float16 + valid mask + global descriptors."""
+    L2, and write a zarr feature store (N, H, W, C) float16 + valid mask + global descriptors.
+    """
     input:
         instances=results("data", "{category}", "instances.json"),
     output:
         store=directory(results("features", "{category}.zarr")),
-    params:
-        backbone=config["backbone"],
-        seed=config["seed"],
-    threads: 2
-    resources:
-        mem_mb=2000 if config["backbone"]["name"] == "efficientnet_lite0" else 8000,
     log:
         results("logs", "extract_features", "{category}.log"),
     benchmark:
         results("benchmarks", "extract_features", "{category}.tsv")
     conda:
         "../../envs/sopcorr.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000 if config["backbone"]["name"] == "efficientnet_lite0" else 8000,
+    params:
+        backbone=backbone_settings(config["backbone"]),
+        # where and how fast, not what: a params function of `resources` is "derived", and
+        # Snakemake's params trigger ignores it (features are bit-identical across batch sizes)
+        device=lambda wildcards, resources: config["backbone"]["device"],
+        batch_size=lambda wildcards, resources: config["backbone"]["batch_size"],
     script:
         "../scripts/extract_features.py"
 

@@ -7,9 +7,8 @@ from sopcorr.scriptutil import run
 
 def main(smk):
     torch.set_num_threads(max(1, int(smk.threads)))
-    cfg = dict(smk.params.backbone)
-    extract_category(smk.input.instances, smk.output.store, cfg, device=cfg.get("device", "auto"),
-                     seed=int(smk.params.seed))
+    cfg = {**smk.params.backbone, "batch_size": int(smk.params.batch_size)}
+    extract_category(smk.input.instances, smk.output.store, cfg, device=smk.params.device)
 
 
 run(main, snakemake)  # noqa: F821
