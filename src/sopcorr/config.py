@@ -4,6 +4,7 @@ the key at fault (``manifold.n_parts: -1 is less than the minimum of 2``)."""
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -17,7 +18,13 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "co
 
 
 def load_schema(path: str | Path | None = None) -> dict:
-    with open(path or SCHEMA_PATH) as fh:
+    """The schema (a fresh copy; the file is parsed once per process)."""
+    return copy.deepcopy(_parsed_schema(str(path or SCHEMA_PATH)))
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_schema(path: str) -> dict:
+    with open(path) as fh:
         return yaml.safe_load(fh)
 
 
