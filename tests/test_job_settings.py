@@ -59,3 +59,16 @@ def test_prepare_settings_per_kind(tmp_path):
     out["voc"]["voc_root"] = str(tmp_path / "no_voc")
     with pytest.raises(DatasetError, match="no_voc"):
         source_dataset(out, None, categories=["cat"])
+
+
+def test_settings_do_not_depend_on_the_order_configs_were_merged():
+    from sopcorr.config import deep_merge
+    from sopcorr.workflow_support import stable
+
+    a = validate_config({"manifold": {"pairwise": "metric"}})
+    b = validate_config(deep_merge({"manifold": {"n_parts": 15}}, {"manifold": {"pairwise": "metric"}}))
+    b["manifold"] = {k: b["manifold"][k] for k in reversed(list(b["manifold"]))}
+    assert list(a["manifold"]) != list(b["manifold"])
+    for v in ("paper", "improved"):
+        assert repr(manifold_settings(a["manifold"], v)) == repr(manifold_settings(b["manifold"], v))
+    assert repr(stable({"b": {"y": 1, "x": [{"q": 1, "p": 2}]}, "a": 0})) == "{'a': 0, 'b': {'x': [{'p': 2, 'q': 1}], 'y': 1}}"

@@ -57,7 +57,18 @@ def resolve_categories(config: dict) -> list[str]:
 
 # ---- the settings each job of the data, features and manifold stages uses (its rule's params):
 # exactly the keys that change its result, so Snakemake's params trigger reruns what a change
-# affects and nothing else (tests/test_rerun_keys.py).
+# affects and nothing else (tests/test_rerun_keys.py). Snakemake compares params by repr, and a
+# dict's repr follows its key order, which follows the order the config files were merged in:
+# every mapping a rule passes goes through stable() first.
+
+
+def stable(value):
+    """``value`` with every mapping's keys sorted (recursively): equal settings, equal repr."""
+    if isinstance(value, dict):
+        return {k: stable(value[k]) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return type(value)(stable(v) for v in value)
+    return value
 
 #: keys of the ``backbone`` section that change where and how fast features are computed, not
 #: the features (the rule passes them as params Snakemake's trigger ignores)
@@ -74,12 +85,12 @@ def prepare_settings(dataset: dict) -> dict:
     out = {"kind": dataset["kind"], "train_fraction": dataset["train_fraction"]}
     if dataset["kind"] == "voc_berkeley":
         out["voc"] = {k: dataset["voc"][k] for k in _VOC_READER_KEYS}
-    return out
+    return stable(out)
 
 
 def backbone_settings(backbone: dict) -> dict:
     """The ``backbone`` keys that change the features (all but :data:`BACKBONE_RUNTIME_KEYS`)."""
-    return {k: v for k, v in backbone.items() if k not in BACKBONE_RUNTIME_KEYS}
+    return stable({k: v for k, v in backbone.items() if k not in BACKBONE_RUNTIME_KEYS})
 
 
 def manifold_settings(manifold: dict, variant: str) -> dict:
@@ -92,4 +103,4 @@ def manifold_settings(manifold: dict, variant: str) -> dict:
     out = {k: v for k, v in manifold.items() if k not in ("variant", "improved")}
     if variant == "improved":
         out.update({k: v for k, v in (manifold.get("improved") or {}).items() if v is not None})
-    return out
+    return stable(out)

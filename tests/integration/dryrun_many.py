@@ -32,8 +32,9 @@ def needrun_jobs(workdir: Path, configfiles: list[Path]) -> list[tuple[str, dict
         dag_api = wf.dag(DAGSettings())
         dag_api.execute_workflow(executor="dryrun")
         dag = wf._workflow.dag
-        jobs = [(job.rule.name, dict(job.wildcards_dict)) for job in dag.needrun_jobs()]
-    return sorted((r, w) for r, w in jobs if r != "all")
+        # the dry-run executor marks the jobs finished: ask for them all
+        jobs = [(job.rule.name, dict(job.wildcards_dict)) for job in dag.needrun_jobs(exclude_finished=False)]
+    return sorted(((r, w) for r, w in jobs if r != "all"), key=lambda j: (j[0], sorted(j[1].items())))
 
 
 def main(workdir: str, cases_json: str, out_json: str) -> None:

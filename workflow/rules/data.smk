@@ -2,7 +2,7 @@
 # URLs are configured), one instances.json per category, a summary table and contact sheets.
 from pathlib import Path as _Path
 
-from sopcorr.workflow_support import prepare_settings
+from sopcorr.workflow_support import prepare_settings, stable
 
 _VOC = config["dataset"]["voc"]
 _VOC_PARENT = _Path(_VOC["voc_root"]).parent.parent
@@ -25,7 +25,7 @@ rule generate_synthetic:
     resources:
         mem_mb=1000,
     params:
-        synthetic=config["dataset"]["synthetic"],
+        synthetic=stable(config["dataset"]["synthetic"]),
         seed=config["seed"],
         train_fraction=config["dataset"]["train_fraction"],
     script:
