@@ -23,7 +23,7 @@ import sys
 import pytest
 import yaml
 
-from integration.helpers import HERE, TINY, clone, env, reference_run
+from integration.helpers import HERE, TINY, clone, dry_run_jobs, env, reference_run, run_snakemake
 
 from sopcorr.config import SCHEMA_PATH, deep_merge, load_config, validate_config
 
@@ -283,9 +283,15 @@ def test_new_value_is_valid_and_different(tiny_config, key):
 
 # --------------------------------------------------------------------------- the dry runs
 @pytest.fixture(scope="module")
-def dry_runs(tmp_path_factory):
+def finished(tmp_path_factory):
+    """A copy of the finished tiny run (dry runs only: nothing is written to results/)."""
+    return clone(reference_run(tmp_path_factory), tmp_path_factory.mktemp("rerun_keys") / "run")
+
+
+@pytest.fixture(scope="module")
+def dry_runs(finished):
     """One dry run per key (plus the unchanged config) on a copy of the finished tiny run."""
-    wd = clone(reference_run(tmp_path_factory), tmp_path_factory.mktemp("rerun_keys") / "run")
+    wd = finished
     spec = {"configfiles": [str(TINY)],
             "cases": {"<unchanged>": {}, **{k: key_overlay(k) for k in KEYS}}}
     cases = wd / "rerun_cases.json"
@@ -313,3 +319,16 @@ def test_changing_a_key_reruns_exactly_its_rules(dry_runs, key):
     assert not extra and not missing, (
         f"{key}: would rerun {sorted(observed) or 'nothing'}; must rerun {sorted(expected) or 'nothing'} "
         f"(extra: {extra}, missing: {missing})")
+
+
+def test_in_process_dry_runs_agree_with_the_command_line(finished, dry_runs, tmp_path):
+    # the API-built DAG is the one `snakemake -n` builds (a key that reruns a chain)
+    key = "manifold.n_parts"
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(key_overlay(key)))
+    out = run_snakemake(finished, configfiles=[TINY, path], extra=["-n"]).stdout
+    def norm(jobs):
+        return sorted((r, sorted(w.items())) for r, w in jobs if r != "all")
+
+    cli, api = norm(dry_run_jobs(out)), norm(dry_runs[key]["jobs"])
+    assert cli == api and cli, (cli, api)
