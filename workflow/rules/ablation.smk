@@ -4,13 +4,23 @@
 
 
 rule ablation_category:
-    """One category's ablation records (every stage of both variants)."""
+    """One category's ablation records (every stage of both variants): the inputs are the
+    files the stages read (ablation_inputs), the params exactly the keys their matchers and
+    the protocol use."""
     input:
         unpack(ablation_inputs),
     output:
         results("eval", "{category}", "ablation.json"),
     params:
-        run_dir=lambda wildcards, input: str(Path(input.instances).parents[2]),
+        variants=VARIANTS,
+        matchers=ablation_matchers(),
+        raw_matchers=matcher_params(["nn_raw"]),
+        backbone={k: config["backbone"][k] for k in ("name", "input_size", "layers", "weights", "relu", "device")},
+        layer_sets=EVAL["ablation_layer_sets"],
+        alphas=EVAL["pair_alphas"],
+        max_pairs=EVAL["max_eval_pairs"],
+        dense_stride=EVAL["dense_stride"],
+        seed=config["seed"],
     threads: 2
     resources:
         mem_mb=4000,

@@ -2,7 +2,9 @@
 # the evaluation figures (sopcorr.evaluate, sopcorr.viz). Per-category jobs write
 # results/<run>/eval/<category>/*.json; gather rules write results/<run>/tables/*.{csv,md,tex}.
 
-# EVAL, EVAL_PAIRS, EVAL_DENSE and eval_inputs() live in common.smk (lint: no functions beside rules)
+# EVAL, EVAL_PAIRS, EVAL_DENSE, eval_inputs() and matcher_params() live in common.smk (lint: no
+# functions beside rules). Every job's params are exactly the config keys it uses: the methods'
+# matchers (matcher_params) and the protocol's own keys.
 
 
 rule eval_keypoints:
@@ -13,6 +15,15 @@ rule eval_keypoints:
         **eval_inputs(EVAL["localisation_methods"]),
     output:
         results("eval", "{category}", "keypoints.json"),
+    params:
+        methods=EVAL["localisation_methods"],
+        matchers=matcher_params(EVAL["localisation_methods"]),
+        k_neighbors=EVAL["k_neighbors"],
+        alpha=EVAL["alpha"],
+        prior_sigma_min=EVAL["prior_sigma_min"],
+        vote_sigma=EVAL["vote_sigma"],
+        threshold_queries=EVAL["threshold_queries"],
+        seed=config["seed"],
     threads: 1
     conda:
         "../../envs/sopcorr.yaml"
@@ -30,9 +41,17 @@ rule eval_classify:
     """Keypoint classification with descriptor baselines and linear SVMs (paper Table 1 (a),
     Long et al.'s protocol) of one category."""
     input:
-        **eval_inputs(EVAL["classification_descriptors"]),
+        **eval_inputs(descriptor_methods(EVAL["classification_descriptors"])),
     output:
         results("eval", "{category}", "classify_svm.json"),
+    params:
+        descriptors=EVAL["classification_descriptors"],
+        matchers=matcher_params(descriptor_methods(EVAL["classification_descriptors"])),
+        sift_radii=EVAL["sift_radii"] if "sift" in EVAL["classification_descriptors"] else [],
+        conv=conv_params(EVAL["classification_descriptors"]),
+        crop_size=EVAL["crop_size"],
+        svm_c=EVAL["svm_c"],
+        seed=config["seed"],
     threads: 1
     conda:
         "../../envs/sopcorr.yaml"
@@ -52,6 +71,12 @@ rule eval_pairs:
         **eval_inputs(EVAL["pair_methods"]),
     output:
         results("eval", "{category}", "pairs.json"),
+    params:
+        methods=EVAL["pair_methods"],
+        matchers=matcher_params(EVAL["pair_methods"]),
+        alphas=EVAL["pair_alphas"],
+        max_pairs=EVAL["max_eval_pairs"],
+        seed=config["seed"],
     threads: 1
     conda:
         "../../envs/sopcorr.yaml"
@@ -71,6 +96,13 @@ rule eval_dense:
         **eval_inputs(EVAL["dense_methods"]),
     output:
         results("eval", "{category}", "dense.json"),
+    params:
+        methods=EVAL["dense_methods"],
+        matchers=matcher_params(EVAL["dense_methods"]),
+        alphas=EVAL["dense_alphas"],
+        stride=EVAL["dense_stride"],
+        max_pairs=EVAL["max_eval_pairs"],
+        seed=config["seed"],
     threads: 1
     conda:
         "../../envs/sopcorr.yaml"
@@ -113,6 +145,8 @@ rule eval_table:
     params:
         table=lambda wc: wc.table,
         categories=CATEGORIES,
+        notes=lambda wc: table_note_params(wc.table),
+        paper_rows=config["dataset"]["kind"] == "voc_berkeley",
     wildcard_constraints:
         table="|".join(_TABLE_INPUTS),
     threads: 1
@@ -134,7 +168,10 @@ rule eval_figures:
     input:
         **eval_inputs(EVAL["figure_methods"]),
         keypoints=results("eval", "{category}", "keypoints.json"),
-    output:
+    params:
+        methods=EVAL["figure_methods"],
+        matchers=matcher_params(EVAL["figure_methods"]),
+        n_pairs=EVAL["figures_per_category"],
         correspondence=report(results("figures", "correspondence_{category}.png"),
                               caption="../report/correspondence.rst", category="Figures",
                               subcategory="Dense correspondence", labels={"category": "{category}"}),

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ConfigError, DatasetError, SopcorrError
 from ..geometry import DenseCorrespondence, FeatureGrid
 
-__all__ = ["Frame", "FrameSource", "Matcher", "ForwardBackward", "MinSimilarity",
+__all__ = ["Frame", "FrameSource", "frame_sources", "Matcher", "ForwardBackward", "MinSimilarity",
            "forward_backward_valid", "MatcherUnavailable", "Params", "LRU"]
 
 
@@ -211,6 +211,22 @@ class FrameSource:
         return self._frames.get_or(i, make)
 
     __getitem__ = frame
+
+
+def frame_sources(instances, features, embedding=None, embedding_iter1=None, labels=None,
+                  category: str | None = None) -> dict[str, FrameSource]:
+    """The frame sources a job's methods read, sharing one dataset and feature store:
+    {'raw': features only, 'embedding': + the final embedding and the labels (when given),
+    'embedding_iter1': + the iteration-1 embedding (when given)}. Arguments as
+    :class:`FrameSource` (paths or opened stores)."""
+    raw = FrameSource(instances, features, category=category)
+    ds, feats = raw.dataset, raw.features
+    out = {"raw": raw}
+    if embedding is not None:
+        out["embedding"] = FrameSource(ds, feats, embedding=embedding, labels=labels, category=raw.category)
+    if embedding_iter1 is not None:
+        out["embedding_iter1"] = FrameSource(ds, feats, embedding=embedding_iter1, category=raw.category)
+    return out
 
 
 # ---------------------------------------------------------------------- matchers
