@@ -172,6 +172,7 @@ rule eval_figures:
         methods=EVAL["figure_methods"],
         matchers=matcher_params(EVAL["figure_methods"]),
         n_pairs=EVAL["figures_per_category"],
+    output:
         correspondence=report(results("figures", "correspondence_{category}.png"),
                               caption="../report/correspondence.rst", category="Figures",
                               subcategory="Dense correspondence", labels={"category": "{category}"}),
