@@ -109,17 +109,27 @@ def pseudo_gt_params(variant):
     if _FLOW["pseudo_method"] == "siftflow":
         out["siftflow"] = {k: _FLOW[k] for k in _SIFTFLOW_KEYS}
     else:
-        out.update(refine=_FLOW["refine"], device=_FLOW["device"])
+        out["refine"] = _FLOW["refine"]
     return out
+
+
+def execution_devices(wildcards, resources):
+    """The devices a job's matchers and backbones run on ({'flow', 'siamese', 'backbone'}).
+    They change no result, only speed: a params function that takes ``resources`` is a
+    derived param, which Snakemake never counts as a rerun trigger, so changing a device
+    reruns nothing."""
+    return {"flow": _FLOW["device"], "siamese": config["siamese"]["device"],
+            "backbone": config["backbone"]["device"]}
 
 
 def matcher_params(methods, variant=VARIANT):
     """The ``matchers`` params entry of a job running ``methods`` (sopcorr.matchers.methods:
-    MatcherSettings.from_params): per matcher kind in use, exactly the keys it reads."""
+    MatcherSettings.from_params): per matcher kind in use, exactly the keys it reads (devices
+    come apart, from execution_devices)."""
     kinds = method_kinds(methods)
     out = {}
     if "nn" in kinds:
-        out["nn"] = {"device": _FLOW["device"]}
+        out["nn"] = {}
     if "siftflow" in kinds:
         out["siftflow"] = {k: _FLOW[k] for k in _SIFTFLOW_KEYS}
         if any(METHODS[m].kind == "siftflow" and METHODS[m].image for m in methods):
@@ -129,7 +139,7 @@ def matcher_params(methods, variant=VARIANT):
     if "pseudo_gt" in kinds:
         out["pseudo_gt"] = pseudo_gt_params(variant)
     if "siamese" in kinds:
-        out["siamese"] = {"device": config["siamese"]["device"]}
+        out["siamese"] = {}
     return out
 
 
@@ -159,7 +169,7 @@ def conv_params(descriptors):
         return {}
     bb = config["backbone"]
     return {"backbone": bb["name"], "layers": EVAL["conv_layers"], "weights": bb["weights"],
-            "relu": bb["relu"], "device": bb["device"]}
+            "relu": bb["relu"]}
 
 
 def table_note_params(table):

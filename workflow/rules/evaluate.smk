@@ -18,6 +18,7 @@ rule eval_keypoints:
     params:
         methods=EVAL["localisation_methods"],
         matchers=matcher_params(EVAL["localisation_methods"]),
+        devices=execution_devices,
         k_neighbors=EVAL["k_neighbors"],
         alpha=EVAL["alpha"],
         prior_sigma_min=EVAL["prior_sigma_min"],
@@ -47,6 +48,7 @@ rule eval_classify:
     params:
         descriptors=EVAL["classification_descriptors"],
         matchers=matcher_params(descriptor_methods(EVAL["classification_descriptors"])),
+        devices=execution_devices,
         sift_radii=EVAL["sift_radii"] if "sift" in EVAL["classification_descriptors"] else [],
         conv=conv_params(EVAL["classification_descriptors"]),
         crop_size=EVAL["crop_size"],
@@ -74,6 +76,7 @@ rule eval_pairs:
     params:
         methods=EVAL["pair_methods"],
         matchers=matcher_params(EVAL["pair_methods"]),
+        devices=execution_devices,
         alphas=EVAL["pair_alphas"],
         max_pairs=EVAL["max_eval_pairs"],
         seed=config["seed"],
@@ -99,6 +102,7 @@ rule eval_dense:
     params:
         methods=EVAL["dense_methods"],
         matchers=matcher_params(EVAL["dense_methods"]),
+        devices=execution_devices,
         alphas=EVAL["dense_alphas"],
         stride=EVAL["dense_stride"],
         max_pairs=EVAL["max_eval_pairs"],
@@ -171,6 +175,7 @@ rule eval_figures:
     params:
         methods=EVAL["figure_methods"],
         matchers=matcher_params(EVAL["figure_methods"]),
+        devices=execution_devices,
         n_pairs=EVAL["figures_per_category"],
     output:
         correspondence=report(results("figures", "correspondence_{category}.png"),

@@ -16,6 +16,7 @@ rule pseudo_flow:
         store=directory(layout("flow")),
     params:
         pseudo_gt=lambda wc: pseudo_gt_params(wc.variant),
+        devices=execution_devices,
         pairs_per_category=config["flow"]["pairs_per_category"],
         pairs_split=config["flow"]["pairs_split"],
         seed=config["seed"],

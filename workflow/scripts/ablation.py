@@ -14,11 +14,12 @@ def main(smk):
     for v in p.variants:
         frames, checkpoints = evaluation_inputs(smk, suffix=f"_{v}")
         raw = raw or frames["raw"]
-        variants[v] = AblationVariant(frames, checkpoints, MatcherSettings.from_params(p.matchers[v]))
+        variants[v] = AblationVariant(frames, checkpoints, MatcherSettings.from_params(p.matchers[v], p.devices))
     cat = EvalCategory.from_frames(raw)
     bb = dict(p.backbone)
-    backbone = BackboneParams(**{**bb, "layers": tuple(bb["layers"]) if bb.get("layers") else None})
-    recs = run_ablation(cat, raw, MatcherSettings.from_params(p.raw_matchers), variants, backbone,
+    backbone = BackboneParams(**{**bb, "layers": tuple(bb["layers"]) if bb.get("layers") else None,
+                                 "device": p.devices["backbone"]})
+    recs = run_ablation(cat, raw, MatcherSettings.from_params(p.raw_matchers, p.devices), variants, backbone,
                         layer_sets=p.layer_sets, alphas=p.alphas, max_pairs=p.max_pairs, seed=p.seed,
                         dense_stride=p.dense_stride)
     write_records(smk.output[0], {"ablation": recs})

@@ -11,7 +11,7 @@ def main(smk):
     p = smk.params
     frames, checkpoints = evaluation_inputs(smk)
     cat = EvalCategory.from_frames(frames["raw"])
-    settings = MatcherSettings.from_params(p.matchers)
+    settings = MatcherSettings.from_params(p.matchers, p.devices)
     names, matchers = [], {}
     for d in p.descriptors:
         if d == "sift":
@@ -20,8 +20,10 @@ def main(smk):
         names.append(d)
         if d in DESCRIPTOR_METHODS:
             matchers[d] = build_method(DESCRIPTOR_METHODS[d], settings, frames, checkpoints)
-    conv = ConvDescriptorParams(**{**p.conv, "layers": tuple(p.conv["layers"]) if p.conv.get("layers") else None}) \
-        if p.conv else None
+    conv = None
+    if p.conv:
+        layers = tuple(p.conv["layers"]) if p.conv.get("layers") else None
+        conv = ConvDescriptorParams(**{**p.conv, "layers": layers, "device": p.devices["backbone"]})
     recs = run_svm_baselines(cat, names, crop_size=p.crop_size, conv=conv, matchers=matchers, C=p.svm_c,
                              seed=p.seed)
     write_records(smk.output[0], {"classification": recs})

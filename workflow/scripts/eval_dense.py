@@ -11,7 +11,7 @@ def main(smk):
     p = smk.params
     frames, checkpoints = evaluation_inputs(smk)
     cat = EvalCategory.from_frames(frames["raw"])
-    methods = build_methods(p.methods, MatcherSettings.from_params(p.matchers), frames, checkpoints)
+    methods = build_methods(p.methods, MatcherSettings.from_params(p.matchers, p.devices), frames, checkpoints)
     recs = run_dense_evaluation(cat, methods, p.alphas, p.stride, p.max_pairs, p.seed)
     write_records(smk.output[0], {"dense": recs})
 

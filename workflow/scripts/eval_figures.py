@@ -11,7 +11,7 @@ def main(smk):
     p = smk.params
     frames, checkpoints = evaluation_inputs(smk)
     cat = EvalCategory.from_frames(frames["raw"])
-    methods = build_methods(p.methods, MatcherSettings.from_params(p.matchers), frames, checkpoints)
+    methods = build_methods(p.methods, MatcherSettings.from_params(p.matchers, p.devices), frames, checkpoints)
     correspondence_figure(cat, methods, smk.output.correspondence, n_pairs=p.n_pairs)
     keypoint_figure(cat, smk.input.keypoints, smk.output.keypoints)
 

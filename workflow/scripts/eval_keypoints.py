@@ -13,7 +13,7 @@ def main(smk):
     p = smk.params
     frames, checkpoints = evaluation_inputs(smk)
     cat = EvalCategory.from_frames(frames["raw"])
-    methods = build_methods(p.methods, MatcherSettings.from_params(p.matchers), frames, checkpoints)
+    methods = build_methods(p.methods, MatcherSettings.from_params(p.matchers, p.devices), frames, checkpoints)
     logging.getLogger("sopcorr").info("keypoint evaluation of %s with %s", cat.category, [m.name for m in methods])
     loc, cls, preds, loc_all = run_keypoint_evaluation(
         cat, methods, k=p.k_neighbors, alpha=p.alpha, sigma_min=p.prior_sigma_min,

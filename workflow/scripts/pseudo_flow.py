@@ -15,7 +15,7 @@ log = logging.getLogger("sopcorr.pseudo_flow")
 def main(smk):
     torch.set_num_threads(max(1, int(smk.threads)))
     category = smk.wildcards.category
-    params = PseudoGTParams.from_config(smk.params.pseudo_gt)
+    params = PseudoGTParams.from_config(smk.params.pseudo_gt, device=smk.params.devices["flow"])
     frames = FrameSource(smk.input.instances, smk.input.features, embedding=smk.input.embedded,
                          category=category)
     n = len(frames)

@@ -134,10 +134,12 @@ class MatcherSettings:
     siamese: Any = None
 
     @classmethod
-    def from_params(cls, values: dict) -> "MatcherSettings":
+    def from_params(cls, values: dict, devices: dict | None = None) -> "MatcherSettings":
         """values: {'nn': {...}, 'siftflow': {...}, 'geometric': {...}, 'pseudo_gt': {...},
         'siamese': {...}} (any subset), each the config keys of that matcher (see common.smk's
-        ``matcher_params``)."""
+        ``matcher_params``); devices: {'flow': ..., 'siamese': ...} (execution settings:
+        'flow' for nearest neighbours and the pseudo ground truth, 'siamese' for the network;
+        default 'auto')."""
         from .geometric import GeometricParams
         from .nn import NNParams
         from .pseudo import PseudoGTParams
@@ -149,7 +151,10 @@ class MatcherSettings:
         unknown = sorted(set(values) - set(classes))
         if unknown:
             raise SopcorrError(f"matcher settings: unknown matcher '{unknown[0]}' (valid: {', '.join(classes)})")
-        return cls(**{k: classes[k].from_config(v) for k, v in values.items()})
+        dev = dict(devices or {})
+        fixed = {"nn": {"device": dev.get("flow", "auto")}, "pseudo_gt": {"device": dev.get("flow", "auto")},
+                 "siamese": {"device": dev.get("siamese", "auto")}}
+        return cls(**{k: classes[k].from_config(v, **fixed.get(k, {})) for k, v in values.items()})
 
 
 def _need(settings: MatcherSettings, kind: str, name: str):
