@@ -188,3 +188,56 @@ def test_params_from_config_keys_by_config_name_or_field():
     assert (p.levels, p.iterations, p.sift_radius) == (1, 2, 40)
     with pytest.raises(SopcorrError, match="siftflow_nope"):
         SiftFlowParams.from_config({"siftflow_nope": 1})
+
+
+# ---------------------------------------------------------------------- frame sources
+def _category(tmp_path, n=3, g=4, stride=8):
+    from sopcorr.data.model import CategorySpec, Dataset, Instance
+    from sopcorr.features.store import write_feature_store
+
+    size = g * stride
+    ids = [f"toy/{k:03d}" for k in range(n)]
+    insts = [Instance(id=i, image=f"{k}.png", category="toy", bbox=None, keypoints={}, split="train")
+             for k, i in enumerate(ids)]
+    ds = Dataset("toy", tmp_path, {"toy": CategorySpec(["a"])}, insts)
+    rng = np.random.default_rng(0)
+
+    def store(name, c, ids=ids):
+        attrs = dict(backbone="toy", layers=["x"], input_size=size, stride=stride, image_ids=list(ids),
+                     image_hw=[[size, size]] * n, normalisation="l2", relu=False)
+        path = tmp_path / name
+        write_feature_store(path, rng.normal(size=(n, g, g, c)).astype(np.float32), np.ones((n, g, g), bool),
+                            None, attrs, dtype=np.float32)
+        return path
+
+    return ds, store
+
+
+def test_frame_source_builds_cached_frames_from_explicit_stores(tmp_path):
+    from PIL import Image
+
+    from sopcorr.errors import DatasetError
+    from sopcorr.features.store import FeatureStore
+    from sopcorr.matchers.base import FrameSource, frame_sources
+
+    ds, store = _category(tmp_path)
+    feats, emb = store("f.zarr", 5), store("e.zarr", 2)
+    labels = np.arange(3 * 16).reshape(3, 4, 4) % 3
+    for k in range(3):
+        Image.fromarray(np.full((32, 32, 3), 10 * k, np.uint8)).save(tmp_path / f"{k}.png")
+    src = frame_sources(ds, feats, embedding=emb, labels=labels)
+    fr = src["embedding"][1]
+    assert fr is src["embedding"].frame(1)                              # cached
+    np.testing.assert_array_equal(fr.features, FeatureStore.open(feats).load(1))
+    np.testing.assert_array_equal(fr.embedding, FeatureStore.open(emb).load(1))
+    np.testing.assert_array_equal(fr.labels, labels[1])
+    assert fr.id == "toy/001" and fr.grid.shape == (4, 4) and fr.valid.all()
+    assert fr.image.shape == (32, 32, 3) and fr.image[0, 0, 0] == 10    # loaded on first use
+    assert src["raw"][0].embedding is None and len(src["raw"]) == 3
+    assert src["raw"].global_desc.shape[0] == 3
+    # a store of other images, or labels of another length, are refused naming the file
+    other = store("o.zarr", 5, ids=["toy/000", "toy/002", "toy/001"])
+    with pytest.raises(DatasetError, match="o.zarr: image ids differ"):
+        FrameSource(ds, other)
+    with pytest.raises(DatasetError, match="2 label maps for 3 instances"):
+        FrameSource(ds, feats, labels=labels[:2])
