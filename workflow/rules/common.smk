@@ -57,7 +57,7 @@ def layout(kind, **wildcards):
     """results/<run>/<LAYOUT[kind]> with the given wildcards filled (others stay wildcards)."""
     path = LAYOUT[kind]
     for k, v in wildcards.items():
-        path = path.replace("{" + k + "}", str(v))
+        path = path.replace(f"{{{k}}}", str(v))
     return results(path)
 
 
@@ -146,7 +146,7 @@ def matcher_params(methods, variant=VARIANT):
 def matcher_inputs(methods, variant=VARIANT, suffix=""):
     """Input files (name -> path) the ``methods`` read besides instances and raw features:
     'embedding', 'embedding_iter1', 'labels', 'model', 'finetuned' (+ ``suffix``)."""
-    return {k + suffix: layout(k, variant=variant) for k in method_inputs(methods)}
+    return {f"{k}{suffix}": layout(k, variant=variant) for k in method_inputs(methods)}
 
 
 # ---- evaluation (used by evaluate.smk)
