@@ -29,6 +29,7 @@ ALL_TARGETS = []
 VARIANT = config["manifold"]["variant"]
 VARIANTS = ["paper", "improved"]
 
+
 wildcard_constraints:
     category="[A-Za-z0-9_-]+",
     variant="paper|improved",
@@ -104,8 +105,12 @@ def pseudo_gt_params(variant):
     the keys that variant's matcher reads, and no others."""
     if variant == "improved":
         return {"variant": "improved", "geometric": geometric_keys(fb=True)}
-    out = {"variant": "paper", "method": _FLOW["pseudo_method"], "mutual": _FLOW["mutual"],
-           "min_similarity": _FLOW["min_similarity"]}
+    out = {
+        "variant": "paper",
+        "method": _FLOW["pseudo_method"],
+        "mutual": _FLOW["mutual"],
+        "min_similarity": _FLOW["min_similarity"],
+    }
     if _FLOW["pseudo_method"] == "siftflow":
         out["siftflow"] = {k: _FLOW[k] for k in _SIFTFLOW_KEYS}
     else:
@@ -118,8 +123,11 @@ def execution_devices(wildcards, resources):
     They change no result, only speed: a params function that takes ``resources`` is a
     derived param, which Snakemake never counts as a rerun trigger, so changing a device
     reruns nothing."""
-    return {"flow": _FLOW["device"], "siamese": config["siamese"]["device"],
-            "backbone": config["backbone"]["device"]}
+    return {
+        "flow": _FLOW["device"],
+        "siamese": config["siamese"]["device"],
+        "backbone": config["backbone"]["device"],
+    }
 
 
 def matcher_params(methods, variant=VARIANT):
@@ -168,14 +176,21 @@ def conv_params(descriptors):
     if not {"conv4", "conv5"} & set(descriptors):
         return {}
     bb = config["backbone"]
-    return {"backbone": bb["name"], "layers": EVAL["conv_layers"], "weights": bb["weights"],
-            "relu": bb["relu"]}
+    return {
+        "backbone": bb["name"],
+        "layers": EVAL["conv_layers"],
+        "weights": bb["weights"],
+        "relu": bb["relu"],
+    }
 
 
 def table_note_params(table):
     """The config keys a table's notes quote (sopcorr.evaluate.tables.table_notes)."""
-    keys = {"keypoint_classification": ["crop_size", "conv_layers", "k_neighbors"],
-            "keypoint_pck": ["alpha", "k_neighbors"], "dense_synthetic": ["dense_stride"]}.get(table, [])
+    keys = {
+        "keypoint_classification": ["crop_size", "conv_layers", "k_neighbors"],
+        "keypoint_pck": ["alpha", "k_neighbors"],
+        "dense_synthetic": ["dense_stride"],
+    }.get(table, [])
     out = {k: EVAL[k] for k in keys}
     if table == "keypoint_classification":
         out["backbone"] = config["backbone"]["name"]
@@ -201,8 +216,10 @@ ABLATION_STAGES = {v: variant_stages(v) for v in VARIANTS}
 def ablation_inputs(wildcards):
     """Inputs of one category's ablation job: both variants' manifold and Siamese outputs
     (the files its stages read, suffixed _<variant>)."""
-    out = {"instances": layout("instances", category=wildcards.category),
-           "features": layout("features", category=wildcards.category)}
+    out = {
+        "instances": layout("instances", category=wildcards.category),
+        "features": layout("features", category=wildcards.category),
+    }
     for v in VARIANTS:
         for k, path in matcher_inputs(ABLATION_STAGES[v], v, f"_{v}").items():
             out[k] = path.replace("{category}", wildcards.category)

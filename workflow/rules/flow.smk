@@ -14,21 +14,21 @@ rule pseudo_flow:
         instances=layout("instances"),
     output:
         store=directory(layout("flow")),
-    params:
-        pseudo_gt=lambda wc: pseudo_gt_params(wc.variant),
-        devices=execution_devices,
-        pairs_per_category=config["flow"]["pairs_per_category"],
-        pairs_split=config["flow"]["pairs_split"],
-        seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=1000,
     log:
         results("logs", "pseudo_flow", "{variant}", "{category}.log"),
     benchmark:
         results("benchmarks", "pseudo_flow", "{variant}", "{category}.tsv")
     conda:
         "../../envs/sopcorr.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        pseudo_gt=lambda wc: pseudo_gt_params(wc.variant),
+        devices=execution_devices,
+        pairs_per_category=config["flow"]["pairs_per_category"],
+        pairs_split=config["flow"]["pairs_split"],
+        seed=config["seed"],
     script:
         "../scripts/pseudo_flow.py"
 
