@@ -100,11 +100,11 @@ def quality(args):
         methods = {
             "zero flow": zero,
             "nn raw": lambda s, t: nearest_neighbour(st.load(s), st.load(t), *args_(s, t)),
-            "conv-flow": lambda s, t: siftflow_correspondence(st.load(s), st.load(t), *args_(s, t)),
+            "conv-flow": lambda s, t: siftflow_correspondence(st.load(s), st.load(t), *args_(s, t)).correspondence,
         }
         for r in (20, 40, 80):
             methods[f"sift-flow r{r}"] = (lambda r: lambda s, t: siftflow_correspondence(
-                sift(s, r), sift(t, r), *args_(s, t)))(r)
+                sift(s, r), sift(t, r), *args_(s, t)).correspondence)(r)
         pairs = ds.pairs[: args.pairs]
         for name, fn in methods.items():
             vals, t0 = [], time.process_time()

@@ -25,12 +25,46 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from sopcorr.config import load_config  # noqa: E402
-from sopcorr.evaluate.ablation import variant_context  # noqa: E402
+from sopcorr.evaluate.category import EvalCategory  # noqa: E402
 from sopcorr.evaluate.dense import run_dense_evaluation  # noqa: E402
-from sopcorr.evaluate.methods import Method, build_method  # noqa: E402
 from sopcorr.evaluate.pairs import run_pair_evaluation  # noqa: E402
 from sopcorr.flow import geometric as G  # noqa: E402
 from sopcorr.geometry import DenseCorrespondence  # noqa: E402
+from sopcorr.matchers.base import frame_sources  # noqa: E402
+from sopcorr.matchers.geometric import concat_descriptors  # noqa: E402
+from sopcorr.matchers.methods import MatcherSettings, Method, build_method  # noqa: E402
+
+
+class _Fn:
+    """A matcher whose frames are instance indices (this study's variants are closures)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def correspondence(self, s, t):
+        return self.fn(s, t)
+
+
+class StudyContext:
+    """The improved variant's stores of one category (explicit paths of a finished run)."""
+
+    def __init__(self, run_dir, cat, config):
+        r = Path(run_dir)
+        m = r / "manifold" / "improved" / cat
+        self.frames = frame_sources(r / "data" / cat / "instances.json", r / "features" / f"{cat}.zarr",
+                                    embedding=m / "embedded.zarr", embedding_iter1=m / "embedded_iter1.zarr",
+                                    labels=m / "labels.zarr")
+        self.cat = EvalCategory.from_frames(self.frames["raw"])
+        g = {**config["flow"]["geometric"], "seed": config["seed"]}
+        g.pop("fb_tolerance")
+        self.settings = MatcherSettings.from_params({"nn": {}, "geometric": g}, {"flow": "cpu"})
+
+    def store(self, kind):
+        src = self.frames["raw"] if kind == "raw" else self.frames[{"embed": "embedding"}.get(kind, kind)]
+        return src.features if kind == "raw" else src.embedding
+
+    def get_labels(self):
+        return self.frames["embedding"].labels
 
 torch.set_num_threads(1)
 
@@ -146,8 +180,8 @@ def auto_matcher(ds, dt, gs, gt, vs, vt, crit=0, radii=(0, 1), **kw):
     return matcher(ds, dt, gs, gt, vs, vt, radius=r, **kw)
 
 def libmethod(ctx, name, **kw):
-    from sopcorr.evaluate.ablation import _geometric_method
-    return _geometric_method(ctx, name, use_embedding=True, fb_valid=False)
+    m = build_method("geo_concat", ctx.settings, ctx.frames)
+    return Method(name, name, m.matcher, m.frames)
 
 def method(ctx, name, use_emb=True, weight=0.5, embed="embed", **kw):
     if kw.get("lib"): return libmethod(ctx, name)
@@ -156,7 +190,7 @@ def method(ctx, name, use_emb=True, weight=0.5, embed="embed", **kw):
     cache = {}
     def desc(i):
         if i not in cache:
-            cache[i] = G.concat_descriptors(raw.load(i), emb.load(i) if emb is not None else None, weight if use_emb else 0)
+            cache[i] = concat_descriptors(raw.load(i), emb.load(i) if emb is not None else None, weight if use_emb else 0)
         return cache[i]
     def fn(s, t):
         f = auto_matcher if kw.get("auto") else matcher
@@ -165,11 +199,11 @@ def method(ctx, name, use_emb=True, weight=0.5, embed="embed", **kw):
             L = ctx.get_labels(); kk["lab"] = (L[s], L[t])
         return f(desc(s), desc(t), raw.grid(s), raw.grid(t), np.asarray(raw.valid[s], bool),
                        np.asarray(raw.valid[t], bool), **kk)
-    return Method(name, name, fn)
+    return Method(name, name, _Fn(fn), range(len(ctx.cat.instances)))
 
 VARIANTS = {
     "gate6_piece": dict(gamma=6.0, prior="piecewise", bandwidth=0.1),
-    "gate4_piece_iter0": dict(gamma=4.0, prior="piecewise", bandwidth=0.1, embed="embed_iter0"),
+    "gate4_piece_iter1": dict(gamma=4.0, prior="piecewise", bandwidth=0.1, embed="embedding_iter1"),
     "nn_embed": dict(strength=0.0, radius=0, weight=1e6),
     "lib": dict(lib=True),
     "gate4_piece": dict(gamma=4.0, prior="piecewise", bandwidth=0.1),
@@ -212,14 +246,14 @@ def run(run_dir, cfgs, cats, max_pairs, seed, dense, names):
     config = load_config(*cfgs)
     out = {}
     for cat in cats:
-        ctx = variant_context(cat, Path(run_dir), config, "improved")
+        ctx = StudyContext(run_dir, cat, config)
         STATS.clear()
-        ms = [build_method("nn_raw", ctx)] + [method(ctx, n, **VARIANTS[n]) for n in names]
+        ms = [build_method("nn_raw", ctx.settings, ctx.frames)] + [method(ctx, n, **VARIANTS[n]) for n in names]
         t = time.time()
-        for r in run_pair_evaluation(ctx, ms, [0.1], max_pairs, seed):
+        for r in run_pair_evaluation(ctx.cat, ms, [0.1], max_pairs, seed):
             out.setdefault(r["method"], {})[cat] = r["value"]
         if dense:
-            for r in run_dense_evaluation(ctx, ms, [0.1], max_pairs=max_pairs, seed=seed):
+            for r in run_dense_evaluation(ctx.cat, ms, [0.1], max_pairs=max_pairs, seed=seed):
                 if r["metric"] == "pck@0.1":
                     out.setdefault(r["method"] + "|dense", {})[cat] = r["value"]
         print(cat, {k: np.mean(v) for k, v in STATS.items()}, f"{time.time()-t:.0f}s", file=sys.stderr, flush=True)

@@ -2,13 +2,12 @@
 canonical object, so the exact correspondence between any two is known."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 
 from sopcorr.data.model import CategorySpec, Dataset, Instance
-from sopcorr.evaluate.methods import CategoryContext, Method
+from sopcorr.evaluate.category import EvalCategory
 from sopcorr.geometry import DenseCorrespondence, FeatureGrid, Letterbox
+from sopcorr.matchers.methods import Method
 
 SIZE = 64
 NAMES = ["a", "b", "c", "d"]
@@ -33,7 +32,7 @@ def exact_correspondence(s: int, t: int, shift=(0.0, 0.0)) -> DenseCorrespondenc
                                np.ones(grid.shape, bool), grid)
 
 
-def toy_context(n: int = 10, invisible=()) -> CategoryContext:
+def toy_context(n: int = 10, invisible=()) -> EvalCategory:
     insts = []
     for i in range(n):
         s, o = affine(i)
@@ -45,9 +44,19 @@ def toy_context(n: int = 10, invisible=()) -> CategoryContext:
     pairs = [(insts[i].id, insts[(i + 1) % n].id) for i in range(n)]
     ds = Dataset("toy", ".", {"toy": CategorySpec(NAMES)}, insts, pairs)
     g = np.random.default_rng(0).normal(size=(n, 8))
-    store = SimpleNamespace(global_desc=g, ids=[x.id for x in insts])
-    return CategoryContext("toy", dataset=ds, stores={"raw": store})
+    return EvalCategory(ds, global_desc=g)
+
+
+class ExactMatcher:
+    """The exact correspondence between toy instances (frames are instance indices)."""
+
+    def __init__(self, shift=(0.0, 0.0)):
+        self.shift = shift
+
+    def correspondence(self, src: int, tgt: int) -> DenseCorrespondence:
+        return exact_correspondence(src, tgt, self.shift)
 
 
 def exact_method(name="exact", shift=(0.0, 0.0), prior=False) -> Method:
-    return Method(name, name, lambda s, t: exact_correspondence(s, t, shift), prior)
+    """A Method whose frames are the instance indices themselves."""
+    return Method(name, name, ExactMatcher(shift), range(10 ** 6), prior)

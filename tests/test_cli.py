@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from sopcorr.cli import main, position_colours
-from test_siamese_predict import make_checkpoint
+from test_matchers_siamese import make_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ def test_subsampled_ground_truth_matches_full(tmp_path):
     from sopcorr.data import groundtruth as gt
     from sopcorr.data.model import CategorySpec, Dataset, Instance
     from sopcorr.evaluate.dense import ground_truth_field
-    from sopcorr.evaluate.methods import CategoryContext
+    from sopcorr.evaluate.category import EvalCategory
 
     insts = []
     for i in (1, 2):
@@ -49,7 +49,7 @@ def test_subsampled_ground_truth_matches_full(tmp_path):
         Image.fromarray(parts).save(tmp_path / f"p{i}.png")
         insts.append(Instance(f"t/{i}", f"{i}.png", "t", (0, 0, 63, 63), {}, "test",
                               parts=f"p{i}.png", canonical=f"c{i}.npy"))
-    ctx = CategoryContext("t", dataset=Dataset("t", tmp_path, {"t": CategorySpec(["a"])}, insts))
+    ctx = EvalCategory(Dataset("t", tmp_path, {"t": CategorySpec(["a"])}, insts))
     full = gt.dense_correspondence(np.load(tmp_path / "c1.npy"), gt.read_parts(tmp_path / "p1.png"),
                                    np.load(tmp_path / "c2.npy"), gt.read_parts(tmp_path / "p2.png"))
     sub = ground_truth_field(ctx, 0, 1, stride=4)

@@ -74,34 +74,6 @@ def test_neighbourhood_descriptor_shape_and_norm():
     assert np.allclose(centre / np.linalg.norm(centre), f[2, 3] / np.linalg.norm(f[2, 3]), atol=1e-5)
 
 
-def test_concat_descriptors_weights_the_embedding_share():
-    from sopcorr.flow.geometric import concat_descriptors
-
-    rng = np.random.default_rng(0)
-    raw, emb = rng.normal(size=(3, 4, 5)), rng.normal(size=(3, 4, 2))
-    d = concat_descriptors(raw, emb, 0.5)
-    assert d.shape == (3, 4, 7)
-    assert np.allclose(np.linalg.norm(d[..., :5], axis=-1), 1, atol=1e-5)
-    assert np.allclose(np.linalg.norm(d[..., 5:], axis=-1), 0.5, atol=1e-5)
-    assert np.allclose(concat_descriptors(raw, emb, 0.0), concat_descriptors(raw, None, 1.0))
-
-
-def test_forward_backward_marks_inconsistent_cells():
-    from sopcorr.flow.geometric import forward_backward_valid
-    from sopcorr.geometry import DenseCorrespondence
-
-    g = 6
-    grid = FeatureGrid(Letterbox(g * 8, g * 8, g * 8), 8)
-    centres = grid.cell_centers_image()
-    ident = DenseCorrespondence(centres.copy(), np.ones((g, g)), np.ones((g, g), bool), grid, "nearest")
-    assert forward_backward_valid(ident, ident, grid, 0.5).all()
-    # the backward map sends cell (0, 0) far away: only that cell's round trip fails
-    back = DenseCorrespondence(centres.copy(), np.ones((g, g)), np.ones((g, g), bool), grid, "nearest")
-    back.target_xy[0, 0] = centres[5, 5]
-    ok = forward_backward_valid(ident, back, grid, 0.5)
-    assert not ok[0, 0] and ok.sum() == g * g - 1
-
-
 def test_gated_consensus_ignores_dissimilar_neighbours():
     # a 3x3 grid: centre c, one neighbour equal to c, one opposite (-c), the rest orthogonal
     c = np.zeros(4)

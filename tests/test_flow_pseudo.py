@@ -8,6 +8,9 @@ from sopcorr.features.store import write_feature_store
 from sopcorr.flow.pseudo import (FlowStore, category_seed, pseudo_flows, sample_pairs,
                                  upsample_to_input, write_flow_store)
 from sopcorr.geometry import DenseCorrespondence, FeatureGrid, Letterbox
+from sopcorr.matchers.base import Frame
+from sopcorr.matchers.pseudo import PseudoGTParams, build_pseudo_gt
+from sopcorr.matchers.siftflow import SiftFlowParams
 
 
 def test_sample_pairs_deterministic_distinct_ordered():
@@ -41,10 +44,19 @@ def _store(tmp_path, n=3, size=64, stride=8, c=16, seed=0):
     return path, g
 
 
+def _frames(path):
+    """Frames whose embedding is the store's features (the raw features are not used)."""
+    from sopcorr.features.store import FeatureStore
+
+    st = FeatureStore.open(path)
+    return [Frame(None, st.valid[i], st.grid(i), embedding=st.load(i), index=i) for i in range(len(st))]
+
+
 def test_pseudo_flows_recover_shift_and_roundtrip(tmp_path):
     path, g = _store(tmp_path)
     pairs = [(0, 2), (2, 1)]
-    out = pseudo_flows(path, pairs, mutual=True, min_similarity=0.5)
+    m = build_pseudo_gt(PseudoGTParams(variant="paper", mutual=True, min_similarity=0.5, device="cpu"))
+    out = pseudo_flows(m, _frames(path), pairs)
     grid = FeatureGrid(Letterbox(64, 64, 64), 8)
     rows, cols = np.mgrid[0:g, 0:g]
     # pair (0, 2): source cell c is target cell c - 2 (defined for c >= 2)
@@ -120,23 +132,16 @@ def test_upsample_invalid_cells_excluded():
     np.testing.assert_allclose(flow[valid], 0, atol=1e-4)
 
 
-def test_forward_backward_and_siftflow_method(tmp_path):
-    from sopcorr.flow.pseudo import forward_backward_consistent
-
-    fwd = np.zeros((4, 5, 2), int)
-    fwd[..., 0] = 1                                     # everything one cell right
-    bwd = np.zeros((4, 5, 2), int)
-    bwd[..., 0] = -1
-    bwd[0, 3] = (2, 2)                                  # one inconsistent target cell
-    ok = forward_backward_consistent(fwd, bwd)
-    assert not ok[:, 4].any()                           # leaves the target grid
-    assert not ok[0, 2] and ok[1, 2] and ok[:, :2].all()
+def test_siftflow_method_with_forward_backward_check(tmp_path):
     path, g = _store(tmp_path)
-    out = pseudo_flows(path, [(0, 2)], mutual=True, method="siftflow",
-                       siftflow_params=dict(levels=2, window=3))
+    m = build_pseudo_gt(PseudoGTParams(variant="paper", method="siftflow", mutual=True,
+                                       siftflow=SiftFlowParams(levels=2, window=3)))
+    out = pseudo_flows(m, _frames(path), [(0, 2)])
     grid = FeatureGrid(Letterbox(64, 64, 64), 8)
     rows, cols = np.mgrid[0:g, 0:g]
     expect = grid.cell_to_image(np.stack([cols - 2, rows], -1).astype(float))
     v = out["valid"][0]
     assert v[:, 2:].mean() > 0.9 and not v[:, :2].any()
     np.testing.assert_allclose(out["target_xy"][0][v], expect[v], atol=1e-4)
+    with pytest.raises(SopcorrError, match="bad pair"):
+        pseudo_flows(m, _frames(path), [(0, 0)])

@@ -131,13 +131,15 @@ def test_recovers_image_translation_with_dense_sift():
     da, db = dense_sift(a, 20, grid=g), dense_sift(b, 20, grid=g)
     # smoothness strong enough to carry the flow into the border cells, whose SIFT windows
     # overlap the image edge
-    corr = siftflow_correspondence(da, db, g, g, levels=2, window=3, iterations=10, alpha=0.05, d=0.5)
+    res = siftflow_correspondence(da, db, g, g, levels=2, window=3, iterations=10, alpha=0.05, d=0.5)
+    corr, flow = res.correspondence, res.flow
+    assert np.isfinite(res.energy)
     inner = np.zeros((16, 16), bool)
     inner[:13, :12] = True            # p + (3, 2) inside the target, SIFT window inside b
-    assert (corr.flow[inner] == [3, 2]).all(axis=-1).mean() > 0.95
+    assert (flow[inner] == [3, 2]).all(axis=-1).mean() > 0.95
     expect = g.cell_to_image(np.stack(np.meshgrid(np.arange(16) + 3, np.arange(16) + 2), -1).astype(float))
-    np.testing.assert_allclose(corr.target_xy[inner & (corr.flow == [3, 2]).all(-1)],
-                               expect[inner & (corr.flow == [3, 2]).all(-1)], atol=1e-3)
+    np.testing.assert_allclose(corr.target_xy[inner & (flow == [3, 2]).all(-1)],
+                               expect[inner & (flow == [3, 2]).all(-1)], atol=1e-3)
     assert corr.valid[inner].mean() > 0.95
 
 
@@ -181,9 +183,11 @@ def test_bad_input_raises():
 
 
 def test_config_defaults_match_library_defaults():
-    """The schema's flow.siftflow_* defaults are the optimiser's DEFAULTS."""
+    """The schema's flow.siftflow_* defaults are the optimiser's DEFAULTS (through the one
+    translator, SiftFlowParams)."""
     from sopcorr.config import validate_config
-    from sopcorr.flow.siftflow import params_from_config
+    from sopcorr.matchers.siftflow import SiftFlowParams
 
     cfg = validate_config({})
-    assert params_from_config(cfg["flow"]) == DEFAULTS
+    keys = {k: v for k, v in cfg["flow"].items() if k.startswith("siftflow_")}
+    assert SiftFlowParams.from_config(keys).optimiser() == DEFAULTS

@@ -17,31 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SopcorrError
+from .viz.colour import overlay as _overlay
+from .viz.colour import pixel_coords as _pixel_coords
+from .viz.colour import position_colours
 
-
-def position_colours(xy: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
-    """Colour of image points by their position in ``box`` (x0, y0, x1, y1).
-
-    xy (..., 2) -> (rgb (..., 3) float in [0, 1], inside (...) bool). The map is smooth and
-    injective over the box: red grows to the right, green downwards, blue opposite to both."""
-    x0, y0, x1, y1 = box
-    u = (xy[..., 0] - x0) / max(x1 - x0, 1e-9)
-    v = (xy[..., 1] - y0) / max(y1 - y0, 1e-9)
-    inside = (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1) & np.isfinite(u) & np.isfinite(v)
-    u, v = np.clip(np.nan_to_num(u), 0, 1), np.clip(np.nan_to_num(v), 0, 1)
-    rgb = np.stack([0.1 + 0.9 * u, 0.1 + 0.9 * v, 1.0 - 0.45 * (u + v)], -1)
-    return rgb, inside
-
-
-def _pixel_coords(h: int, w: int) -> np.ndarray:
-    ys, xs = np.mgrid[0:h, 0:w]
-    return np.stack([xs, ys], -1).astype(np.float64)
-
-
-def _overlay(img: np.ndarray, rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    out = img.astype(np.float64) / 255.0
-    out[mask] = (1 - alpha) * out[mask] + alpha * rgb[mask]
-    return out
+__all__ = ["main", "build_parser", "draw_match", "position_colours"]
 
 
 def _valid_at(corr, pts: np.ndarray) -> np.ndarray:
@@ -56,9 +36,11 @@ def _valid_at(corr, pts: np.ndarray) -> np.ndarray:
     return out
 
 
-def draw_match(img_a: np.ndarray, img_b: np.ndarray, matcher, out: str | Path, lines: int = 0,
+def draw_match(frame_a, frame_b, matcher, out: str | Path, lines: int = 0,
                box_a=None, seed: int = 0, title: str | None = None) -> None:
-    """Render the Figure-1 view of ``img_a`` / ``img_b`` (uint8 (H, W, 3)) to ``out``."""
+    """Render the Figure-1 view of two frames (:class:`sopcorr.matchers.base.Frame`; their
+    images uint8 (H, W, 3)) matched by ``matcher`` (any matcher of :mod:`sopcorr.matchers`)
+    to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,13 +48,14 @@ def draw_match(img_a: np.ndarray, img_b: np.ndarray, matcher, out: str | Path, l
 
     from .io import save_figure
 
+    img_a, img_b = frame_a.image, frame_b.image
     ha, wa = img_a.shape[:2]
     hb, wb = img_b.shape[:2]
     box = tuple(box_a) if box_a is not None else (0.0, 0.0, wa - 1.0, ha - 1.0)
     pa = _pixel_coords(ha, wa)
     col_a, in_a = position_colours(pa, box)
     # B -> A: colour each pixel of B by the colour of its match in A
-    corr_ba = matcher.correspondence(img_b, img_a)
+    corr_ba = matcher.correspondence(frame_b, frame_a)
     pb = _pixel_coords(hb, wb).reshape(-1, 2)
     to_a, _ = corr_ba.transfer(pb)
     col_b, in_b = position_colours(to_a.reshape(hb, wb, 2), box)
@@ -86,7 +69,7 @@ def draw_match(img_a: np.ndarray, img_b: np.ndarray, matcher, out: str | Path, l
     fig, ax = plt.subplots(figsize=(min(16, (wa + wb) / 60 + 1), min(9, H / 60 + 1)))
     ax.imshow(canvas, interpolation="nearest")
     if lines > 0:
-        corr_ab = matcher.correspondence(img_a, img_b)
+        corr_ab = matcher.correspondence(frame_a, frame_b)
         rng = np.random.default_rng(seed)
         cand = pa[in_a].reshape(-1, 2)
         cand = cand[_valid_at(corr_ab, cand)]
@@ -110,7 +93,9 @@ def draw_match(img_a: np.ndarray, img_b: np.ndarray, matcher, out: str | Path, l
 
 def _cmd_match(args) -> int:
     from .data.generic import read_image
-    from .siamese.predict import SiameseMatcher
+    from .matchers import build
+    from .matchers.base import Frame
+    from .matchers.siamese import SiameseParams
 
     for p in (args.img_a, args.img_b):
         if not Path(p).is_file():
@@ -126,9 +111,11 @@ def _cmd_match(args) -> int:
         if not (x1 > x0 and y1 > y0):
             raise SopcorrError(f"--box-a: need x0 < x1 and y0 < y1, got {args.box_a}")
         box = (x0, y0, x1, y1)
-    matcher = SiameseMatcher(args.checkpoint, device=args.device, backbone=args.backbone)
+    matcher = build("siamese", SiameseParams(device=args.device), checkpoint=args.checkpoint,
+                    backbone=args.backbone)
     title = f"{Path(args.img_a).name} -> {Path(args.img_b).name} ({matcher.spec.backbone}, {Path(args.checkpoint).name})"
-    draw_match(img_a, img_b, matcher, args.output, lines=args.lines, box_a=box, title=title)
+    frames = [Frame(None, None, None, image_source=img, id=str(p)) for img, p in ((img_a, args.img_a), (img_b, args.img_b))]
+    draw_match(frames[0], frames[1], matcher, args.output, lines=args.lines, box_a=box, title=title)
     print(f"wrote {args.output}")
     return 0
 

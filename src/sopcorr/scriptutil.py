@@ -1,5 +1,7 @@
 """Glue for workflow scripts: ``run(main)`` sets up logging to the rule's log file and turns a
-:class:`~sopcorr.errors.SopcorrError` into one line on stderr and a non-zero exit."""
+:class:`~sopcorr.errors.SopcorrError` into one line on stderr and a non-zero exit;
+:func:`evaluation_inputs` opens the stores an evaluation rule declares (scripts read only
+``snakemake.input/params/output/threads/log/wildcards``)."""
 from __future__ import annotations
 
 import logging
@@ -30,14 +32,28 @@ def run(main: Callable, smk) -> None:
         sys.exit(1)
 
 
-def category_context(smk):
-    """The evaluation context of a per-category rule: limits torch to the rule's threads and
-    reads results/<run>/ from its input results/<run>/data/<category>/instances.json."""
-    from pathlib import Path
-
+def limit_threads(smk) -> None:
+    """Limit torch (and BLAS through threadpoolctl when installed) to the rule's threads."""
     import torch
 
-    from .evaluate.methods import CategoryContext
-
     torch.set_num_threads(max(1, int(smk.threads)))
-    return CategoryContext(smk.wildcards.category, Path(smk.input.instances).parents[2], smk.config)
+
+
+def _get(named, key):
+    """``named[key]`` of a Snakemake Namedlist, or None when the rule declares no such entry."""
+    return getattr(named, key, None) if key in named.keys() else None
+
+
+def evaluation_inputs(smk, suffix: str = ""):
+    """(frames, checkpoints) of an evaluation job from the inputs its rule declares:
+    frames = :func:`sopcorr.matchers.base.frame_sources` of ``instances``, ``features`` and the
+    optional ``embedding``, ``embedding_iter1``, ``labels`` (each name + ``suffix``);
+    checkpoints = {'model' | 'finetuned': path} of the declared ``model``/``finetuned``."""
+    from .matchers.base import frame_sources
+
+    inp = smk.input
+    frames = frame_sources(inp.instances, inp.features, embedding=_get(inp, "embedding" + suffix),
+                           embedding_iter1=_get(inp, "embedding_iter1" + suffix),
+                           labels=_get(inp, "labels" + suffix), category=smk.wildcards.category)
+    checkpoints = {k: _get(inp, k + suffix) for k in ("model", "finetuned") if _get(inp, k + suffix)}
+    return frames, checkpoints

@@ -4,22 +4,36 @@
 
 
 rule ablation_category:
-    """One category's ablation records (every stage of both variants)."""
+    """One category's ablation records (every stage of both variants): the inputs are the
+    files the stages read (ablation_inputs), the params exactly the keys their matchers and
+    the protocol use."""
     input:
         unpack(ablation_inputs),
     output:
         results("eval", "{category}", "ablation.json"),
-    params:
-        run_dir=lambda wildcards, input: str(Path(input.instances).parents[2]),
-    threads: 2
-    resources:
-        mem_mb=4000,
     log:
         results("logs", "ablation", "{category}.log"),
     benchmark:
         results("benchmarks", "ablation", "{category}.tsv")
     conda:
         "../../envs/sopcorr.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        variants=VARIANTS,
+        matchers=ablation_matchers(),
+        raw_matchers=matcher_params(["nn_raw"]),
+        devices=execution_devices,
+        backbone={
+            k: config["backbone"][k]
+            for k in ("name", "input_size", "layers", "weights", "relu")
+        },
+        layer_sets=EVAL["ablation_layer_sets"],
+        alphas=EVAL["pair_alphas"],
+        max_pairs=EVAL["max_eval_pairs"],
+        dense_stride=EVAL["dense_stride"],
+        seed=config["seed"],
     script:
         "../scripts/ablation.py"
 
@@ -32,11 +46,11 @@ rule ablation:
         csv=results("tables", "ablation.csv"),
         md=results("tables", "ablation.md"),
         figure=results("figures", "ablation.png"),
-    params:
-        categories=CATEGORIES,
     log:
         results("logs", "ablation", "table.log"),
     conda:
         "../../envs/sopcorr.yaml"
+    params:
+        categories=CATEGORIES,
     script:
         "../scripts/ablation_table.py"

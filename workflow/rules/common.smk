@@ -32,6 +32,7 @@ ALL_TARGETS = []
 VARIANT = config["manifold"]["variant"]
 VARIANTS = ["paper", "improved"]
 
+
 wildcard_constraints:
     category="[A-Za-z0-9_-]+",
     variant="paper|improved",
@@ -40,6 +41,28 @@ wildcard_constraints:
 def results(*parts):
     """Path under results/<run>/."""
     return "/".join([RESULTS, *parts])
+
+
+#: the results layout: the one place where the files stages hand each other are named
+#: (relative to results/<run>/; {category}, {variant} are wildcards)
+LAYOUT = {
+    "instances": "data/{category}/instances.json",
+    "features": "features/{category}.zarr",
+    "embedding": "manifold/{variant}/{category}/embedded.zarr",
+    "embedding_iter1": "manifold/{variant}/{category}/embedded_iter1.zarr",
+    "labels": "manifold/{variant}/{category}/labels.zarr",
+    "flow": "flow/{variant}/{category}.zarr",
+    "model": "siamese/{variant}/model.pt",
+    "finetuned": "siamese/{variant}/finetuned.pt",
+}
+
+
+def layout(kind, **wildcards):
+    """results/<run>/<LAYOUT[kind]> with the given wildcards filled (others stay wildcards)."""
+    path = LAYOUT[kind]
+    for k, v in wildcards.items():
+        path = path.replace(f"{{{k}}}", str(v))
+    return results(path)
 
 
 def per_category(pattern, **wildcards):
@@ -66,54 +89,146 @@ def dataset_json():
     return []
 
 
+# ---- matchers: each job's params are exactly the config keys its matchers use
+from sopcorr.matchers.methods import METHODS, method_inputs, method_kinds
+
+_FLOW = config["flow"]
+_SIFTFLOW_KEYS = [k for k in _FLOW if k.startswith("siftflow_")]
+
+
+def geometric_keys(fb=False):
+    """The flow.geometric keys of the geometric matcher (fb: with the pseudo ground truth's
+    fb_tolerance) and the seed (RANSAC)."""
+    g = {k: v for k, v in _FLOW["geometric"].items() if fb or k != "fb_tolerance"}
+    return {**g, "seed": config["seed"]}
+
+
+def pseudo_gt_params(variant):
+    """Settings of the pseudo-ground-truth matcher of ``variant`` (sopcorr.matchers.pseudo):
+    the keys that variant's matcher reads, and no others."""
+    if variant == "improved":
+        return {"variant": "improved", "geometric": geometric_keys(fb=True)}
+    out = {
+        "variant": "paper",
+        "method": _FLOW["pseudo_method"],
+        "mutual": _FLOW["mutual"],
+        "min_similarity": _FLOW["min_similarity"],
+    }
+    if _FLOW["pseudo_method"] == "siftflow":
+        out["siftflow"] = {k: _FLOW[k] for k in _SIFTFLOW_KEYS}
+    else:
+        out["refine"] = _FLOW["refine"]
+    return out
+
+
+def execution_devices(wildcards, resources):
+    """The devices a job's matchers and backbones run on ({'flow', 'siamese', 'backbone'}).
+    They change no result, only speed: a params function that takes ``resources`` is a
+    derived param, which Snakemake never counts as a rerun trigger, so changing a device
+    reruns nothing."""
+    return {
+        "flow": _FLOW["device"],
+        "siamese": config["siamese"]["device"],
+        "backbone": config["backbone"]["device"],
+    }
+
+
+def matcher_params(methods, variant=VARIANT):
+    """The ``matchers`` params entry of a job running ``methods`` (sopcorr.matchers.methods:
+    MatcherSettings.from_params): per matcher kind in use, exactly the keys it reads (devices
+    come apart, from execution_devices)."""
+    kinds = method_kinds(methods)
+    out = {}
+    if "nn" in kinds:
+        out["nn"] = {}
+    if "siftflow" in kinds:
+        out["siftflow"] = {k: _FLOW[k] for k in _SIFTFLOW_KEYS}
+        if any(METHODS[m].kind == "siftflow" and METHODS[m].image for m in methods):
+            out["siftflow"]["siftflow_radius"] = config["evaluate"]["siftflow_radius"]
+    if "geometric" in kinds:
+        out["geometric"] = geometric_keys()
+    if "pseudo_gt" in kinds:
+        out["pseudo_gt"] = pseudo_gt_params(variant)
+    if "siamese" in kinds:
+        out["siamese"] = {}
+    return out
+
+
+def matcher_inputs(methods, variant=VARIANT, suffix=""):
+    """Input files (name -> path) the ``methods`` read besides instances and raw features:
+    'embedding', 'embedding_iter1', 'labels', 'model', 'finetuned' (+ ``suffix``)."""
+    return {f"{k}{suffix}": layout(k, variant=variant) for k in method_inputs(methods)}
+
+
 # ---- evaluation (used by evaluate.smk)
 EVAL = config["evaluate"]
 _KIND = config["dataset"]["kind"]
 #: the dataset may have pairs (VOC/Berkeley has none); dense ground truth exists for synthetic data
 EVAL_PAIRS = _KIND != "voc_berkeley"
 EVAL_DENSE = _KIND == "synthetic"
-
-#: inputs (besides the prepared instances and raw features) each method or descriptor needs
-_METHOD_INPUTS = {
-    "nn_embed": ["embed"], "nn_embed_labels": ["embed", "labels"], "pseudo_gt": ["embed"],
-    "nn_embed_iter0": ["embed_iter0"], "ours_embed": ["embed"],
-    "ours_siamese": ["siamese"], "ours_finetuned": ["finetuned"],
-    "ours_geometric": ["embed"], "ours_geometric_prior": ["embed"],
-}
-_INPUT_PATHS = {  # the configured manifold variant's outputs feed the main tables
-    "embed": results("manifold", VARIANT, "{category}", "embedded.zarr"),
-    "embed_iter0": results("manifold", VARIANT, "{category}", "embedded_iter0.zarr"),
-    "labels": results("manifold", VARIANT, "{category}", "labels.zarr"),
-    "siamese": results("siamese", VARIANT, "model.pt"),
-    "finetuned": results("siamese", VARIANT, "finetuned.pt"),
-}
+from sopcorr.evaluate.classify import DESCRIPTOR_METHODS
 
 
-def eval_inputs(*method_lists):
-    """Input dict of a per-category evaluation job for the union of the given methods."""
-    needed = []
-    for names in method_lists:
-        for n in names:
-            needed += _METHOD_INPUTS.get(n, [])
-    out = {
-        "instances": results("data", "{category}", "instances.json"),
-        "features": results("features", "{category}.zarr"),
+def descriptor_methods(descriptors):
+    """The methods whose descriptors Table 1's ``descriptors`` use."""
+    return [DESCRIPTOR_METHODS[d] for d in descriptors if d in DESCRIPTOR_METHODS]
+
+
+def conv_params(descriptors):
+    """The backbone keys of Table 1's conv4/conv5 rows (empty when they are not asked for)."""
+    if not {"conv4", "conv5"} & set(descriptors):
+        return {}
+    bb = config["backbone"]
+    return {
+        "backbone": bb["name"],
+        "layers": EVAL["conv_layers"],
+        "weights": bb["weights"],
+        "relu": bb["relu"],
     }
-    for k in dict.fromkeys(needed):
-        out[k] = _INPUT_PATHS[k]
+
+
+def table_note_params(table):
+    """The config keys a table's notes quote (sopcorr.evaluate.tables.table_notes)."""
+    keys = {
+        "keypoint_classification": ["crop_size", "conv_layers", "k_neighbors"],
+        "keypoint_pck": ["alpha", "k_neighbors"],
+        "dense_synthetic": ["dense_stride"],
+    }.get(table, [])
+    out = {k: EVAL[k] for k in keys}
+    if table == "keypoint_classification":
+        out["backbone"] = config["backbone"]["name"]
     return out
+
+
+def eval_inputs(methods):
+    """Input dict of a per-category evaluation job running ``methods``."""
+    return {
+        "instances": layout("instances"),
+        "features": layout("features"),
+        **matcher_inputs(methods),
+    }
 
 
 # ---- ablation (used by ablation.smk)
+#: the ablation's stages of each variant (sopcorr.evaluate.ablation)
+from sopcorr.evaluate.ablation import variant_stages
+
+ABLATION_STAGES = {v: variant_stages(v) for v in VARIANTS}
+
+
 def ablation_inputs(wildcards):
-    """Inputs of one category's ablation job: both variants' manifold and Siamese outputs."""
-    cat = wildcards.category
+    """Inputs of one category's ablation job: both variants' manifold and Siamese outputs
+    (the files its stages read, suffixed _<variant>)."""
     out = {
-        "instances": results("data", cat, "instances.json"),
-        "features": results("features", f"{cat}.zarr"),
+        "instances": layout("instances", category=wildcards.category),
+        "features": layout("features", category=wildcards.category),
     }
     for v in VARIANTS:
-        out[f"embedded_{v}"] = results("manifold", v, cat, "embedded.zarr")
-        out[f"labels_{v}"] = results("manifold", v, cat, "labels.zarr")
-        out[f"model_{v}"] = results("siamese", v, "finetuned.pt")
+        for k, path in matcher_inputs(ABLATION_STAGES[v], v, f"_{v}").items():
+            out[k] = path.replace("{category}", wildcards.category)
     return out
+
+
+def ablation_matchers():
+    """The ablation job's matcher settings per variant."""
+    return {v: matcher_params(ABLATION_STAGES[v], v) for v in VARIANTS}

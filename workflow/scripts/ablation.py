@@ -1,16 +1,27 @@
 """Snakemake script of rule ablation_category."""
-from sopcorr.evaluate.ablation import run_ablation
+from sopcorr.evaluate.ablation import AblationVariant, BackboneParams, run_ablation
+from sopcorr.evaluate.category import EvalCategory
 from sopcorr.evaluate.tables import write_records
-from sopcorr.scriptutil import run
+from sopcorr.matchers.methods import MatcherSettings
+from sopcorr.scriptutil import evaluation_inputs, limit_threads, run
 
 
 def main(smk):
-    import torch
-
-    torch.set_num_threads(max(1, int(smk.threads)))
-    cfg = smk.config
-    recs = run_ablation(smk.wildcards.category, smk.params.run_dir, cfg,
-                        layer_sets=cfg["evaluate"]["ablation_layer_sets"])
+    limit_threads(smk)
+    p = smk.params
+    variants = {}
+    raw = None
+    for v in p.variants:
+        frames, checkpoints = evaluation_inputs(smk, suffix=f"_{v}")
+        raw = raw or frames["raw"]
+        variants[v] = AblationVariant(frames, checkpoints, MatcherSettings.from_params(p.matchers[v], p.devices))
+    cat = EvalCategory.from_frames(raw)
+    bb = dict(p.backbone)
+    backbone = BackboneParams(**{**bb, "layers": tuple(bb["layers"]) if bb.get("layers") else None,
+                                 "device": p.devices["backbone"]})
+    recs = run_ablation(cat, raw, MatcherSettings.from_params(p.raw_matchers, p.devices), variants, backbone,
+                        layer_sets=p.layer_sets, alphas=p.alphas, max_pairs=p.max_pairs, seed=p.seed,
+                        dense_stride=p.dense_stride)
     write_records(smk.output[0], {"ablation": recs})
 
 

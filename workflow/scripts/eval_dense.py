@@ -1,19 +1,18 @@
 """Dense end-point error and PCK against the synthetic ground truth for one category."""
-
+from sopcorr.evaluate.category import EvalCategory
 from sopcorr.evaluate.dense import run_dense_evaluation
-from sopcorr.evaluate.methods import available_methods
 from sopcorr.evaluate.tables import write_records
-from sopcorr.scriptutil import category_context, run
-
+from sopcorr.matchers.methods import MatcherSettings, build_methods
+from sopcorr.scriptutil import evaluation_inputs, limit_threads, run
 
 
 def main(smk):
-    cfg = smk.config
-    ev = cfg["evaluate"]
-    ctx = category_context(smk)
-    methods = available_methods(ev["dense_methods"], ctx)
-    recs = run_dense_evaluation(ctx, methods, ev["dense_alphas"], ev["dense_stride"],
-                                ev["max_eval_pairs"], cfg["seed"])
+    limit_threads(smk)
+    p = smk.params
+    frames, checkpoints = evaluation_inputs(smk)
+    cat = EvalCategory.from_frames(frames["raw"])
+    methods = build_methods(p.methods, MatcherSettings.from_params(p.matchers, p.devices), frames, checkpoints)
+    recs = run_dense_evaluation(cat, methods, p.alphas, p.stride, p.max_pairs, p.seed)
     write_records(smk.output[0], {"dense": recs})
 
 

@@ -1,13 +1,19 @@
 """Per-category figures: dense correspondence colour maps and keypoint predictions."""
-from sopcorr.scriptutil import category_context, run
+from sopcorr.evaluate.category import EvalCategory
+from sopcorr.matchers.methods import MatcherSettings, build_methods
+from sopcorr.scriptutil import evaluation_inputs, limit_threads, run
 from sopcorr.viz.correspondence import correspondence_figure
 from sopcorr.viz.keypoints import keypoint_figure
 
 
 def main(smk):
-    ctx = category_context(smk)
-    correspondence_figure(ctx, smk.output.correspondence)
-    keypoint_figure(ctx, smk.input.keypoints, smk.output.keypoints)
+    limit_threads(smk)
+    p = smk.params
+    frames, checkpoints = evaluation_inputs(smk)
+    cat = EvalCategory.from_frames(frames["raw"])
+    methods = build_methods(p.methods, MatcherSettings.from_params(p.matchers, p.devices), frames, checkpoints)
+    correspondence_figure(cat, methods, smk.output.correspondence, n_pairs=p.n_pairs)
+    keypoint_figure(cat, smk.input.keypoints, smk.output.keypoints)
 
 
 run(main, snakemake)  # noqa: F821

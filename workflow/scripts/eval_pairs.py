@@ -1,18 +1,18 @@
 """Pair-wise PCK over the dataset's pairs for one category."""
-
-from sopcorr.evaluate.methods import available_methods
+from sopcorr.evaluate.category import EvalCategory
 from sopcorr.evaluate.pairs import run_pair_evaluation
 from sopcorr.evaluate.tables import write_records
-from sopcorr.scriptutil import category_context, run
-
+from sopcorr.matchers.methods import MatcherSettings, build_methods
+from sopcorr.scriptutil import evaluation_inputs, limit_threads, run
 
 
 def main(smk):
-    cfg = smk.config
-    ev = cfg["evaluate"]
-    ctx = category_context(smk)
-    methods = available_methods(ev["pair_methods"], ctx)
-    recs = run_pair_evaluation(ctx, methods, ev["pair_alphas"], ev["max_eval_pairs"], cfg["seed"])
+    limit_threads(smk)
+    p = smk.params
+    frames, checkpoints = evaluation_inputs(smk)
+    cat = EvalCategory.from_frames(frames["raw"])
+    methods = build_methods(p.methods, MatcherSettings.from_params(p.matchers, p.devices), frames, checkpoints)
+    recs = run_pair_evaluation(cat, methods, p.alphas, p.max_pairs, p.seed)
     write_records(smk.output[0], {"pairs": recs})
 
 

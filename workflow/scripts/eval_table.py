@@ -1,11 +1,12 @@
-"""Gather per-category records into one table (CSV, Markdown, LaTeX)."""
+"""Gather per-category records into one table (CSV, Markdown, LaTeX, HTML)."""
 from sopcorr.evaluate.tables import build_table
 from sopcorr.scriptutil import run
 
 
 def main(smk):
-    build_table(smk.params.table, list(smk.input), smk.params.categories, smk.config,
-                smk.output.csv, smk.output.md, smk.output.tex, getattr(smk.output, "html", None))
+    p = smk.params
+    build_table(p.table, list(smk.input), p.categories, dict(p.notes), bool(p.paper_rows),
+                smk.output.csv, smk.output.md, smk.output.tex, smk.output.html)
 
 
 run(main, snakemake)  # noqa: F821

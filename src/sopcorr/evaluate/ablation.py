@@ -6,32 +6,37 @@ Rows are (variant, stage, method):
 * ``raw``       nearest neighbour on raw backbone features, once per layer set
                 (``evaluate.ablation_layer_sets``; the configured layers are the stored features);
 * ``paper`` / ``improved`` — the two manifold variants, each with
-  ``nn_embed_iter0`` (embedding of the first iteration), ``nn_embed`` (last iteration),
-  ``nn_embed_labels`` (matching restricted to the same part label), ``pseudo_gt`` (the pseudo
-  ground truth the Siamese network is trained on; cells it leaves undefined count as misses),
-  ``ours_siamese`` and ``ours_finetuned`` (the Siamese network before/after fine-tuning);
+  ``nn_embed_iter1`` (embedding after the first iteration), ``nn_embed`` (last iteration),
+  ``nn_embed_labels`` (matching restricted to the same part label), ``pseudo_gt`` (the
+  variant's pseudo-ground-truth matcher, the object that writes its flow store; cells it
+  leaves undefined count as misses), ``ours_siamese`` and ``ours_finetuned`` (the Siamese
+  network before/after fine-tuning);
 * the improved variant adds ``geo_raw`` (the geometric matcher on raw features alone: what the
   location prior gives without the manifold) and ``geo_concat`` (the geometric matcher on raw
   features + embedding: the improved pseudo ground truth without its validity mask).
 
-Stages whose inputs are missing are skipped with a logged note.
+Every stage is a named method of :mod:`sopcorr.matchers.methods`; the job's rule declares the
+stores and checkpoints they read.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..geometry import FeatureGrid
-from .methods import CategoryContext, Method, MethodUnavailable, build_method
 
 log = logging.getLogger(__name__)
 
-PAPER_STAGES = ["nn_embed_iter0", "nn_embed", "nn_embed_labels", "pseudo_gt", "ours_siamese", "ours_finetuned"]
-IMPROVED_STAGES = ["nn_embed_iter0", "nn_embed", "nn_embed_labels", "geo_raw", "geo_concat", "pseudo_gt",
+PAPER_STAGES = ["nn_embed_iter1", "nn_embed", "nn_embed_labels", "pseudo_gt", "ours_siamese", "ours_finetuned"]
+IMPROVED_STAGES = ["nn_embed_iter1", "nn_embed", "nn_embed_labels", "geo_raw", "geo_concat", "pseudo_gt",
                    "ours_siamese", "ours_finetuned"]
+
+
+def variant_stages(variant: str) -> list[str]:
+    """The ablation's stages (method names) of ``variant`` ('paper' | 'improved')."""
+    return list(PAPER_STAGES if variant == "paper" else IMPROVED_STAGES)
 
 
 @dataclass
@@ -56,140 +61,90 @@ class MemoryStore:
         return g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
 
 
-def extract_layer_set(ctx: CategoryContext, backbone_cfg: dict, layers: list[str]) -> MemoryStore:
-    """Raw features of one category for another layer set of the configured backbone."""
+@dataclass(frozen=True)
+class BackboneParams:
+    """The configured backbone (config ``backbone``: name, input_size, layers, weights, relu,
+    device) for the extra raw-feature layer sets."""
+
+    name: str
+    input_size: int
+    layers: tuple | None = None
+    weights: str | None = None
+    relu: bool = True
+    device: str = "auto"
+
+    def label(self, layers=None) -> str:
+        """The stage name of nearest neighbour on ``layers`` (default: the configured ones)."""
+        lays = list(layers) if layers is not None else list(self.layers or ["default"])
+        return "nn_raw[" + "+".join(lays) + "]"
+
+
+def extract_layer_set(cat, backbone: BackboneParams, layers: list[str]) -> MemoryStore:
+    """Raw features of one category (an EvalCategory) for another layer set of the backbone."""
     import torch
 
     from ..features.backbones import build_backbone, resolve_device
     from ..features.extract import dense_maps, preprocess
 
-    dev = resolve_device(backbone_cfg.get("device", "auto"))
-    net = build_backbone(backbone_cfg["name"], backbone_cfg["input_size"], layers=layers,
-                         weights=backbone_cfg.get("weights"), device=str(dev))
+    dev = resolve_device(backbone.device)
+    net = build_backbone(backbone.name, backbone.input_size, layers=list(layers), weights=backbone.weights,
+                         device=str(dev))
     feats, valid, grids = [], [], []
     with torch.inference_mode():
-        for i in range(len(ctx.instances)):
-            x, lb = preprocess(ctx.image(i), backbone_cfg["input_size"], net.spec.mean, net.spec.std)
-            m = dense_maps(net, x[None].to(dev), relu=backbone_cfg.get("relu", True))[0].cpu().numpy()
+        for i in range(len(cat.instances)):
+            x, lb = preprocess(cat.image(i), backbone.input_size, net.spec.mean, net.spec.std)
+            m = dense_maps(net, x[None].to(dev), relu=backbone.relu)[0].cpu().numpy()
             g = FeatureGrid(lb, net.out_stride)
             feats.append(m.astype(np.float32))
             valid.append(g.valid_mask())
             grids.append(g)
-    return MemoryStore(np.stack(feats), np.stack(valid), grids, [inst.id for inst in ctx.instances])
+    return MemoryStore(np.stack(feats), np.stack(valid), grids, [inst.id for inst in cat.instances])
 
 
-def variant_context(category: str, run_dir: Path, config: dict, variant: str) -> CategoryContext:
-    """A CategoryContext reading the manifold and Siamese outputs of ``variant``
-    (manifold/<variant>/<category>/, siamese/<variant>/)."""
-    from ..features.store import FeatureStore
+@dataclass
+class AblationVariant:
+    """One variant's inputs: frames ({'raw' | 'embedding' | 'embedding_iter1': FrameSource}),
+    checkpoints ({'model' | 'finetuned': path}) and its MatcherSettings."""
 
-    run_dir = Path(run_dir)
-    ctx = CategoryContext(category, run_dir, config)
-    ctx._cache["variant"] = variant  # lazily found paths are this variant's, never the config's
-    mdir = run_dir / "manifold" / variant / category
-    for kind, name in (("embed", "embedded.zarr"), ("embed_iter0", "embedded_iter0.zarr")):
-        if (mdir / name).is_dir():
-            ctx.stores[kind] = FeatureStore.open(mdir / name)
-    if (mdir / "labels.zarr").exists():
-        import zarr
-
-        z = zarr.open(str(mdir / "labels.zarr"), mode="r")
-        arr = z["labels"] if hasattr(z, "keys") and "labels" in list(z.keys()) else z
-        ctx.labels = np.asarray(arr[:])
-    sdir = run_dir / "siamese" / variant
-    for kind, fname in (("siamese", "model.pt"), ("finetuned", "finetuned.pt")):
-        if (sdir / fname).is_file():
-            from ..siamese.predict import SiameseMatcher
-
-            ctx.matchers[kind] = SiameseMatcher(sdir / fname, device=config.get("siamese", {}).get("device", "auto"))
-    return ctx
+    frames: dict
+    checkpoints: dict
+    settings: object
 
 
-def _geometric_method(ctx: CategoryContext, name: str, use_embedding: bool, fb_valid: bool) -> Method:
-    from ..flow.geometric import (concat_descriptors, forward_backward_valid,
-                                  geometric_correspondence, geometric_params)
-
-    gcfg = ctx.config["flow"]["geometric"]
-    kw = geometric_params(gcfg)
-    weight = float(gcfg["embedding_weight"]) if use_embedding else 0.0
-    raw = ctx.store("raw")
-    emb = ctx.store("embed") if use_embedding else None
-    seed = int(ctx.config.get("seed", 0))
-    cache: dict[int, np.ndarray] = {}
-
-    def desc(i):
-        if i not in cache:
-            cache[i] = concat_descriptors(raw.load(i), emb.load(i) if emb is not None else None, weight)
-        return cache[i]
-
-    def fn(s, t):
-        vs, vt = np.asarray(raw.valid[s], bool), np.asarray(raw.valid[t], bool)
-        fwd = geometric_correspondence(desc(s), desc(t), raw.grid(s), raw.grid(t), vs, vt, seed=seed, **kw)
-        if fb_valid:
-            bwd = geometric_correspondence(desc(t), desc(s), raw.grid(t), raw.grid(s), vt, vs, seed=seed, **kw)
-            fwd.valid = forward_backward_valid(fwd, bwd, raw.grid(t), float(gcfg["fb_tolerance"]))
-        return fwd
-
-    return Method(name, name, fn)
-
-
-def variant_methods(ctx: CategoryContext, variant: str) -> list[tuple[str, Method]]:
-    """(stage, method) pairs of one variant that can run in ``ctx``."""
-    out = []
-    stages = PAPER_STAGES if variant == "paper" else IMPROVED_STAGES
-    for stage in stages:
-        try:
-            if variant == "improved" and stage == "geo_raw":
-                m = _geometric_method(ctx, stage, use_embedding=False, fb_valid=False)
-            elif variant == "improved" and stage == "geo_concat":
-                m = _geometric_method(ctx, stage, use_embedding=True, fb_valid=False)
-            elif variant == "improved" and stage == "pseudo_gt":
-                m = _geometric_method(ctx, stage, use_embedding=True, fb_valid=True)
-            else:
-                m = build_method(stage, ctx)
-        except MethodUnavailable as exc:
-            log.warning("ablation: skipping %s/%s for %s: %s", variant, stage, ctx.category, exc)
-            continue
-        out.append((stage, m))
-    return out
-
-
-def run_ablation(category: str, run_dir: Path, config: dict, variants=("paper", "improved"),
-                 layer_sets: list[list[str]] | None = None, dense: bool = True) -> list[dict]:
+def run_ablation(cat, raw_frames, raw_settings, variants: dict, backbone: BackboneParams,
+                 layer_sets: list[list[str]] = (), alphas=(0.05, 0.1), max_pairs: int | None = None,
+                 seed: int = 0, dense_stride: int = 4, dense: bool = True) -> list[dict]:
     """Records (variant, stage, method, metric, category, value) of every stage for one
-    category. metric: 'pck@<alpha>' (pair-wise, %) and, where the dataset has dense ground truth,
-    'dense_pck@<alpha>' (%), 'dense_epe_px'."""
-    from .dense import run_dense_evaluation
+    category (an :class:`~sopcorr.evaluate.category.EvalCategory`). raw_frames: the raw
+    features' FrameSource; raw_settings: MatcherSettings of nearest neighbour; variants:
+    {'paper' | 'improved': AblationVariant}. metric: 'pck@<alpha>' (pair-wise, %) and, where the
+    dataset has dense ground truth, 'dense_pck@<alpha>' (%), 'dense_epe_px'."""
+    from ..matchers.base import FrameSource
+    from ..matchers.methods import build_method, build_methods
+    from .dense import has_dense_ground_truth, run_dense_evaluation
     from .pairs import run_pair_evaluation
 
-    ev = config["evaluate"]
-    alphas = list(ev["pair_alphas"])
-    rows: list[tuple[str, str, Method, CategoryContext]] = []
-    base = variant_context(category, run_dir, config, variants[0])
-    rows.append(("raw", "nn_raw[" + "+".join(config["backbone"].get("layers") or ["default"]) + "]",
-                 build_method("nn_raw", base), base))
+    rows = [("raw", backbone.label(), build_method("nn_raw", raw_settings, {"raw": raw_frames}))]
     for layers in layer_sets or []:
-        store = extract_layer_set(base, config["backbone"], list(layers))
-        ctx = CategoryContext(category, Path(run_dir), config, stores={"raw": store})
-        ctx.dataset = base.get_dataset()
-        rows.append(("raw", "nn_raw[" + "+".join(layers) + "]", build_method("nn_raw", ctx), ctx))
-    for v in variants:
-        ctx = base if v == variants[0] else variant_context(category, run_dir, config, v)
-        for stage, m in variant_methods(ctx, v):
-            rows.append((v, stage, m, ctx))
-    has_dense = all(inst.canonical and inst.parts for inst in base.instances)
+        store = extract_layer_set(cat, backbone, list(layers))
+        frames = FrameSource(cat.dataset, store, category=cat.category)
+        rows.append(("raw", backbone.label(layers), build_method("nn_raw", raw_settings, {"raw": frames})))
+    for v, inp in variants.items():
+        stages = variant_stages(v)
+        for stage, m in zip(stages, build_methods(stages, inp.settings, inp.frames, inp.checkpoints)):
+            rows.append((v, stage, m))
+    has_dense = dense and has_dense_ground_truth(cat)
     out = []
-    for v, stage, m, ctx in rows:
-        for r in run_pair_evaluation(ctx, [m], alphas, ev.get("max_eval_pairs"), config.get("seed", 0)):
-            out.append(dict(variant=v, stage=stage, metric=f"pck@{r['alpha']:g}", category=category,
+    for v, stage, m in rows:
+        for r in run_pair_evaluation(cat, [m], alphas, max_pairs, seed):
+            out.append(dict(variant=v, stage=stage, metric=f"pck@{r['alpha']:g}", category=cat.category,
                             value=r["value"]))
-        if dense and has_dense:
-            for r in run_dense_evaluation(ctx, [m], alphas, max_pairs=ev.get("max_eval_pairs"),
-                                          seed=config.get("seed", 0)):
+        if has_dense:
+            for r in run_dense_evaluation(cat, [m], alphas, dense_stride, max_pairs=max_pairs, seed=seed):
                 if r["metric"] == "coverage":
                     continue
                 metric = "dense_epe_px" if r["metric"] == "epe_px" else "dense_" + r["metric"]
-                out.append(dict(variant=v, stage=stage, metric=metric, category=category, value=r["value"]))
+                out.append(dict(variant=v, stage=stage, metric=metric, category=cat.category, value=r["value"]))
     for r in out:
         r["method"] = f"{r['variant']}/{r['stage']}"
     return out

@@ -7,8 +7,11 @@ of the test split's visible keypoints whose name is predicted. Descriptors are L
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from ..errors import SopcorrError
 from ..geometry import FeatureGrid, bilinear_sample
 
 
@@ -86,103 +89,119 @@ def svm_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y
 
 
 # ---------------------------------------------------------------------- the per-category driver
+#: Table 1's method descriptors: descriptor name -> the method whose matcher's descriptors
+#: they are (sopcorr.matchers.methods)
+DESCRIPTOR_METHODS = {"ours_embed": "nn_embed", "ours_finetuned": "ours_finetuned"}
+
 #: the two layers standing in for the paper's conv4 / conv5 per backbone
 CONV_LAYERS = {"efficientnet_lite0": ("block10", "block14"), "vgg16": ("conv4_3", "conv5_3")}
 
 
-def _keypoint_sets(ctx, indices):
+@dataclass(frozen=True)
+class ConvDescriptorParams:
+    """The backbone of the conv4/conv5 rows: name, layers (the two layers; None: the
+    backbone's pair in :data:`CONV_LAYERS`), weights (a state-dict path or None), relu,
+    device (speed only)."""
+
+    backbone: str = "efficientnet_lite0"
+    layers: tuple | None = None
+    weights: str | None = None
+    relu: bool = True
+    device: str = "auto"
+
+    def conv_layers(self) -> list[str]:
+        lays = list(self.layers or CONV_LAYERS.get(self.backbone, ()))
+        if len(lays) != 2:
+            raise SopcorrError(f"evaluate.conv_layers: no conv4/conv5 layers for backbone '{self.backbone}' "
+                               f"(set evaluate.conv_layers to two of its layers)")
+        return lays
+
+
+def _keypoint_sets(cat, indices):
     """Visible keypoints of ``indices``: list of (instance index, points (V, 2), name idx (V,))."""
     out = []
     for i in indices:
-        kp = ctx.keypoints(int(i))
+        kp = cat.keypoints(int(i))
         vis = kp[:, 2] > 0
         out.append((int(i), kp[vis, :2], np.flatnonzero(vis)))
     return out
 
 
-def descriptor_functions(ctx, names, crop_size: int, layers=None, device: str = "cpu"):
-    """{descriptor name: f(instance index, points (V, 2)) -> (V, D)} for the requested
-    ``names``: 'sift_r<radius>', 'conv4', 'conv5' (the backbone's two layers of
-    :data:`CONV_LAYERS` or ``layers``), 'ours_embed' (the manifold embedding), 'ours_finetuned'
-    (the fine-tuned network's dense descriptor). SIFT and conv descriptors follow Long et al.:
-    the box warped to crop_size x crop_size. Unavailable inputs raise MethodUnavailable."""
-    from ..geometry import FeatureGrid, Letterbox
-    from .methods import MethodUnavailable
+def _conv_functions(cat, crop_size: int, conv: ConvDescriptorParams):
+    """{'conv4': f, 'conv5': f}: the backbone's two layers on the box warped to crop_size."""
+    import torch
 
+    from ..features.backbones import build_backbone
+    from ..features.extract import combine_layers, preprocess
+
+    lays = conv.conv_layers()
+    net = build_backbone(conv.backbone, crop_size, layers=lays, weights=conv.weights, device=conv.device)
+    cache: dict = {}
+
+    def maps(i):
+        if i not in cache:
+            crop, sc, off = crop_object(cat.image(i), cat.bbox(i), crop_size)
+            x, lb = preprocess(crop, crop_size, net.spec.mean, net.spec.std)
+            with torch.no_grad():
+                feats = net(x[None].to(next(net.parameters()).device))
+            cache.clear()
+            cache[i] = ({l: combine_layers(feats, [l], relu=conv.relu)[0].cpu().numpy() for l in lays},
+                        lb, sc, off)
+        return cache[i]
+
+    def fn(layer):
+        def f(i, pts):
+            m, lb, sc, off = maps(i)
+            return map_descriptors(m[layer], FeatureGrid(lb, net.strides[layer]), to_crop(pts, sc, off))
+        return f
+
+    return {"conv4": fn(lays[0]), "conv5": fn(lays[1])}
+
+
+def descriptor_functions(cat, names, crop_size: int, conv: ConvDescriptorParams | None = None,
+                         matchers: dict | None = None):
+    """{descriptor name: f(instance index, points (V, 2)) -> (V, D)} for the requested
+    ``names``: 'sift_r<radius>', 'conv4', 'conv5' (two layers of the backbone of ``conv``),
+    and method descriptors: ``matchers`` maps a name ('ours_embed', 'ours_finetuned') to a
+    :class:`~sopcorr.matchers.methods.Method` whose matcher's ``descriptors(frame)`` is
+    sampled at the points. SIFT and conv descriptors follow Long et al.: the box warped to
+    crop_size x crop_size. cat: an :class:`~sopcorr.evaluate.category.EvalCategory`."""
     fns = {}
-    net = None
     for name in names:
         if name.startswith("sift_r"):
             r = float(name[len("sift_r"):])
 
             def f(i, pts, r=r):
-                crop, sc, off = crop_object(ctx.image(i), ctx.bbox(i), crop_size)
+                crop, sc, off = crop_object(cat.image(i), cat.bbox(i), crop_size)
                 return sift_descriptors(crop, to_crop(pts, sc, off), r)
             fns[name] = f
         elif name in ("conv4", "conv5"):
-            if net is None:
-                import torch
+            if "conv4" not in fns:
+                if conv is None:
+                    raise SopcorrError(f"descriptor {name}: no backbone given for the conv rows")
+                fns.update(_conv_functions(cat, crop_size, conv))
+        elif matchers and name in matchers:
+            m = matchers[name]
 
-                from ..features.backbones import build_backbone
-                from ..features.extract import combine_layers, preprocess
-
-                bb = ctx.config.get("backbone", {})
-                bname = bb.get("name", "efficientnet_lite0")
-                lays = list(layers or CONV_LAYERS.get(bname, ()))
-                if len(lays) != 2:
-                    raise MethodUnavailable(f"no conv4/conv5 layers for backbone '{bname}'")
-                net = build_backbone(bname, crop_size, layers=lays, weights=bb.get("weights"), device=device)
-                cache: dict = {}
-
-                def maps(i):
-                    if i not in cache:
-                        crop, sc, off = crop_object(ctx.image(i), ctx.bbox(i), crop_size)
-                        x, lb = preprocess(crop, crop_size, net.spec.mean, net.spec.std)
-                        with torch.no_grad():
-                            feats = net(x[None].to(next(net.parameters()).device))
-                        cache.clear()
-                        cache[i] = ({l: combine_layers(feats, [l], relu=bb.get("relu", True))[0].cpu().numpy()
-                                     for l in lays}, lb, sc, off)
-                    return cache[i]
-            layer = lays[0] if name == "conv4" else lays[1]
-
-            def f(i, pts, layer=layer):
-                m, lb, sc, off = maps(i)
-                return map_descriptors(m[layer], FeatureGrid(lb, net.strides[layer]), to_crop(pts, sc, off))
-            fns[name] = f
-        elif name == "ours_embed":
-            st = ctx.store("embed")
-            fns[name] = lambda i, pts, st=st: map_descriptors(st.load(i), st.grid(i), pts)
-        elif name == "ours_finetuned":
-            mt = ctx.matcher("finetuned")
-
-            def f(i, pts, mt=mt):
-                fm, grid = mt.features(ctx.image(i))
-                return map_descriptors(fm, grid, pts)
+            def f(i, pts, m=m):
+                d, grid = m.matcher.descriptors(m.frames[i])
+                return map_descriptors(d, grid, pts)
             fns[name] = f
         else:
-            raise MethodUnavailable(f"unknown classification descriptor '{name}'")
-    return fns
+            raise SopcorrError(f"unknown classification descriptor '{name}' (or no method given for it)")
+    return {n: fns[n] for n in names}
 
 
-def run_svm_baselines(ctx, names, crop_size: int = 128, layers=None, C: float = 1.0, seed: int = 0,
-                      device: str = "cpu") -> list[dict]:
+def run_svm_baselines(cat, names, crop_size: int = 128, conv: ConvDescriptorParams | None = None,
+                      matchers: dict | None = None, C: float = 1.0, seed: int = 0) -> list[dict]:
     """Table 1 (a) for one category: records (method '<descriptor>_svm', category, value %,
-    correct, total); descriptors whose inputs are missing are skipped with a logged note."""
-    import logging
-
-    from .methods import MethodUnavailable
-
-    log = logging.getLogger(__name__)
-    train = _keypoint_sets(ctx, ctx.split_indices("train"))
-    test = _keypoint_sets(ctx, ctx.split_indices("test"))
+    correct, total) for every descriptor of ``names`` (see :func:`descriptor_functions`)."""
+    train = _keypoint_sets(cat, cat.split_indices("train"))
+    test = _keypoint_sets(cat, cat.split_indices("test"))
+    fns = descriptor_functions(cat, names, crop_size, conv, matchers)
     out = []
     for name in names:
-        try:
-            f = descriptor_functions(ctx, [name], crop_size, layers, device)[name]
-        except MethodUnavailable as exc:
-            log.warning("skipping descriptor %s for %s: %s", name, ctx.category, exc)
-            continue
+        f = fns[name]
 
         def stack(sets):
             xs = [f(i, pts) for i, pts, _ in sets if len(pts)]
@@ -194,6 +213,6 @@ def run_svm_baselines(ctx, names, crop_size: int = 128, layers=None, C: float = 
         xtr, ytr = stack(train)
         xte, yte = stack(test)
         c, t = svm_accuracy(xtr, ytr, xte, yte, C=C, seed=seed)
-        out.append(dict(method=f"{name}_svm", category=ctx.category, value=100.0 * c / max(t, 1),
+        out.append(dict(method=f"{name}_svm", category=cat.category, value=100.0 * c / max(t, 1),
                         correct=c, total=t))
     return out

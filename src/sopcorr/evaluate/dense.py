@@ -62,19 +62,19 @@ def evaluate_dense_pair(corr: DenseCorrespondence, gt_field: np.ndarray, target_
     return res
 
 
-def ground_truth_field(ctx, src: int, tgt: int, stride: int = 1) -> np.ndarray:
+def ground_truth_field(cat, src: int, tgt: int, stride: int = 1) -> np.ndarray:
     """(H, W, 2) dense ground truth source -> target from the instances' canonical maps and
     part masks (``sopcorr.data.groundtruth``), computed only at the pixels
-    :func:`sample_points` samples with ``stride`` (NaN elsewhere); raises MethodUnavailable
-    without ground truth."""
-    from .methods import MethodUnavailable
+    :func:`sample_points` samples with ``stride`` (NaN elsewhere); DatasetError without ground
+    truth. cat: an :class:`~sopcorr.evaluate.category.EvalCategory`."""
+    from ..errors import DatasetError
 
-    a, b = ctx.instances[src], ctx.instances[tgt]
+    a, b = cat.instances[src], cat.instances[tgt]
     if not (a.canonical and a.parts and b.canonical and b.parts):
-        raise MethodUnavailable(f"no canonical/parts ground truth for {a.id} -> {b.id}")
+        raise DatasetError(f"no canonical/parts ground truth for {a.id} -> {b.id}")
     from ..data import groundtruth as gt
 
-    ds = ctx.get_dataset()
+    ds = cat.dataset
     canon_s, parts_s = gt.read_canonical(ds.path(a.canonical)), gt.read_parts(ds.path(a.parts))
     off = stride // 2
     sub = gt.dense_correspondence(canon_s[off::stride, off::stride], parts_s[off::stride, off::stride],
@@ -84,21 +84,24 @@ def ground_truth_field(ctx, src: int, tgt: int, stride: int = 1) -> np.ndarray:
     return out
 
 
-def run_dense_evaluation(ctx, methods, alphas=(0.05, 0.1), stride: int = 4,
+def has_dense_ground_truth(cat) -> bool:
+    """Whether every instance has canonical and part maps."""
+    return all(inst.canonical and inst.parts for inst in cat.instances)
+
+
+def run_dense_evaluation(cat, methods, alphas=(0.05, 0.1), stride: int = 4,
                          max_pairs: int | None = None, seed: int = 0, progress=None) -> list[dict]:
     """Dense metrics for one category over its evaluation pairs: records (method, metric,
     category, value, n_pairs) with metric in 'epe_px', 'pck@<a>' (in %), 'coverage' (in %)."""
-    from .pairs import eval_pairs
-
-    pairs = eval_pairs(ctx, max_pairs, seed)
+    pairs = cat.pairs(max_pairs, seed)
     fields = {}
     for s, t in pairs:
-        fields[(s, t)] = ground_truth_field(ctx, s, t, stride)
+        fields[(s, t)] = ground_truth_field(cat, s, t, stride)
     out = []
     for m in methods:
         per = []
         for s, t in pairs:
-            per.append(evaluate_dense_pair(m.correspondence(s, t), fields[(s, t)], ctx.bbox(t), alphas, stride))
+            per.append(evaluate_dense_pair(m.correspondence(s, t), fields[(s, t)], cat.bbox(t), alphas, stride))
             if progress is not None:
                 progress()
         keys = ["epe_px", *[f"pck@{a:g}" for a in alphas], "coverage"]
@@ -106,6 +109,6 @@ def run_dense_evaluation(ctx, methods, alphas=(0.05, 0.1), stride: int = 4,
             vals = np.array([p[k] for p in per if p["n_points"] > 0], dtype=float)
             vals = vals[np.isfinite(vals)]
             v = float(vals.mean()) if len(vals) else float("nan")
-            out.append(dict(method=m.name, metric=k, category=ctx.category,
+            out.append(dict(method=m.name, metric=k, category=cat.category,
                             value=v if k == "epe_px" else 100.0 * v, n_pairs=len(vals)))
     return out

@@ -144,13 +144,13 @@ def threshold_queries(train: np.ndarray, n: int | None, seed: int) -> np.ndarray
     return np.sort(rng.choice(train, size=n, replace=False))
 
 
-def run_keypoint_evaluation(ctx, methods, k: int, alpha: float, sigma_min: float = 0.1,
+def run_keypoint_evaluation(cat, methods, k: int, alpha: float, sigma_min: float = 0.1,
                             vote_sigma: float = 0.1, n_threshold_queries: int | None = None,
                             seed: int = 0, progress=None):
     """Keypoint localisation (PCK) and classification by transfer for one category.
 
-    ctx: a :class:`~sopcorr.evaluate.methods.CategoryContext`; methods: built
-    :class:`~sopcorr.evaluate.methods.Method` objects. Test-split queries retrieve their K
+    cat: an :class:`~sopcorr.evaluate.category.EvalCategory`; methods: built
+    :class:`~sopcorr.matchers.methods.Method` objects. Test-split queries retrieve their K
     neighbours among the train split (global descriptors of the raw feature store); the
     absence threshold is chosen per method on train-split queries.
 
@@ -162,18 +162,17 @@ def run_keypoint_evaluation(ctx, methods, k: int, alpha: float, sigma_min: float
     from .retrieval import retrieve
     from .transfer import transfer_from_neighbours
 
-    store = ctx.store("raw")
-    train = ctx.split_indices("train")
-    test = ctx.split_indices("test")
+    train = cat.split_indices("train")
+    test = cat.split_indices("test")
     loc, cls, preds, loc_all = [], [], {}, []
     if len(train) < 2 or len(test) == 0:
         return loc, cls, preds, loc_all
-    g = np.asarray(store.global_desc)
+    g = np.asarray(cat.global_desc)
     nb_test = retrieve(g, test, train, k)
     thr_q = threshold_queries(train, n_threshold_queries, seed)
     nb_thr = retrieve(g, thr_q, train, k)
-    kps = {i: ctx.keypoints(i) for i in range(len(ctx.instances))}
-    boxes = {i: ctx.bbox(i) for i in range(len(ctx.instances))}
+    kps = {i: cat.keypoints(i) for i in range(len(cat.instances))}
+    boxes = {i: cat.bbox(i) for i in range(len(cat.instances))}
     groups: dict[str, list] = {}
     for m in methods:
         groups.setdefault(m.base, []).append(m)
@@ -197,16 +196,16 @@ def run_keypoint_evaluation(ctx, methods, k: int, alpha: float, sigma_min: float
             r_test = [evaluate_query(nt, kps[int(q)], boxes[int(q)], alpha, m.prior, sigma_min, vote_sigma,
                                      int(q), nb) for q, nt, nb in zip(test, nt_test, nb_test)]
             c, t = localisation_counts(r_test, thr)
-            loc.append(dict(method=m.name, category=ctx.category, value=100.0 * c / max(t, 1),
+            loc.append(dict(method=m.name, category=cat.category, value=100.0 * c / max(t, 1),
                             correct=c, total=t, threshold=thr))
             c, t = localisation_counts(r_test, -np.inf)
-            loc_all.append(dict(method=m.name, category=ctx.category, value=100.0 * c / max(t, 1),
+            loc_all.append(dict(method=m.name, category=cat.category, value=100.0 * c / max(t, 1),
                                 correct=c, total=t))
             if not m.prior:
                 c2, t2 = classification_counts(r_test)
-                cls.append(dict(method=f"{m.name}_transfer", category=ctx.category,
+                cls.append(dict(method=f"{m.name}_transfer", category=cat.category,
                                 value=100.0 * c2 / max(t2, 1), correct=c2, total=t2))
-            preds[m.name] = [dict(index=r.index, id=ctx.instances[r.index].id,
+            preds[m.name] = [dict(index=r.index, id=cat.instances[r.index].id,
                                   xy=np.round(r.xy, 3).tolist(),
                                   present=(np.isfinite(r.score) & (r.score >= thr)
                                            & np.isfinite(r.xy).all(axis=1)).tolist(),

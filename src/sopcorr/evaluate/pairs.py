@@ -3,7 +3,10 @@
 For an ordered pair (source, target) of the dataset's ``pairs``, the source's keypoints that are
 visible in both images are mapped through the method's correspondence source -> target; a
 keypoint is correct within alpha * max(target box h, w). A point the method leaves undefined
-counts as wrong. A category's PCK pools the keypoints of all its pairs (correct / total).
+counts as wrong. A category's PCK pools the keypoints of all its pairs (correct / total); each
+record also carries ``per_pair``, every pair's own PCK (%) over its keypoints visible in both
+(pairs without such keypoints left out), from which the tables' ``per_pair`` column averages
+over all pairs of all categories (the PF-WILLOW / PF-PASCAL / SPair papers' number).
 """
 from __future__ import annotations
 
@@ -32,36 +35,31 @@ def pair_counts(corr: DenseCorrespondence, src_kps: np.ndarray, tgt_kps: np.ndar
     return out
 
 
-def eval_pairs(ctx, max_pairs: int | None = None, seed: int = 0) -> list[tuple[int, int]]:
-    """The category's evaluation pairs as (src, tgt) instance indices: the dataset's ``pairs``
-    (all, or ``max_pairs`` of them drawn with ``seed``, in their original order)."""
-    idx = {inst.id: i for i, inst in enumerate(ctx.instances)}
-    pairs = [(idx[a], idx[b]) for a, b in ctx.get_dataset().pairs if a in idx and b in idx]
-    if max_pairs is not None and len(pairs) > max_pairs:
-        keep = np.sort(np.random.default_rng(seed).choice(len(pairs), size=max_pairs, replace=False))
-        pairs = [pairs[j] for j in keep]
-    return pairs
-
-
-def run_pair_evaluation(ctx, methods, alphas, max_pairs: int | None = None, seed: int = 0,
+def run_pair_evaluation(cat, methods, alphas, max_pairs: int | None = None, seed: int = 0,
                         progress=None) -> list[dict]:
-    """Pair-wise PCK for one category: records (method, alpha, category, value %, correct,
-    total) pooled over the pairs' keypoints."""
-    pairs = eval_pairs(ctx, max_pairs, seed)
+    """Pair-wise PCK for one category (cat: :class:`~sopcorr.evaluate.category.EvalCategory`;
+    methods: :class:`~sopcorr.matchers.methods.Method` objects): records (method, alpha,
+    category, value %, correct, total, per_pair) pooled over the pairs' keypoints; per_pair:
+    the list of each pair's PCK (%)."""
+    pairs = cat.pairs(max_pairs, seed)
     out = []
     if not pairs:
         return out
     for m in methods:
         tot = {a: [0, 0] for a in alphas}
+        per = {a: [] for a in alphas}
         for s, t in pairs:
-            res = pair_counts(m.correspondence(s, t), ctx.keypoints(s), ctx.keypoints(t), ctx.bbox(t), alphas)
+            res = pair_counts(m.correspondence(s, t), cat.keypoints(s), cat.keypoints(t), cat.bbox(t), alphas)
             for a, (c, n) in res.items():
                 tot[a][0] += c
                 tot[a][1] += n
+                if n:
+                    per[a].append(100.0 * c / n)
             if progress is not None:
                 progress()
         for a in alphas:
             c, n = tot[a]
-            out.append(dict(method=m.name, alpha=float(a), category=ctx.category,
-                            value=100.0 * c / n if n else float("nan"), correct=c, total=n))
+            out.append(dict(method=m.name, alpha=float(a), category=cat.category,
+                            value=100.0 * c / n if n else float("nan"), correct=c, total=n,
+                            per_pair=per[a]))
     return out

@@ -264,44 +264,69 @@ def method_order(methods) -> list[str]:
     return [m for m in methods if not m.startswith("ours")] + [m for m in methods if m.startswith("ours")]
 
 
-def table_notes(table: str, config: dict) -> list[str]:
-    ev = config.get("evaluate", {})
-    bb = config.get("backbone", {})
-    notes = []
+def table_notes(table: str, notes: dict) -> list[str]:
+    """The notes under ``table``; ``notes`` holds the config values they quote (the eval_table
+    rule's ``notes`` params: crop_size, conv_layers, backbone, k_neighbors, alpha,
+    dense_stride, as the table needs)."""
+    ev = notes
+    out = []
     if table == "keypoint_classification":
-        notes.append("Rows '<descriptor>_svm': one-vs-all linear SVM per category on descriptors at the "
-                     f"ground-truth keypoints of the box warped to {ev.get('crop_size')} px "
-                     f"(conv4/conv5: layers {ev.get('conv_layers') or 'default'} of {bb.get('name')}); "
-                     f"rows '<method>_transfer': name vote of the K = {ev.get('k_neighbors')} retrieved "
-                     "training objects' keypoints mapped through the method's dense correspondence.")
+        out.append("Rows '<descriptor>_svm': one-vs-all linear SVM per category on descriptors at the "
+                   f"ground-truth keypoints of the box warped to {ev.get('crop_size')} px "
+                   f"(conv4/conv5: layers {ev.get('conv_layers') or 'default'} of {ev.get('backbone')}); "
+                   f"rows '<method>_transfer': name vote of the K = {ev.get('k_neighbors')} retrieved "
+                   "training objects' keypoints mapped through the method's dense correspondence.")
     elif table == "keypoint_pck":
-        notes.append(f"PCK at alpha = {ev.get('alpha')} of max(box h, w) over visible keypoints; "
-                     f"K = {ev.get('k_neighbors')} retrieved training objects; absence threshold chosen on the "
-                     "train split; '_prior' rows multiply scores by a Gaussian location prior.")
+        out.append(f"PCK at alpha = {ev.get('alpha')} of max(box h, w) over visible keypoints; "
+                   f"K = {ev.get('k_neighbors')} retrieved training objects; absence threshold chosen on the "
+                   "train split; '_prior' rows multiply scores by a Gaussian location prior.")
     elif table == "keypoint_pck_no_absence":
-        notes.append(f"As keypoint_pck but no name is ever predicted absent (threshold -inf): isolates the "
-                     "localisation quality from the absence decision.")
+        out.append("As keypoint_pck but no name is ever predicted absent (threshold -inf): isolates the "
+                   "localisation quality from the absence decision.")
     elif table == "pair_pck":
-        notes.append("Keypoints visible in both images mapped source -> target; alpha of max(target box h, w); "
-                     "pooled over the pairs' keypoints.")
+        out.append("Keypoints visible in both images mapped source -> target; alpha of max(target box h, w); "
+                   "each category pools its pairs' keypoints, 'mean' is the mean of the categories; "
+                   "'per_pair' is the mean over all pairs of all categories of each pair's PCK over its "
+                   "keypoints visible in both (the PF-WILLOW / PF-PASCAL / SPair papers' number).")
     elif table == "dense_synthetic":
-        notes.append(f"Object pixels visible in both images, sampled every {ev.get('dense_stride')} px; "
-                     "PCK at alpha of max(target box h, w); undefined matches count as wrong in PCK, "
-                     "are left out of the end-point error, and coverage is the fraction defined.")
-    return notes
+        out.append(f"Object pixels visible in both images, sampled every {ev.get('dense_stride')} px; "
+                   "PCK at alpha of max(target box h, w); undefined matches count as wrong in PCK, "
+                   "are left out of the end-point error, and coverage is the fraction defined.")
+    return out
 
 
-def build_table(table: str, inputs, categories: list[str], config: dict, csv_path, md_path=None,
-                tex_path=None, html_path=None) -> pd.DataFrame:
+def per_pair_column(records: pd.DataFrame, table: pd.DataFrame, categories: list[str],
+                    keys: tuple[str, ...]) -> pd.Series:
+    """The ``per_pair`` column of a wide table: per row (method, *keys), the mean of the
+    records' ``per_pair`` lists over all categories (NaN when a category is missing)."""
+    vals = []
+    for _, row in table.iterrows():
+        sub = records[records["method"] == row["method"]]
+        for k in keys:
+            sub = sub[sub[k] == row[k]]
+        if set(categories) - set(sub["category"]):
+            vals.append(float("nan"))
+            continue
+        per = [v for lst in sub["per_pair"] for v in (lst or []) if v is not None]
+        vals.append(float(np.mean(per)) if per else float("nan"))
+    return pd.Series(vals, index=table.index, dtype=float)
+
+
+def build_table(table: str, inputs, categories: list[str], notes: dict, with_paper_rows: bool, csv_path,
+                md_path=None, tex_path=None, html_path=None) -> pd.DataFrame:
     """Gather the per-category result files ``inputs`` into ``table`` (see :data:`TABLES`) and
-    write CSV / Markdown / LaTeX. The paper's numbers are appended for the voc_berkeley
-    dataset."""
+    write CSV / Markdown / LaTeX (/ HTML). notes: the config values the notes quote
+    (:func:`table_notes`); with_paper_rows: append the paper's numbers (the voc_berkeley dataset).
+    Tables whose records carry ``per_pair`` lists (pair_pck) get a ``per_pair`` column after
+    ``mean``."""
     section, keys, decimals, title = TABLES[table]
     rec = read_records(inputs, section)
     order = method_order(rec["method"]) if len(rec) else []
     df = wide_table(rec, list(categories), order, keys)
-    notes = table_notes(table, config)
-    if config.get("dataset", {}).get("kind") == "voc_berkeley" and not keys:
+    if table == "pair_pck":
+        df["per_pair"] = per_pair_column(rec, df, list(categories), keys) if len(rec) else pd.Series(dtype=float)
+    notes = table_notes(table, notes)
+    if with_paper_rows and not keys:
         prow, src = paper_rows(table, list(categories))
         if len(prow):
             df = pd.concat([df, prow], ignore_index=True)

@@ -27,7 +27,9 @@ the graph cut). This module exploits it between the two images of a pair:
    not depend on the resolution.
 
 All arrays follow sopcorr.geometry: feature grids (H, W, C), validity (H, W), results as a
-:class:`~sopcorr.geometry.DenseCorrespondence`.
+:class:`~sopcorr.geometry.DenseCorrespondence`. The matcher over frames (descriptors of raw
+features + embedding, settings, the pseudo ground truth's forward-backward check) is
+:mod:`sopcorr.matchers.geometric`.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ import torch.nn.functional as F
 from ..geometry import DenseCorrespondence, FeatureGrid
 
 __all__ = ["Affine", "fit_affine_ransac", "fit_affine_models", "assign_models",
-           "neighbourhood_descriptors", "mutual_matches", "geometric_correspondence"]
+           "neighbourhood_descriptors", "mutual_matches", "geometric_correspondence", "PRIORS"]
 
 PRIORS = ("global", "piecewise")
 
@@ -252,68 +254,3 @@ def geometric_correspondence(feat_src: np.ndarray, feat_tgt: np.ndarray, grid_sr
     target_xy = grid_tgt.cell_to_image(cells).reshape(hs, ws, 2)
     return DenseCorrespondence(target_xy=target_xy, score=score, valid=vs.copy(), grid=grid_src,
                                interpolation="nearest")
-
-
-def concat_descriptors(raw: np.ndarray, embedded: np.ndarray | None, weight: float) -> np.ndarray:
-    """(H, W, C1) raw features and (H, W, C2) embedded features -> (H, W, C1 + C2): each block
-    L2-normalised per cell, the embedding scaled by ``weight`` (its share of the cosine).
-    ``embedded`` None or weight 0 returns the normalised raw features."""
-    r = np.asarray(raw, dtype=np.float32)
-    r = r / np.maximum(np.linalg.norm(r, axis=-1, keepdims=True), 1e-12)
-    if embedded is None or weight <= 0:
-        return r
-    e = np.asarray(embedded, dtype=np.float32)
-    e = e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
-    return np.concatenate([r, np.float32(weight) * e], axis=-1)
-
-
-def forward_backward_valid(fwd: DenseCorrespondence, bwd: DenseCorrespondence, grid_tgt: FeatureGrid,
-                           tolerance: float) -> np.ndarray:
-    """(H, W) bool: source cells whose match, mapped back by ``bwd`` (target -> source), lands
-    within ``tolerance`` cells of where it started (cycle consistency)."""
-    hs, ws = fwd.valid.shape
-    back_xy, _ = bwd.transfer(fwd.target_xy.reshape(-1, 2), mode="nearest")
-    back_cr = fwd.grid.image_to_cell(back_xy).reshape(hs, ws, 2)
-    ys, xs = np.mgrid[0:hs, 0:ws]
-    err = np.hypot(back_cr[..., 0] - xs, back_cr[..., 1] - ys)
-    return fwd.valid & (err <= tolerance)
-
-
-def geometric_params(cfg: dict) -> dict:
-    """Keyword arguments of :func:`geometric_correspondence` from config ``flow.geometric``."""
-    keys = ("strength", "consensus_radius", "consensus_gate", "prior", "max_models", "min_support",
-            "bandwidth", "ransac_threshold", "ransac_iterations")
-    return {k: cfg[k] for k in keys if k in cfg}
-
-
-def geometric_pseudo_flows(raw_store, embed_store, pairs, cfg: dict, seed: int = 0,
-                           progress: bool = False) -> dict:
-    """Pseudo ground truth of the improved variant for ordered ``pairs`` [(i, j)]: the geometric
-    matcher on raw features concatenated with the embedding, valid where forward-backward
-    consistent. Returns {'target_xy': (P, H, W, 2), 'valid': (P, H, W), 'score': (P, H, W)} in
-    the layout of :func:`sopcorr.flow.pseudo.write_flow_store`."""
-    from tqdm import tqdm
-
-    kw = geometric_params(cfg)
-    w = float(cfg.get("embedding_weight", 0.5))
-    tol = float(cfg.get("fb_tolerance", 1.5))
-    n, h, wd = raw_store.valid.shape
-    cache: dict[int, np.ndarray] = {}
-
-    def desc(i):
-        if i not in cache:
-            emb = embed_store.load(i) if embed_store is not None else None
-            cache[i] = concat_descriptors(raw_store.load(i), emb, w)
-        return cache[i]
-
-    out = {"target_xy": np.zeros((len(pairs), h, wd, 2), np.float32),
-           "valid": np.zeros((len(pairs), h, wd), bool), "score": np.zeros((len(pairs), h, wd), np.float32)}
-    for p, (i, j) in enumerate(tqdm(pairs, disable=not progress, desc="geometric pseudo flow")):
-        vi, vj = np.asarray(raw_store.valid[i], bool), np.asarray(raw_store.valid[j], bool)
-        gi, gj = raw_store.grid(i), raw_store.grid(j)
-        fwd = geometric_correspondence(desc(i), desc(j), gi, gj, vi, vj, seed=seed, **kw)
-        bwd = geometric_correspondence(desc(j), desc(i), gj, gi, vj, vi, seed=seed, **kw)
-        out["target_xy"][p] = fwd.target_xy
-        out["score"][p] = fwd.score
-        out["valid"][p] = forward_backward_valid(fwd, bwd, gj, tol)
-    return out

@@ -1,13 +1,15 @@
-"""Pseudo-ground-truth dense flows: nearest neighbours on the manifold-embedded features of
-sampled same-category image pairs, stored per category (``results/<run>/flow/<cat>.zarr``).
+"""Pseudo-ground-truth dense flows of sampled same-category image pairs, computed by the
+pseudo-ground-truth matcher (:mod:`sopcorr.matchers.pseudo`: nearest neighbours on the
+manifold embedding in the paper's variant, the geometric matcher in the improved one) and
+stored per category (``results/<run>/flow/<variant>/<cat>.zarr``).
 
 Store layout (zarr v3 group)::
 
     pairs      (P, 2) int32   (source, target) image indices into the category's image order
     target_xy  (P, H, W, 2) float32  target *image* coordinates (x, y) matched to each source
                cell of the source's feature grid; chunk (<=16, H, W, 2)
-    valid      (P, H, W) bool  trusted cells (source cell valid, mutual NN if asked, score >=
-               min_similarity)
+    valid      (P, H, W) bool  trusted cells (the matcher's validity: mutual / forward-backward
+               consistent, score >= min_similarity, as its settings say)
     score      (P, H, W) float32  cosine similarity of the match
     attrs      image_ids, image_hw (N x [h, w]), input_size, stride (the embedded store's
                feature geometry: each pair's source FeatureGrid is FeatureGrid(Letterbox(h, w,
@@ -31,11 +33,9 @@ import zarr
 from ..errors import DatasetError, SopcorrError
 from ..geometry import DenseCorrespondence, FeatureGrid, Letterbox, bilinear_sample
 from ..io import atomic_path
-from .nn import nearest_neighbour
-from .siftflow import siftflow_correspondence
 
 __all__ = ["sample_pairs", "category_seed", "pseudo_flows", "write_flow_store", "FlowStore",
-           "upsample_to_input", "forward_backward_consistent"]
+           "upsample_to_input"]
 
 log = logging.getLogger(__name__)
 
@@ -72,80 +72,41 @@ def sample_pairs(n_images: int, n_pairs: int, seed, ids: Sequence[int] | None = 
     return [(int(pool[i]), int(pool[j])) for i, j in zip(a, b)]
 
 
-def pseudo_flows(store, pairs: Sequence[tuple[int, int]], mutual: bool = True,
-                 min_similarity: float = 0.0, refine: str = "none", labels=None,
-                 device: str = "cpu", progress: bool = False, method: str = "nn",
-                 siftflow_params: dict | None = None) -> dict[str, np.ndarray]:
-    """Nearest-neighbour flows of ``pairs`` on the features of ``store``.
+def pseudo_flows(matcher, frames, pairs: Sequence[tuple[int, int]], progress: bool = False
+                 ) -> dict[str, np.ndarray]:
+    """The pseudo-ground-truth correspondences of ``pairs`` by ``matcher``.
 
-    store: a :class:`sopcorr.features.store.FeatureStore` (or a path to one; the manifold's
-    ``embedded.zarr`` has the same layout); pairs: (source, target) image indices; mutual:
-    keep only mutual nearest neighbours; min_similarity: cells with a lower cosine similarity
-    are not valid; refine: 'none' or 'softargmax' (see :func:`sopcorr.flow.nn.nearest_neighbour`);
-    labels: optional (N, H, W) int part labels for label-constrained matching;
-    method: 'nn' (the paper: nearest neighbours) or 'siftflow' (the SIFT-flow-style optimiser
-    of :mod:`sopcorr.flow.siftflow` on the same features, ``siftflow_params`` passed to it;
-    ``mutual`` then means forward-backward consistency (:func:`forward_backward_consistent`),
-    ``refine`` and ``labels`` do not apply, ``min_similarity`` does).
+    matcher: the pseudo-ground-truth matcher (:func:`sopcorr.matchers.pseudo.build_pseudo_gt`;
+    any object with ``correspondence(src_frame, tgt_frame)``); frames: the category's frames
+    (:class:`sopcorr.matchers.base.FrameSource`, indexable by image index; every frame on the
+    same (H, W) grid); pairs: (source, target) image indices.
 
     Returns {'target_xy': (P, H, W, 2) float32, 'valid': (P, H, W) bool, 'score': (P, H, W)
-    float32}."""
-    from ..features.store import FeatureStore
-
-    if not isinstance(store, FeatureStore):
-        store = FeatureStore.open(store)
-    n, h, w, _ = store.shape
+    float32} in the layout of :func:`write_flow_store`."""
+    n = len(frames)
     p = len(pairs)
-    out = {"target_xy": np.zeros((p, h, w, 2), np.float32), "valid": np.zeros((p, h, w), bool),
-           "score": np.zeros((p, h, w), np.float32)}
-    cache: dict[int, np.ndarray] = {}
-
-    def feat(i):
-        if i not in cache:
-            if len(cache) > 256:
-                cache.clear()
-            cache[i] = store.load(i)
-        return cache[i]
-
+    out: dict[str, np.ndarray] = {}
     it = enumerate(pairs)
     if progress:
         from tqdm import tqdm
         it = tqdm(it, total=p, desc="pseudo flow", unit="pair")
     for k, (i, j) in it:
         if not (0 <= i < n and 0 <= j < n) or i == j:
-            raise SopcorrError(f"pseudo_flows: bad pair ({i}, {j}) for a store of {n} images")
-        if method == "siftflow":
-            corr = siftflow_correspondence(feat(i), feat(j), store.grid(i), store.grid(j),
-                                           store.valid[i], store.valid[j], **(siftflow_params or {}))
-            if mutual:
-                back = siftflow_correspondence(feat(j), feat(i), store.grid(j), store.grid(i),
-                                               store.valid[j], store.valid[i], **(siftflow_params or {}))
-                corr.valid &= forward_backward_consistent(corr.flow, back.flow)
-        elif method == "nn":
-            corr = nearest_neighbour(
-                feat(i), feat(j), store.grid(i), store.grid(j), store.valid[i], store.valid[j],
-                mutual=mutual, refine=refine, device=device,
-                labels_src=None if labels is None else labels[i],
-                labels_tgt=None if labels is None else labels[j])
-        else:
-            raise SopcorrError(f"pseudo_flows: method must be 'nn' or 'siftflow', got {method!r}")
+            raise SopcorrError(f"pseudo_flows: bad pair ({i}, {j}) for a category of {n} images")
+        corr = matcher.correspondence(frames[i], frames[j])
+        if not out:
+            h, w = corr.valid.shape
+            out = {"target_xy": np.zeros((p, h, w, 2), np.float32), "valid": np.zeros((p, h, w), bool),
+                   "score": np.zeros((p, h, w), np.float32)}
         out["target_xy"][k] = corr.target_xy
         out["score"][k] = corr.score
-        out["valid"][k] = corr.valid & (corr.score >= min_similarity)
+        out["valid"][k] = corr.valid
+    if not out:
+        grid = frames[0].grid if n else None
+        h, w = grid.shape if grid is not None else (0, 0)
+        out = {"target_xy": np.zeros((0, h, w, 2), np.float32), "valid": np.zeros((0, h, w), bool),
+               "score": np.zeros((0, h, w), np.float32)}
     return out
-
-
-def forward_backward_consistent(fwd: np.ndarray, bwd: np.ndarray, tol: float = 1.0) -> np.ndarray:
-    """(Hs, Ws) bool: integer flows fwd (Hs, Ws, 2) source->target and bwd (Ht, Wt, 2)
-    target->source (cells, (dx, dy)) return within ``tol`` cells (max norm) of the start:
-    |fwd(p) + bwd(p + fwd(p))| <= tol, and p + fwd(p) lies inside the target grid."""
-    hs, ws = fwd.shape[:2]
-    ht, wt = bwd.shape[:2]
-    rows, cols = np.mgrid[0:hs, 0:ws]
-    tc, tr = cols + fwd[..., 0], rows + fwd[..., 1]
-    inb = (tc >= 0) & (tc < wt) & (tr >= 0) & (tr < ht)
-    b = bwd[np.clip(tr, 0, ht - 1), np.clip(tc, 0, wt - 1)]
-    return inb & (np.abs(fwd + b).max(-1) <= tol)
 
 
 def _jsonable(x):

@@ -29,25 +29,31 @@ along the orthogonal axis: information crosses the grid in one sweep).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import SopcorrError
 from ..geometry import DenseCorrespondence, FeatureGrid
 
-__all__ = ["siftflow", "siftflow_correspondence", "flow_energy", "data_cost", "DEFAULTS",
-           "params_from_config"]
+__all__ = ["siftflow", "siftflow_correspondence", "SiftFlowResult", "flow_energy", "data_cost",
+           "DEFAULTS"]
 
-#: default parameters (units: the data term above; flows in grid cells)
+#: default parameters (units: the data term above; flows in grid cells); equal to the schema's
+#: ``flow.siftflow_*`` defaults (tested). Config values reach the optimiser through
+#: :class:`sopcorr.matchers.siftflow.SiftFlowParams`.
 DEFAULTS = dict(levels=3, window=4, fine_window=None, iterations=10, alpha=0.01, d=0.1,
                 eta=0.001, data_trunc=0.8, schedule="parallel")
 
 
-def params_from_config(flow_cfg: dict) -> dict:
-    """:func:`siftflow` keyword arguments from the config's ``flow`` section (its
-    ``siftflow_<name>`` keys for the names of :data:`DEFAULTS`)."""
-    return {k[len("siftflow_"):]: v for k, v in flow_cfg.items()
-            if k.startswith("siftflow_") and k[len("siftflow_"):] in DEFAULTS}
+@dataclass
+class SiftFlowResult:
+    """What :func:`siftflow_correspondence` returns: the correspondence, the integer flow
+    (H, W, 2) int64 (dx, dy) in cells, and its energy at the finest level."""
+
+    correspondence: DenseCorrespondence
+    flow: np.ndarray
+    energy: float
 
 
 # directions messages travel in: (dy, dx); OPP[k] is the reverse direction
@@ -360,15 +366,14 @@ def siftflow(desc_src: np.ndarray, desc_tgt: np.ndarray, levels: int = DEFAULTS[
 
 def siftflow_correspondence(desc_src: np.ndarray, desc_tgt: np.ndarray, grid_src: FeatureGrid,
                             grid_tgt: FeatureGrid, valid_src: np.ndarray | None = None,
-                            valid_tgt: np.ndarray | None = None, **params) -> DenseCorrespondence:
-    """:func:`siftflow` as a DenseCorrespondence on the source grid.
+                            valid_tgt: np.ndarray | None = None, **params) -> SiftFlowResult:
+    """:func:`siftflow` as a DenseCorrespondence on the source grid (with its flow and energy).
 
     desc_src (Hs, Ws, C) / desc_tgt (Ht, Wt, C) sampled on grid_src / grid_tgt (same shapes);
     valid_* default to the grids' valid masks; ``params`` go to :func:`siftflow`.
     target_xy: target image coordinates of the matched target cell centres; score: cosine
     similarity of the matched descriptors; valid: valid source cell whose match lies inside
-    the target grid on a valid target cell. The energy is in ``corr.energy`` (an attribute
-    added to the dataclass instance) and the integer flow in ``corr.flow``."""
+    the target grid on a valid target cell. Returns a :class:`SiftFlowResult`."""
     desc_src = np.asarray(desc_src, np.float32)
     desc_tgt = np.asarray(desc_tgt, np.float32)
     hs, ws = desc_src.shape[:2]
@@ -391,6 +396,4 @@ def siftflow_correspondence(desc_src: np.ndarray, desc_tgt: np.ndarray, grid_src
     target_xy = grid_tgt.cell_to_image(np.stack([tc, tr], -1).astype(np.float64)).astype(np.float32)
     corr = DenseCorrespondence(target_xy=target_xy, score=score.astype(np.float32), valid=valid,
                                grid=grid_src)
-    corr.flow = flow
-    corr.energy = energy
-    return corr
+    return SiftFlowResult(corr, flow, float(energy))

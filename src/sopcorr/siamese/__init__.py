@@ -5,5 +5,5 @@ resolution, trained on the manifold's pseudo ground truth with a truncated Eucli
 
 Modules: ``model`` (network, loss, checkpoint format), ``augment`` (consistent similarity
 augmentation of image pairs and flows), ``train`` (training / fine-tuning loop with resumable
-checkpoints), ``predict`` (:class:`~sopcorr.siamese.predict.SiameseMatcher`).
+checkpoints); the trained network as a matcher is :class:`sopcorr.matchers.siamese.SiameseMatcher`.
 """

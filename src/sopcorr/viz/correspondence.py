@@ -11,16 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _coords(h: int, w: int) -> np.ndarray:
-    ys, xs = np.mgrid[0:h, 0:w]
-    return np.stack([xs, ys], -1).astype(np.float64)
+from .colour import overlay as _overlay
+from .colour import pixel_coords as _coords
+from .colour import position_colours
 
 
 def colour_target(corr_ba, img_b: np.ndarray, box_a, box_b=None) -> tuple[np.ndarray, np.ndarray]:
     """Colours (Hb, Wb, 3) and mask (Hb, Wb) of image B's pixels by their match in A's box;
     only pixels inside ``box_b`` (default: all) are coloured."""
-    from ..cli import position_colours
     from ..evaluate.transfer import transfer_points
 
     hb, wb = img_b.shape[:2]
@@ -36,9 +34,8 @@ def colour_target(corr_ba, img_b: np.ndarray, box_a, box_b=None) -> tuple[np.nda
 
 
 def overlay(img: np.ndarray, rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.65) -> np.ndarray:
-    out = img.astype(np.float64) / 255.0
-    out[mask] = (1 - alpha) * out[mask] + alpha * rgb[mask]
-    return out
+    """:func:`sopcorr.viz.colour.overlay` with this figure's opacity."""
+    return _overlay(img, rgb, mask, alpha)
 
 
 def draw_correspondence_grid(rows, method_names: list[str], out: str | Path, title: str = "") -> None:
@@ -49,7 +46,6 @@ def draw_correspondence_grid(rows, method_names: list[str], out: str | Path, tit
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..cli import position_colours
     from ..io import save_figure
 
     ncol = 1 + len(method_names)
@@ -80,28 +76,24 @@ def draw_correspondence_grid(rows, method_names: list[str], out: str | Path, tit
     save_figure(fig, out, dpi=100)
 
 
-def correspondence_figure(ctx, out: str | Path) -> None:
-    """The colour-map figure of ``evaluate.figures_per_category`` pairs of a category (the
-    first pairs of the evaluation pairs, else consecutive test instances) for the methods of
-    ``evaluate.figure_methods`` that are available."""
-    from ..evaluate.methods import available_methods
-    from ..evaluate.pairs import eval_pairs
-
-    ev = ctx.eval_config
-    n = int(ev.get("figures_per_category", 2))
+def correspondence_figure(cat, methods, out: str | Path, n_pairs: int = 2) -> None:
+    """The colour-map figure of ``n_pairs`` pairs of a category (an
+    :class:`~sopcorr.evaluate.category.EvalCategory`): the first evaluation pairs with distinct
+    source images, else consecutive test instances; one panel per method of ``methods``
+    (:class:`~sopcorr.matchers.methods.Method` objects)."""
+    n = int(n_pairs)
     pairs, seen = [], set()
-    for a, b in eval_pairs(ctx, None, 0):  # prefer pairs with distinct source images
+    for a, b in cat.pairs(None, 0):  # prefer pairs with distinct source images
         if a not in seen and len(pairs) < n:
             pairs.append((a, b))
             seen.add(a)
     if len(pairs) < n:
-        test = [int(i) for i in ctx.split_indices("test")] or list(range(len(ctx.instances)))
+        test = [int(i) for i in cat.split_indices("test")] or list(range(len(cat.instances)))
         pairs += [(test[i], test[(i + 1) % len(test)]) for i in range(min(n - len(pairs), len(test)))
                   if len(test) > 1]
-    methods = available_methods(ev.get("figure_methods", ["nn_raw"]), ctx)
     rows = []
     for a, b in pairs:
-        rows.append(dict(img_a=ctx.image(a), img_b=ctx.image(b), box_a=ctx.bbox(a), box_b=ctx.bbox(b),
-                         label_a=ctx.instances[a].id, corr={m.name: m.correspondence(b, a) for m in methods}))
+        rows.append(dict(img_a=cat.image(a), img_b=cat.image(b), box_a=cat.bbox(a), box_b=cat.bbox(b),
+                         label_a=cat.instances[a].id, corr={m.name: m.correspondence(b, a) for m in methods}))
     draw_correspondence_grid(rows, [m.name for m in methods], out,
-                             title=f"{ctx.category}: B coloured by its match in A")
+                             title=f"{cat.category}: B coloured by its match in A")

@@ -42,10 +42,12 @@ def draw_keypoint_predictions(panels, out: str | Path, title: str = "", ncol: in
     save_figure(fig, out, dpi=100)
 
 
-def keypoint_figure(ctx, records_json: str | Path, out: str | Path, method: str | None = None,
+def keypoint_figure(cat, records_json: str | Path, out: str | Path, method: str | None = None,
                     max_panels: int = 8) -> None:
-    """Figure-6 panels of a category's test queries from the keypoint evaluation's predictions
-    (``method``: default the last of ours_finetuned, ours_siamese, or the first available)."""
+    """Figure-6 panels of a category's test queries (cat: an
+    :class:`~sopcorr.evaluate.category.EvalCategory`) from the keypoint evaluation's
+    predictions (``method``: default the first of ours_finetuned, ours_siamese present, else
+    the first method)."""
     import json
 
     with open(records_json) as fh:
@@ -55,7 +57,7 @@ def keypoint_figure(ctx, records_json: str | Path, out: str | Path, method: str 
     panels = []
     for p in (preds.get(method, []) if method else [])[:max_panels]:
         xy = np.array([[np.nan if v is None else v for v in row] for row in p["xy"]], float)
-        panels.append(dict(image=ctx.image(int(p["index"])), gt=np.asarray(p["gt"], float), xy=xy,
+        panels.append(dict(image=cat.image(int(p["index"])), gt=np.asarray(p["gt"], float), xy=xy,
                            present=np.asarray(p["present"], bool), label=p["id"]))
-    draw_keypoint_predictions(panels, out, title=f"{ctx.category}: {method or 'no method'} "
+    draw_keypoint_predictions(panels, out, title=f"{cat.category}: {method or 'no method'} "
                               "(red o: ground truth, yellow x: prediction)")

@@ -1,7 +1,8 @@
-"""Dense correspondence and dense descriptors from a trained Siamese checkpoint.
+"""The paper's Siamese flow network as a matcher: dense correspondence and dense descriptors
+from a trained checkpoint (``siamese/<variant>/model.pt`` or ``finetuned.pt``).
 
-``SiameseMatcher(checkpoint).correspondence(img_a, img_b)`` letterboxes both images to the
-network's input size S, predicts the flow and returns a
+``SiameseMatcher(checkpoint).correspondence(src, tgt)`` takes two Frames (only their images
+are used), letterboxes both images to the network's input size S, predicts the flow and returns a
 :class:`~sopcorr.geometry.DenseCorrespondence` on the **full-resolution input grid**
 ``FeatureGrid(Letterbox(h, w, S), stride=1)`` (S x S cells, one per input pixel):
 
@@ -14,29 +15,47 @@ network's input size S, predicts the flow and returns a
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..geometry import DenseCorrespondence, FeatureGrid, Letterbox
-from .model import CheckpointError, ModelSpec, normalisation
-from .train import load_checkpoint, model_from_checkpoint, resolve_device
+from ..siamese.model import CheckpointError, ModelSpec, normalisation
+from ..siamese.train import load_checkpoint, model_from_checkpoint, resolve_device
+from .base import Frame, Params
+
+__all__ = ["SiameseParams", "SiameseMatcher"]
+
+
+@dataclass(frozen=True)
+class SiameseParams(Params):
+    """device: 'auto' | 'cpu' | 'cuda' (speed only)."""
+
+    device: str = "auto"
+
+    SCHEMA: ClassVar[dict[str, str]] = {"device": "siamese.device"}
 
 
 class SiameseMatcher:
     """A trained Siamese flow network ready for inference.
 
-    checkpoint: path of ``model.pt`` / ``finetuned.pt``; device: 'auto' | 'cpu' | 'cuda';
+    checkpoint: path of ``model.pt`` / ``finetuned.pt``; params: SiameseParams;
     backbone: when given, the checkpoint must have been trained with this backbone
     (CheckpointError otherwise); input_size likewise.
     """
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", backbone: str | None = None,
-                 input_size: int | None = None):
+    name = "siamese"
+    params_class = SiameseParams
+
+    def __init__(self, checkpoint: str | Path, params: SiameseParams = SiameseParams(),
+                 backbone: str | None = None, input_size: int | None = None):
         self.path = Path(checkpoint)
-        self.device = resolve_device(device)
+        self.params = params
+        self.device = resolve_device(params.device)
         ck = load_checkpoint(self.path)
         spec = ModelSpec.from_dict(ck["spec"])
         if backbone is not None and spec.backbone != backbone:
@@ -59,6 +78,17 @@ class SiameseMatcher:
         x, lb = preprocess(np.asarray(img), self.size, self.mean, self.std)
         return x[None].to(self.device), lb
 
+    # ------------------------------------------------------------------ the matcher interface
+    def correspondence(self, src: Frame, tgt: Frame) -> DenseCorrespondence:
+        """Dense correspondence of two frames' images (see :meth:`match_images`)."""
+        return self.match_images(src.image, tgt.image)
+
+    def descriptors(self, frame: Frame) -> tuple[np.ndarray, FeatureGrid]:
+        """The network's dense descriptor of the frame's image (see :meth:`image_descriptors`);
+        cached on the frame."""
+        return frame.cached(("siamese.descriptors", str(self.path)), lambda: self.image_descriptors(frame.image))
+
+    # ------------------------------------------------------------------ images
     @torch.no_grad()
     def flow(self, img_src: np.ndarray, img_tgt: np.ndarray) -> tuple[np.ndarray, Letterbox, Letterbox]:
         """Raw network output: ((S, S, 2) float32 flow in input pixels, source and target
@@ -69,7 +99,7 @@ class SiameseMatcher:
         return f, la, lb
 
     @torch.no_grad()
-    def correspondence(self, img_src: np.ndarray, img_tgt: np.ndarray) -> DenseCorrespondence:
+    def match_images(self, img_src: np.ndarray, img_tgt: np.ndarray) -> DenseCorrespondence:
         """Dense correspondence of two uint8 (H, W, 3) images on the source's stride-1 grid
         (S x S cells); see the module docstring."""
         xa, la = self._prep(img_src)
@@ -104,7 +134,7 @@ class SiameseMatcher:
         return DenseCorrespondence(target_xy=target_xy, score=score.astype(np.float32), valid=valid, grid=grid)
 
     @torch.no_grad()
-    def features(self, img: np.ndarray) -> tuple[np.ndarray, FeatureGrid]:
+    def image_descriptors(self, img: np.ndarray) -> tuple[np.ndarray, FeatureGrid]:
         """Dense descriptor of one uint8 image: ((H, W, C) float32 L2-normalised, FeatureGrid)
         with H = W = S // stride, stride = the encoder's finest stride."""
         x, lb = self._prep(img)

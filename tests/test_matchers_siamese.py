@@ -1,11 +1,16 @@
-"""SiameseMatcher: known answers with a constant-flow network, descriptor shape, wrong checkpoints."""
+"""sopcorr.matchers.siamese.SiameseMatcher: known answers with a constant-flow network,
+descriptor shape, wrong checkpoints, the Frame interface."""
 import numpy as np
 import pytest
 import torch
 
+from sopcorr.matchers import build
+from sopcorr.matchers.base import Frame
+from sopcorr.matchers.siamese import SiameseMatcher, SiameseParams
 from sopcorr.siamese.model import CheckpointError, ModelSpec, build_model
-from sopcorr.siamese.predict import SiameseMatcher
 from sopcorr.siamese.train import save_checkpoint
+
+CPU = SiameseParams(device="cpu")
 
 S = 64
 
@@ -26,9 +31,9 @@ def _img(h, w, seed):
 
 def test_constant_flow_known_answer(tmp_path):
     ck = make_checkpoint(tmp_path / "m.pt", dx=4.0)
-    mt = SiameseMatcher(ck, device="cpu")
+    mt = SiameseMatcher(ck, params=CPU)
     a, b = _img(40, 80, 0), _img(120, 60, 1)  # different aspect ratios and scales
-    corr = mt.correspondence(a, b)
+    corr = mt.match_images(a, b)
     assert corr.target_xy.shape == (S, S, 2) and corr.grid.stride == 1
     assert corr.score.shape == (S, S) and corr.valid.dtype == bool
     # interior source pixels (away from the bilinear upsampler's border) move by +4 input px
@@ -47,8 +52,8 @@ def test_constant_flow_known_answer(tmp_path):
 
 
 def test_features_shape_and_norm(tmp_path):
-    mt = SiameseMatcher(make_checkpoint(tmp_path / "m.pt"), device="cpu")
-    f, grid = mt.features(_img(50, 64, 2))
+    mt = SiameseMatcher(make_checkpoint(tmp_path / "m.pt"), params=CPU)
+    f, grid = mt.image_descriptors(_img(50, 64, 2))
     assert f.shape == (S // 8, S // 8, 40 + 112 + 192) and f.dtype == np.float32
     assert grid.stride == 8 and grid.shape == (8, 8)
     np.testing.assert_allclose(np.linalg.norm(f, axis=-1), 1.0, atol=1e-4)
@@ -57,32 +62,49 @@ def test_features_shape_and_norm(tmp_path):
 def test_wrong_checkpoints(tmp_path):
     ck = make_checkpoint(tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match="backbone 'efficientnet_lite0', not 'vgg16'"):
-        SiameseMatcher(ck, device="cpu", backbone="vgg16")
+        SiameseMatcher(ck, params=CPU, backbone="vgg16")
     with pytest.raises(CheckpointError, match="not found"):
-        SiameseMatcher(tmp_path / "missing.pt", device="cpu")
+        SiameseMatcher(tmp_path / "missing.pt", params=CPU)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt: not a readable"):
-        SiameseMatcher(bad, device="cpu")
+        SiameseMatcher(bad, params=CPU)
     other = tmp_path / "other.pt"
     torch.save({"weights": 1}, other)
     with pytest.raises(CheckpointError, match="not a sopcorr Siamese checkpoint"):
-        SiameseMatcher(other, device="cpu")
+        SiameseMatcher(other, params=CPU)
     # weights of another architecture under a valid record
     ckd = torch.load(ck, weights_only=False)
     ckd["spec"]["decoder_channels"] = 32
     torch.save(ckd, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="do not fit"):
-        SiameseMatcher(tmp_path / "mismatch.pt", device="cpu")
+        SiameseMatcher(tmp_path / "mismatch.pt", params=CPU)
 
 
 def test_score_is_descriptor_agreement(tmp_path):
     """Zero flow between an image and itself: every pixel meets its own descriptor (score 1)."""
-    mt = SiameseMatcher(make_checkpoint(tmp_path / "m.pt", dx=0.0), device="cpu")
+    mt = SiameseMatcher(make_checkpoint(tmp_path / "m.pt", dx=0.0), params=CPU)
     a = _img(64, 64, 3)
-    corr = mt.correspondence(a, a)
+    corr = mt.match_images(a, a)
     assert corr.valid.all()
     np.testing.assert_allclose(corr.score, 1.0, atol=1e-4)
     np.testing.assert_allclose(corr.target_xy, corr.grid.cell_centers_image(), atol=1e-4)
     # against another image the scores are lower somewhere
-    assert mt.correspondence(a, _img(64, 64, 4)).score.min() < 0.99
+    assert mt.match_images(a, _img(64, 64, 4)).score.min() < 0.99
+
+
+def test_frames_interface_equals_images(tmp_path):
+    """correspondence(Frame, Frame) and descriptors(Frame) use the frames' images (lazily
+    loaded) and give what the image-level calls give; build('siamese') is the same object."""
+    ck = make_checkpoint(tmp_path / "m.pt", dx=3.0)
+    mt = build("siamese", CPU, checkpoint=ck)
+    assert isinstance(mt, SiameseMatcher)
+    a, b = _img(40, 80, 5), _img(64, 64, 6)
+    loads = []
+    fa = Frame(None, None, None, image_source=lambda: loads.append(1) or a)
+    fb = Frame(None, None, None, image_source=b)
+    corr = mt.correspondence(fa, fb)
+    np.testing.assert_array_equal(corr.target_xy, mt.match_images(a, b).target_xy)
+    d, grid = mt.descriptors(fa)
+    np.testing.assert_array_equal(d, mt.image_descriptors(a)[0])
+    assert mt.descriptors(fa)[0] is d and loads == [1]

@@ -1,0 +1,33 @@
+"""The position colour map of the dense-correspondence figures (the paper's Figures 1/2):
+every point of image A's box gets a colour by where it lies; image B is painted with the colour
+of its match in A (``sopcorr match`` and the evaluation's correspondence figures)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def position_colours(xy: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+    """Colour of image points by their position in ``box`` (x0, y0, x1, y1).
+
+    xy (..., 2) -> (rgb (..., 3) float in [0, 1], inside (...) bool). The map is smooth and
+    injective over the box: red grows to the right, green downwards, blue opposite to both."""
+    x0, y0, x1, y1 = box
+    u = (xy[..., 0] - x0) / max(x1 - x0, 1e-9)
+    v = (xy[..., 1] - y0) / max(y1 - y0, 1e-9)
+    inside = (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1) & np.isfinite(u) & np.isfinite(v)
+    u, v = np.clip(np.nan_to_num(u), 0, 1), np.clip(np.nan_to_num(v), 0, 1)
+    rgb = np.stack([0.1 + 0.9 * u, 0.1 + 0.9 * v, 1.0 - 0.45 * (u + v)], -1)
+    return rgb, inside
+
+
+def pixel_coords(h: int, w: int) -> np.ndarray:
+    """(h, w, 2) float64 (x, y) of every pixel."""
+    ys, xs = np.mgrid[0:h, 0:w]
+    return np.stack([xs, ys], -1).astype(np.float64)
+
+
+def overlay(img: np.ndarray, rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """uint8 (h, w, 3) image blended with ``rgb`` (h, w, 3) where ``mask``: float (h, w, 3)."""
+    out = img.astype(np.float64) / 255.0
+    out[mask] = (1 - alpha) * out[mask] + alpha * rgb[mask]
+    return out
