@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import SopcorrError
 from ..io import atomic_path
+from ..progress import Progress
 from . import graphcut
 from .hac import assign_nearest, ward_clustering
 from .kfd import KernelFisherDiscriminant
@@ -330,7 +331,8 @@ def _iteration_seed(seed: int, iteration: int) -> int:
 
 
 def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: np.ndarray | None = None,
-                 state_dir: str | Path | None = None, max_iterations_this_call: int | None = None) -> ManifoldResult:
+                 state_dir: str | Path | None = None, max_iterations_this_call: int | None = None,
+                 desc: str = "manifold") -> ManifoldResult:
     """Run Algorithm 1 on one category.
 
     features: (N, H, W, C) per-image indexable array (numpy, zarr), any float dtype;
@@ -338,7 +340,8 @@ def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: 
     gt_parts: optional (N, H, W) int ground-truth part ids per cell (0 background, < 0 unknown)
         for the ARI/NMI columns of the convergence rows;
     state_dir: folder for per-iteration checkpoints (resume from the last finished one);
-    max_iterations_this_call: stop early after this many new iterations (for tests of resuming).
+    max_iterations_this_call: stop early after this many new iterations (for tests of resuming);
+    desc: the name of the progress lines (iterations done, seconds per iteration) in the log.
     Returns a :class:`ManifoldResult`.
     """
     p = params
@@ -370,6 +373,9 @@ def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: 
     done_now = 0
     converged = False
     sigma2_used = float("nan")
+    # iterations 0..max_iter; the log lines only (each iteration also logs its own line)
+    bar = Progress(total=p.max_iter + 1, initial=0 if state is None else state.iteration + 1, desc=desc,
+                   unit="iter", disable=True, logger=log)
     while True:
         if state is not None:
             last = state.rows[-1]
@@ -474,6 +480,9 @@ def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: 
                                models, V, med, first)
         ckpt.save(state)
         done_now += 1
+        bar.update(1)
+    bar.set_postfix(converged=converged)
+    bar.close()
     return ManifoldResult(labels=graph.to_grid(state.labels.astype(np.int16), fill=-1), rows=state.rows,
                           embedding=state.embedding, first_embedding=state.first_embedding,
                           models=state.models, pairwise=state.pairwise, medians=state.medians,
