@@ -109,7 +109,8 @@ rule eval_table:
         md=results("tables", "{table}.md"),
         tex=results("tables", "{table}.tex"),
         html=report(results("tables", "{table}.html"), caption="../report/table.rst",
-                    category="Tables", labels={"table": "{table}"}),
+                    category="Tables", subcategory=lambda wc: report_table_group(wc),  # report.smk
+                    labels=lambda wc: report_table_label(wc)),
     params:
         table=lambda wc: wc.table,
         categories=CATEGORIES,
@@ -170,7 +171,7 @@ rule eval_bars:
         lambda wc: results("tables", f"{_BARS[wc.name][0]}.csv"),
     output:
         report(results("figures", "{name}.png"), caption="../report/bars.rst", category="Figures",
-               subcategory="Per-category bars", labels={"figure": "{name}"}),
+               subcategory="Per-category bars", labels=lambda wc: report_bar_label(wc)),  # report.smk
     params:
         key=lambda wc: _BARS[wc.name][1],
         key_value=lambda wc: _BARS[wc.name][2],

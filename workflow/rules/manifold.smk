@@ -21,7 +21,8 @@ rule manifold:
         embedded=directory(results("manifold", "{variant}", "{category}", "embedded.zarr")),
         embedded_iter0=directory(results("manifold", "{variant}", "{category}", "embedded_iter0.zarr")),
         figure=report(results("manifold", "{variant}", "{category}", "convergence.png"),
-                      caption="../report/convergence.rst", category="manifold"),
+                      caption="../report/convergence.rst", category="Manifold", subcategory="Convergence",
+                      labels={"category": "{category}", "variant": "{variant}"}),
     params:
         manifold=lambda wc: variant_section("manifold", wc.variant),
         seed=config["seed"],
