@@ -35,7 +35,7 @@ def test_the_report_opens_on_the_runs_own_results(report):
     best = at01.loc[at01["mean"].idxmax()]
     assert "sopcorr results: run" in desc
     assert f"Best method: {best['method']}</strong> with {best['mean']:.1f}" in desc
-    assert f"<strong>★ {best['method']}</strong>" in desc
+    assert f"<strong>★&nbsp;{best['method']}</strong>" in desc
     for m in at01["method"]:  # every method of the headline table, explained
         assert f"{m}</tt>" in desc
     assert "What each method is" in desc and "system-message" not in desc  # no RST errors

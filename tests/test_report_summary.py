@@ -120,8 +120,8 @@ def test_the_page_marks_the_best_method_and_links_what_exists():
     assert html.index("Pair-wise PCK") < html.index("What each method is") < html.index("Other tables")
     assert "Best method: ours_geometric</strong> with 42.0" in html
     assert 'next best <tt class="docutils literal">convflow</tt> 40.0' in html
-    assert "<strong>★ ours_geometric</strong>" in html and "<strong>42.0</strong>" in html
-    assert "★ nn_raw" not in html and "15.0" in html and "1.0" not in html.split("Other tables")[0]
+    assert "<strong>★&nbsp;ours_geometric</strong>" in html and "<strong>42.0</strong>" in html
+    assert "★&nbsp;nn_raw" not in html and "15.0" in html and "1.0" not in html.split("Other tables")[0]
     assert "ours_geometric</tt> (this project's method)" in html
     assert "nn_raw</tt> (this project" not in html
     assert "numbers printed in the paper" in html

@@ -192,7 +192,7 @@ def _list_table(df: pd.DataFrame, cols: list[str], best: Iterable[str], widths: 
     for _, row in df.iterrows():
         name = str(row["method"])
         mark = name in best
-        label = f"★ {name}" if mark else name
+        label = f"★\u00a0{name}" if mark else name  # no break between the mark and the name
         out.append(f"   * - {_cell(label, mark)}")
         out += [f"     - {_cell(_fmt(row[c]), mark)}" for c in cols]
     return out
