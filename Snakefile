@@ -21,7 +21,7 @@ include: "workflow/rules/ablation.smk"
 
 # the HTML report opens on the run's results: a page rule report_description writes from the
 # run's own tables (workflow/rules/report.smk)
-report: report_description_path()
+report: REPORT_PAGE
 
 
 rule all:

@@ -109,8 +109,8 @@ rule eval_table:
         md=results("tables", "{table}.md"),
         tex=results("tables", "{table}.tex"),
         html=report(results("tables", "{table}.html"), caption="../report/table.rst",
-                    category="Tables", subcategory=lambda wc: report_table_group(wc),  # report.smk
-                    labels=lambda wc: report_table_label(wc)),
+                    category="Tables", subcategory=lambda wc: REPORT_TABLE_GROUPS.get(wc.table, "Other"),
+                    labels=lambda wc: {"table": REPORT_TABLE_TITLES.get(wc.table, wc.table)}),  # report.smk
     params:
         table=lambda wc: wc.table,
         categories=CATEGORIES,
@@ -171,7 +171,8 @@ rule eval_bars:
         lambda wc: results("tables", f"{_BARS[wc.name][0]}.csv"),
     output:
         report(results("figures", "{name}.png"), caption="../report/bars.rst", category="Figures",
-               subcategory="Per-category bars", labels=lambda wc: report_bar_label(wc)),  # report.smk
+               subcategory="Per-category bars",
+               labels=lambda wc: {"figure": REPORT_BAR_TITLES.get(wc.name, wc.name)}),  # report.smk
     params:
         key=lambda wc: _BARS[wc.name][1],
         key_value=lambda wc: _BARS[wc.name][2],

@@ -30,27 +30,15 @@ REPORT_BAR_TITLES = {
 }
 
 
-def report_table_group(wildcards):
-    return "Keypoints" if wildcards.table.startswith("keypoint") else "Correspondence"
-
-
-def report_table_label(wildcards):
-    return {"table": REPORT_TABLE_TITLES.get(wildcards.table, wildcards.table)}
-
-
-def report_bar_label(wildcards):
-    return {"figure": REPORT_BAR_TITLES.get(wildcards.name, wildcards.name)}
-
+#: menu group of each table (evaluate.smk's eval_table subcategory)
+REPORT_TABLE_GROUPS = {t: ("Keypoints" if t.startswith("keypoint") else "Correspondence")
+                       for t in REPORT_TABLE_TITLES}
 
 REPORT_DESCRIPTION = results("report", "description.rst")
-
-
-def report_description_path():
-    """The global report description: the run's generated page once it exists, else a page that
-    says how to make it (absolute, since results/ lives in the working directory)."""
-    if os.path.exists(REPORT_DESCRIPTION):
-        return os.path.abspath(REPORT_DESCRIPTION)
-    return str(Path(workflow.basedir) / "workflow" / "report" / "description_missing.rst")
+#: the Snakefile's global `report:`: the run's generated page once it exists, else a page that
+#: says how to make it (absolute, since results/ lives in the working directory)
+REPORT_PAGE = (os.path.abspath(REPORT_DESCRIPTION) if os.path.exists(REPORT_DESCRIPTION)
+               else str(Path(workflow.basedir) / "workflow" / "report" / "description_missing.rst"))
 
 
 rule report_description:
