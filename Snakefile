@@ -19,6 +19,11 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/ablation.smk"
 
 
+# the HTML report opens on the run's results: a page rule report_description writes from the
+# run's own tables (workflow/rules/report.smk)
+report: REPORT_PAGE
+
+
 rule all:
     default_target: True
     input:

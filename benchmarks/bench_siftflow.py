@@ -1,6 +1,6 @@
 """Speed of the flow module (not a test; prints figures for docs/FLOW.md).
 
-``speed`` (default): SIFT-flow optimiser on random smooth descriptor grids (both schedules),
+``speed`` (default, well under a minute): SIFT-flow optimiser on random smooth descriptor grids (both schedules),
 dense nearest neighbour and dense SIFT, each the median of ``--repeats`` runs (wall and
 process CPU seconds)::
 
@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
+
+from _cli import positive_int, require_paths
 
 from sopcorr.flow import dense_sift, nearest_neighbour, siftflow, siftflow_correspondence
 from sopcorr.flow.siftflow import DEFAULTS
@@ -123,16 +125,22 @@ def quality(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", nargs="?", default="speed", choices=["speed", "quality"])
-    ap.add_argument("--grid", type=int, default=32)
-    ap.add_argument("--channels", type=int, default=128)
-    ap.add_argument("--window", type=int, default=DEFAULTS["window"])
-    ap.add_argument("--levels", type=int, default=DEFAULTS["levels"])
-    ap.add_argument("--iterations", type=int, default=DEFAULTS["iterations"])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--run", default="default")
+    ap.add_argument("--grid", type=positive_int, default=32)
+    ap.add_argument("--channels", type=positive_int, default=128)
+    ap.add_argument("--window", type=positive_int, default=DEFAULTS["window"])
+    ap.add_argument("--levels", type=positive_int, default=DEFAULTS["levels"])
+    ap.add_argument("--iterations", type=positive_int, default=DEFAULTS["iterations"])
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--run", default="default", help="quality: the finished run results/<run>")
     ap.add_argument("--categories", nargs="+", default=["car", "quadruped"])
-    ap.add_argument("--pairs", type=int, default=15)
+    ap.add_argument("--pairs", type=positive_int, default=15)
     args = ap.parse_args()
+    if args.mode == "quality":
+        root = f"results/{args.run}"
+        require_paths(ap, [p for cat in args.categories for p in (f"{root}/data/{cat}/instances.json",
+                                                                  f"{root}/features/{cat}.zarr")],
+                      f"a run of the synthetic benchmark with these categories' feature stores (run "
+                      f"`snakemake --cores all` from the repository root, or pass --run/--categories)")
     speed(args) if args.mode == "speed" else quality(args)
 
 

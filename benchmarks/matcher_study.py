@@ -2,24 +2,30 @@
 variant's geometric matcher (sopcorr.flow.geometric) on the synthetic default and the PF-WILLOW
 dev split, pair-wise PCK@0.1 (and dense PCK@0.1 on synthetic data) next to raw nearest neighbour.
 
-Run from the repository root after a finished run (features + the improved manifold):
+Needs a finished run (the feature stores and the improved manifold of each category): the
+synthetic default (``snakemake --cores all``) for ``syn``, the dev split (``snakemake --cores all
+--configfile config/config.yaml config/pfwillow.yaml``) for ``dev``. Run from the repository root:
 
     .venv/bin/python benchmarks/matcher_study.py syn [VARIANTS] [MAX_PAIRS] [PAIR_SEED]
     .venv/bin/python benchmarks/matcher_study.py dev [VARIANTS]
 
 VARIANTS is a comma list of the names in VARIANTS below (default: all); ``syn`` reads
-results/default (or $RUN), ``dev`` results/pfwillow (or $RUN). The study chose its settings on
+results/default (or $RUN, or --run), ``dev`` results/pfwillow. Time: about a minute per variant
+and category on ``syn`` (20 pairs) on 2 cores, several minutes per variant on ``dev`` (540
+pairs). With no arguments it prints this usage and exits with status 2. The study chose its settings on
 60 synthetic pairs drawn with seed 1 (``syn NAMES 60 1``), not on the 20 pairs of the tables.
 Variants re-implement the matcher here with knobs the library does not keep (truncated prior,
 union of affines, centre-weighted or label-restricted consensus, consensus only for the
 affine, per-pair radius choice); ``lib`` is the library's configured matcher.
 """
+import argparse
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _cli import nonnegative_int, positive_int, require_paths
 import torch
 import torch.nn.functional as F
 
@@ -260,11 +266,46 @@ def run(run_dir, cfgs, cats, max_pairs, seed, dense, names):
     for m, d in out.items():
         print(f"{m:24s}", " ".join(f"{k[:5]}={v:5.1f}" for k, v in d.items()), f"mean={np.mean(list(d.values())):5.1f}")
 
+SPLITS = {  # split: (default run folder, config files, categories, default max pairs, dense metrics)
+    "syn": ("results/default", ["config/config.yaml"], ["bird", "quadruped", "car", "aircraft"], 20, True),
+    "dev": ("results/pfwillow", ["config/config.yaml", "config/pfwillow.yaml"], ["car", "motorbike"], None, False),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="matcher_study.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("split", choices=sorted(SPLITS), help="syn: the synthetic default; dev: the PF-WILLOW dev split")
+    ap.add_argument("variants", nargs="?", default=None, help="comma list of variant names (default: all)")
+    ap.add_argument("max_pairs", nargs="?", type=positive_int, default=None,
+                    help="syn: evaluation pairs per category (default 20)")
+    ap.add_argument("pair_seed", nargs="?", type=nonnegative_int, default=0, help="syn: seed of the pair draw")
+    ap.add_argument("--run", default=None, help="the run folder (default: $RUN, else results/default or results/pfwillow)")
+    ap.add_argument("--configfile", nargs="+", default=None, help="the run's config files (default: the split's)")
+    ap.add_argument("--categories", nargs="+", default=None, help="default: the split's categories")
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        ap.print_usage(sys.stderr)
+        print("matcher_study.py: needs a split (syn or dev) and a finished run of it: the feature stores and "
+              "the improved manifold under results/default (syn) or results/pfwillow (dev); see --help",
+              file=sys.stderr)
+        return 2
+    a = ap.parse_args(argv)
+    run_dir, cfgs, cats, max_pairs, dense = SPLITS[a.split]
+    run_dir = a.run or os.environ.get("RUN") or run_dir
+    cfgs = a.configfile or cfgs
+    cats = a.categories or cats
+    max_pairs = a.max_pairs if a.max_pairs is not None else max_pairs
+    names = a.variants.split(",") if a.variants else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {', '.join(unknown)} (valid: {', '.join(VARIANTS)})")
+    require_paths(ap, cfgs, "the run's config files")
+    require_paths(ap, [p for c in cats for p in (f"{run_dir}/features/{c}.zarr", f"{run_dir}/manifold/improved/{c}")],
+                  f"a finished {a.split} run (features and the improved manifold of each category)")
+    run(run_dir, cfgs, cats, max_pairs, a.pair_seed, dense, names)
+    return 0
+
+
 if __name__ == "__main__":
-    which = sys.argv[1]
-    names = sys.argv[2].split(",") if len(sys.argv) > 2 else list(VARIANTS)
-    if which == "syn":
-        run(os.environ.get("RUN", "results/default"), ["config/config.yaml"], ["bird", "quadruped", "car", "aircraft"],
-            int(sys.argv[3]) if len(sys.argv) > 3 else 20, int(sys.argv[4]) if len(sys.argv) > 4 else 0, True, names)
-    else:
-        run(os.environ.get("RUN", "results/pfwillow"), ["config/config.yaml", "config/pfwillow.yaml"], ["car", "motorbike"], None, 0, False, names)
+    sys.exit(main())

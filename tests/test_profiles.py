@@ -13,8 +13,51 @@ from integration.helpers import REPO, copy_workflow, dry_run_jobs, run_snakemake
 GPU_RULES = ("train_siamese", "finetune_siamese")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that rejects a mapping with a repeated key (PyYAML keeps the last one)."""
+
+
+def _construct_unique_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                f"found duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _load_unique(text):
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def _profile(name):
-    return yaml.safe_load((REPO / "profiles" / name / "config.yaml").read_text())
+    return _load_unique((REPO / "profiles" / name / "config.yaml").read_text())
+
+
+PROFILES = sorted(p.parent.name for p in (REPO / "profiles").glob("*/config.yaml"))
+
+
+def test_unique_key_loader_rejects_a_repeated_key():
+    assert _load_unique("a: 1\nb: {c: 2}\n") == {"a": 1, "b": {"c": 2}}
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'a'"):
+        _load_unique("a: 1\nb: 2\na: 3\n")
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'c'"):
+        _load_unique("b:\n  c: 1\n  c: 2\n")
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_profile_has_one_value_per_key(name):
+    # a repeated key is silently resolved to its last value by Snakemake's loader
+    prof = _profile(name)
+    assert isinstance(prof, dict) and prof
+    assert {"local", "slurm"} <= set(PROFILES)
 
 
 def test_no_default_profile():

@@ -12,7 +12,10 @@ from .errors import SopcorrError
 
 
 def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> None:
+    from .progress import ConsoleBarFilter
+
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers[0].addFilter(ConsoleBarFilter())  # the console shows progress as tqdm bars instead
     if log_path:
         handlers.append(logging.FileHandler(log_path, mode="w"))
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s",

@@ -154,7 +154,8 @@ rule eval_table:
             results("tables", "{table}.html"),
             caption="../report/table.rst",
             category="Tables",
-            labels={"table": "{table}"},
+            subcategory=lambda wc: REPORT_TABLE_GROUPS.get(wc.table, "Other"),
+            labels=lambda wc: {"table": REPORT_TABLE_TITLES.get(wc.table, wc.table)},
         ),
     log:
         results("logs", "eval_table", "{table}.log"),
@@ -245,7 +246,7 @@ rule eval_bars:
             caption="../report/bars.rst",
             category="Figures",
             subcategory="Per-category bars",
-            labels={"figure": "{name}"},
+            labels=lambda wc: {"figure": REPORT_BAR_TITLES.get(wc.name, wc.name)},
         ),
     log:
         results("logs", "eval_bars", "{name}.log"),

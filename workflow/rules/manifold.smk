@@ -26,7 +26,9 @@ rule manifold:
         figure=report(
             results("manifold", "{variant}", "{category}", "convergence.png"),
             caption="../report/convergence.rst",
-            category="manifold",
+            category="Manifold",
+            subcategory="Convergence",
+            labels={"category": "{category}", "variant": "{variant}"},
         ),
     log:
         results("logs", "manifold", "{variant}", "{category}.log"),

@@ -16,7 +16,9 @@ rule train_siamese:
         instances=per_category(results("data", "{category}", "instances.json")),
     output:
         model=results("siamese", "{variant}", "model.pt"),
-        loss=report(results("siamese", "{variant}", "loss.png"), category="Siamese network"),
+        loss=report(results("siamese", "{variant}", "loss.png"), caption="../report/siamese_loss.rst",
+                    category="Siamese network", subcategory="Training loss",
+                    labels={"variant": "{variant}", "stage": "training"}),
     params:
         siamese=_SIAMESE_TRAIN,
         backbone=config["backbone"],
@@ -44,7 +46,9 @@ rule finetune_siamese:
         instances=per_category(results("data", "{category}", "instances.json")),
     output:
         model=results("siamese", "{variant}", "finetuned.pt"),
-        loss=report(results("siamese", "{variant}", "finetune_loss.png"), category="Siamese network"),
+        loss=report(results("siamese", "{variant}", "finetune_loss.png"), caption="../report/siamese_loss.rst",
+                    category="Siamese network", subcategory="Training loss",
+                    labels={"variant": "{variant}", "stage": "fine-tuning"}),
     params:
         siamese=config["siamese"],
         backbone=config["backbone"],

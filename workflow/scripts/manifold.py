@@ -24,7 +24,8 @@ def main(smk):
     if all(by_id.get(i) is not None and by_id[i].parts for i in store.ids):
         maps = [read_parts(ds.path(by_id[i].parts)) for i in store.ids]
         gt = gt_parts_on_grid(maps, [store.grid(k) for k in range(len(store))])
-    result = run_manifold(store.features, store.valid, params, gt_parts=gt, state_dir=smk.params.state_dir)
+    result = run_manifold(store.features, store.valid, params, gt_parts=gt, state_dir=smk.params.state_dir,
+                          desc=f"manifold {category}")
     write_outputs(result, ManifoldOutputs.from_mapping(smk.output), store.features, store.valid, store.attrs,
                   params, title=category)
 

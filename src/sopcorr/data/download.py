@@ -32,6 +32,23 @@ def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _copy_with_progress(resp, out, url: str, chunk: int = 1 << 20) -> None:
+    """Copy a response to a file in ``chunk``-byte reads, with progress (bytes, rate) on the
+    console and in the log."""
+    from ..progress import Progress
+
+    size = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
+    total = int(size) if size and size.isdigit() else None
+    with Progress(total=total, desc=f"download {url.rsplit('/', 1)[-1]}", unit="B", unit_scale=True,
+                  logger=log) as bar:
+        while True:
+            b = resp.read(chunk)
+            if not b:
+                break
+            out.write(b)
+            bar.update(len(b))
+
+
 def fetch(url: str, dest: str | Path, sha256: str | None = None, timeout: float = 60.0) -> str:
     """Download ``url`` to ``dest`` atomically; return the file's sha256. With ``sha256``
     given, a mismatch raises DatasetError (and nothing is left at ``dest``)."""
@@ -39,7 +56,7 @@ def fetch(url: str, dest: str | Path, sha256: str | None = None, timeout: float 
     with atomic_path(dest) as tmp:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
-                shutil.copyfileobj(resp, out, length=1 << 20)
+                _copy_with_progress(resp, out, url)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise DatasetError(f"download failed: {url}: {exc}") from None
         digest = sha256sum(tmp)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import colorsys
 import json
+import logging
 import math
 import zlib
 from dataclasses import dataclass, field, replace
@@ -38,8 +39,11 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_path
+from ..progress import Progress
 from .generic import write_dataset
 from .model import CategorySpec, Dataset, Instance
+
+log = logging.getLogger(__name__)
 
 CATEGORIES = ("bird", "quadruped", "car", "aircraft", "fish")
 
@@ -719,11 +723,8 @@ def generate(out_dir: str | Path, categories=("bird", "quadruped", "car", "aircr
         n_train = int(round(images_per_category * train_fraction))
         n_train = min(max(n_train, 1), images_per_category - min(2, images_per_category - 1))
         ids = []
-        rng_iter = range(images_per_category)
-        if progress:
-            from tqdm import tqdm
-            rng_iter = tqdm(rng_iter, desc=f"synthetic {cat}", leave=False)
-        for k in rng_iter:
+        for k in Progress(range(images_per_category), desc=f"synthetic {cat}", unit="img", leave=False,
+                          disable=not progress, logger=log):
             params = sample_params(t, instance_rng(seed, cat, k), occluders)
             r = render_instance(t, params, image_size)
             stem = f"{k:04d}"

@@ -140,7 +140,7 @@ def extract_images(net: BackboneNet, load_image: Callable[[int], np.ndarray], id
     load_image(i) -> (H_i, W_i, 3) uint8 image of ``ids[i]``. Images are read, letterboxed and
     forwarded ``batch_size`` at a time under ``torch.inference_mode`` on the net's device.
     """
-    from tqdm.auto import tqdm
+    from ..progress import Progress
 
     n = len(ids)
     device = next(net.parameters()).device
@@ -167,7 +167,8 @@ def extract_images(net: BackboneNet, load_image: Callable[[int], np.ndarray], id
 
     writer = FeatureStoreWriter(out_zarr, n, hw_grid, net.out_channels, attrs, dtype=dtype)
     with writer, torch.inference_mode():
-        bar = tqdm(total=n, desc=f"features {Path(out_zarr).stem}", unit="img", disable=not progress)
+        bar = Progress(total=n, desc=f"features {Path(out_zarr).stem}", unit="img", disable=not progress,
+                       logger=log)
         for idx, xb, lbs in batches():
             xb = xb.to(device, non_blocking=True)
             maps = dense_maps(net, xb, relu=relu)

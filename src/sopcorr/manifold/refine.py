@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import SopcorrError
 from ..io import atomic_path
+from ..progress import Progress
 from . import graphcut
 from .hac import assign_nearest, ward_clustering
 from .kfd import KernelFisherDiscriminant
@@ -534,7 +535,8 @@ def run_iteration(inp: LoopInputs, p: ManifoldParams, state: IterationState | No
 
 
 def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: np.ndarray | None = None,
-                 state_dir: str | Path | None = None, max_iterations_this_call: int | None = None) -> ManifoldResult:
+                 state_dir: str | Path | None = None, max_iterations_this_call: int | None = None,
+                 desc: str = "manifold") -> ManifoldResult:
     """Run Algorithm 1 on one category.
 
     features: (N, H, W, C) per-image indexable array (numpy, zarr), any float dtype;
@@ -542,7 +544,8 @@ def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: 
     gt_parts: optional (N, H, W) int ground-truth part ids per cell (0 background, < 0 unknown)
         for the ARI/NMI columns of the convergence rows;
     state_dir: folder for per-iteration checkpoints (resume from the last finished one);
-    max_iterations_this_call: stop early after this many new iterations (for tests of resuming).
+    max_iterations_this_call: stop early after this many new iterations (for tests of resuming);
+    desc: the name of the progress lines (iterations done, seconds per iteration) in the log.
     Returns a :class:`ManifoldResult`.
     """
     inp = prepare_inputs(features, valid, params, gt_parts, state_dir)
@@ -550,12 +553,18 @@ def run_manifold(features, valid: np.ndarray, params: ManifoldParams, gt_parts: 
     if state is not None:
         log.info("resuming after iteration %d", state.iteration)
     done_now = 0
+    # iterations 0..max_iter; the log lines only (each iteration also logs its own line)
+    bar = Progress(total=params.max_iter + 1, initial=0 if state is None else state.iteration + 1, desc=desc,
+                   unit="iter", disable=True, logger=log)
     while (reason := stop_reason(state, params)) is None:
         if max_iterations_this_call is not None and done_now >= max_iterations_this_call:
             break
         state = run_iteration(inp, params, state)
         inp.checkpoints.save(state)
         done_now += 1
+        bar.update(1)
+    bar.set_postfix(converged=reason == "converged")
+    bar.close()
     return ManifoldResult(labels=inp.graph.to_grid(state.labels.astype(np.int16), fill=-1), rows=state.rows,
                           embedding=state.embedding, first_embedding=state.first_embedding,
                           models=state.models, pairwise=state.pairwise, medians=state.medians,

@@ -1,0 +1,89 @@
+"""The benchmarks as a newcomer runs them (issue 14, Build 6): a bad flag prints the usage and
+exits with status 2, never a traceback; a benchmark that needs a finished run says so and exits
+2. (That each runs with no flags within two minutes on 2 cores is measured, not tested: the
+figures are in the benchmarks' docstrings.)"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+PY_BENCHMARKS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+# the whole-pipeline timers; gpu_check.sh only forwards its arguments to bench_siamese.py
+SH_BENCHMARKS = ["bench_demo.sh", "ablation.sh"]
+
+
+def _run(argv, cwd):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _py(name, *args, cwd):
+    return _run([sys.executable, str(BENCH / name), *args], cwd)
+
+
+def _assert_usage_exit(proc, *needles):
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-2000:]
+    assert "Traceback" not in out, out[-2000:]
+    assert "usage:" in proc.stderr, out[-2000:]
+    for n in needles:
+        assert n in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_benchmarks_are_listed():
+    assert {"bench_features.py", "bench_generator.py", "bench_manifold.py", "bench_siamese.py",
+            "bench_siftflow.py", "matcher_study.py"} <= set(PY_BENCHMARKS)
+    for name in SH_BENCHMARKS:
+        assert (BENCH / name).is_file()
+
+
+@pytest.mark.parametrize("name", PY_BENCHMARKS)
+def test_python_benchmark_rejects_a_bad_flag(name, tmp_path):
+    # argparse names the bad flag, or first a missing required argument (matcher_study.py)
+    _assert_usage_exit(_py(name, "--no-such-flag", cwd=tmp_path), "error:")
+
+
+@pytest.mark.parametrize("name", SH_BENCHMARKS)
+def test_shell_benchmark_rejects_a_bad_flag_and_says_how_long_it_takes(name, tmp_path):
+    proc = _run(["bash", str(BENCH / name), "--no-such-flag"], tmp_path)
+    _assert_usage_exit(proc, " min")
+    proc = _run(["bash", str(BENCH / name), "--cores"], tmp_path)  # a flag without its value
+    _assert_usage_exit(proc)
+
+
+@pytest.mark.parametrize("name, args, needle", [
+    ("bench_generator.py", ["--images", "0"], "--images"),
+    ("bench_generator.py", ["--categories", "unicorn"], "unicorn"),
+    ("bench_manifold.py", ["--sizes", "ten"], "--sizes"),
+    ("bench_manifold.py", ["--full", "--sizes", "50"], "--full"),
+    ("bench_siamese.py", ["--batch", "-1"], "--batch"),
+    ("bench_features.py", ["throughput", "--backbone", "nope"], "nope"),
+    ("bench_siftflow.py", ["sideways"], "sideways"),
+])
+def test_a_bad_value_is_a_usage_error(name, args, needle, tmp_path):
+    _assert_usage_exit(_py(name, *args, cwd=tmp_path), needle)
+
+
+def test_benchmarks_that_need_a_run_say_so(tmp_path):
+    # run from an empty folder: no results/ there
+    _assert_usage_exit(_py("matcher_study.py", cwd=tmp_path), "needs", "finished run")
+    _assert_usage_exit(_py("matcher_study.py", "syn", cwd=tmp_path), "needs", "not found")
+    _assert_usage_exit(_py("matcher_study.py", "syn", "no_such_variant", cwd=tmp_path), "no_such_variant")
+    _assert_usage_exit(_py("bench_siftflow.py", "quality", "--run", "nothing", cwd=tmp_path),
+                       "needs", "results/nothing/")
+
+
+def test_bench_siamese_without_cuda_refuses_cuda_in_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    _assert_usage_exit(_py("bench_siamese.py", "--device", "cuda", cwd=tmp_path), "CUDA")
