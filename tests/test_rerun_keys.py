@@ -27,8 +27,6 @@ from integration.helpers import HERE, TINY, clone, dry_run_jobs, env, reference_
 
 from sopcorr.config import SCHEMA_PATH, deep_merge, load_config, validate_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
-
 # ---------------------------------------------------------------------------------------------
 # the tiny run's rule graph, by hand: rule -> the rules that read its outputs
 # ---------------------------------------------------------------------------------------------
@@ -304,10 +302,14 @@ def dry_runs(finished):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("workflow")
 def test_the_finished_run_is_up_to_date(dry_runs):
     assert dry_runs["<unchanged>"] == {"jobs": [], "error": None}
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("workflow")
 @pytest.mark.parametrize("key", sorted(KEYS))
 def test_changing_a_key_reruns_exactly_its_rules(dry_runs, key):
     roots = KEYS[key][1]
@@ -321,12 +323,15 @@ def test_changing_a_key_reruns_exactly_its_rules(dry_runs, key):
         f"(extra: {extra}, missing: {missing})")
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("workflow")
 def test_in_process_dry_runs_agree_with_the_command_line(finished, dry_runs, tmp_path):
     # the API-built DAG is the one `snakemake -n` builds (a key that reruns a chain)
     key = "manifold.n_parts"
     path = tmp_path / "overlay.yaml"
     path.write_text(yaml.safe_dump(key_overlay(key)))
     out = run_snakemake(finished, configfiles=[TINY, path], extra=["-n"]).stdout
+
     def norm(jobs):
         return sorted((r, sorted(w.items())) for r, w in jobs if r != "all")
 

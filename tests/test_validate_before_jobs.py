@@ -141,7 +141,6 @@ def _dry_run_fails_with_one_line(wd, overlay, expected: str):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("workflow")
 def test_snakemake_dry_run_rejects_an_unknown_backbone_layer(tmp_path):
     wd = copy_workflow(tmp_path / "wf")
     overlay = tmp_path / "bad.yaml"
@@ -152,7 +151,6 @@ def test_snakemake_dry_run_rejects_an_unknown_backbone_layer(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("workflow")
 @pytest.mark.parametrize("defect", ["dup_ids", "pair_unknown", "empty_category"])
 def test_snakemake_dry_run_rejects_a_broken_dataset(generic, tmp_path, defect):
     (tmp_path / "dataset").mkdir()
