@@ -3,7 +3,7 @@
 # manifold/<category>/state/ (not an output, so Snakemake keeps them when a killed job reruns).
 
 _MANIFOLD_FILES = ["convergence.csv", "embedding.npz", "part_models.npz", "convergence.png"]
-_MANIFOLD_DIRS = ["labels.zarr", "embedded.zarr", "embedded_iter1.zarr"]
+_MANIFOLD_DIRS = ["labels.zarr", "embedded.zarr", "embedded_iter0.zarr"]
 
 
 rule manifold:
@@ -19,7 +19,7 @@ rule manifold:
         part_models=results("manifold", "{variant}", "{category}", "part_models.npz"),
         labels=directory(results("manifold", "{variant}", "{category}", "labels.zarr")),
         embedded=directory(results("manifold", "{variant}", "{category}", "embedded.zarr")),
-        embedded_iter1=directory(results("manifold", "{variant}", "{category}", "embedded_iter1.zarr")),
+        embedded_iter0=directory(results("manifold", "{variant}", "{category}", "embedded_iter0.zarr")),
         figure=report(results("manifold", "{variant}", "{category}", "convergence.png"),
                       caption="../report/convergence.rst", category="manifold"),
     params:

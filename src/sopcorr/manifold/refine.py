@@ -523,7 +523,7 @@ def write_outputs(result: ManifoldResult, out_dir, features, valid: np.ndarray, 
         arr[:] = result.labels
         arr.attrs.update({"image_ids": list(store_attrs.get("image_ids", [])), "n_parts": params.n_parts,
                           "invalid": -1, "complete": True})
-    for name, emb in (("embedded.zarr", result.embedding), ("embedded_iter1.zarr", result.first_embedding)):
+    for name, emb in (("embedded.zarr", result.embedding), ("embedded_iter0.zarr", result.first_embedding)):
         attrs = {k: v for k, v in store_attrs.items() if k != "complete"}
         attrs.update({"embedding": "kfd", "source_backbone": store_attrs.get("backbone"),
                       "normalisation": "none (KFD embedding)", "channels": emb.dim})
