@@ -1,4 +1,5 @@
 # features stage: dense CNN feature maps per category (sopcorr.features).
+from sopcorr.features.backbones import job_memory_mb
 
 
 rule extract_features:
@@ -13,7 +14,8 @@ rule extract_features:
         seed=config["seed"],
     threads: 2
     resources:
-        mem_mb=2000 if config["backbone"]["name"] == "efficientnet_lite0" else 8000,
+        mem_mb=job_memory_mb(config["backbone"]["name"], config["backbone"]["input_size"],
+                             config["backbone"]["batch_size"], config["backbone"]["layers"]),
     log:
         results("logs", "extract_features", "{category}.log"),
     benchmark:

@@ -86,10 +86,6 @@ def svm_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y
 
 
 # ---------------------------------------------------------------------- the per-category driver
-#: the two layers standing in for the paper's conv4 / conv5 per backbone
-CONV_LAYERS = {"efficientnet_lite0": ("block10", "block14"), "vgg16": ("conv4_3", "conv5_3")}
-
-
 def _keypoint_sets(ctx, indices):
     """Visible keypoints of ``indices``: list of (instance index, points (V, 2), name idx (V,))."""
     out = []
@@ -103,7 +99,7 @@ def _keypoint_sets(ctx, indices):
 def descriptor_functions(ctx, names, crop_size: int, layers=None, device: str = "cpu"):
     """{descriptor name: f(instance index, points (V, 2)) -> (V, D)} for the requested
     ``names``: 'sift_r<radius>', 'conv4', 'conv5' (the backbone's two layers of
-    :data:`CONV_LAYERS` or ``layers``), 'ours_embed' (the manifold embedding), 'ours_finetuned'
+    :func:`sopcorr.features.backbones.conv_row_layers` or ``layers``), 'ours_embed' (the manifold embedding), 'ours_finetuned'
     (the fine-tuned network's dense descriptor). SIFT and conv descriptors follow Long et al.:
     the box warped to crop_size x crop_size. Unavailable inputs raise MethodUnavailable."""
     from ..geometry import FeatureGrid, Letterbox
@@ -123,12 +119,12 @@ def descriptor_functions(ctx, names, crop_size: int, layers=None, device: str = 
             if net is None:
                 import torch
 
-                from ..features.backbones import build_backbone
+                from ..features.backbones import build_backbone, conv_row_layers
                 from ..features.extract import combine_layers, preprocess
 
                 bb = ctx.config.get("backbone", {})
                 bname = bb.get("name", "efficientnet_lite0")
-                lays = list(layers or CONV_LAYERS.get(bname, ()))
+                lays = list(layers or conv_row_layers(bname))
                 if len(lays) != 2:
                     raise MethodUnavailable(f"no conv4/conv5 layers for backbone '{bname}'")
                 net = build_backbone(bname, crop_size, layers=lays, weights=bb.get("weights"), device=device)
