@@ -523,13 +523,15 @@ _PROBE_SIZE = 64
 def activation_bytes(name: str, input_size: int, layers: tuple[str, ...] | None = None) -> tuple[int, int, int]:
     """(largest, total, parameters) in bytes for the network truncated after ``layers``'
     deepest, one float32 image of side ``input_size``: the largest and the summed sizes of every
-    leaf module's output, read with forward hooks on a probe image of ``_PROBE_SIZE`` px and
-    scaled by (input_size / _PROBE_SIZE)^2 (every map is input_size / stride per side); and the
-    size of the *whole* model's parameters (the state dict that is loaded)."""
+    leaf module's output (in-place modules, which reuse their input's storage, do not count),
+    read with forward hooks on a probe image of ``_PROBE_SIZE`` px and scaled by
+    (input_size / _PROBE_SIZE)^2 (every map is input_size / stride per side); and the size of
+    the *whole* model's parameters (the state dict that is loaded)."""
     net = _builder(name)(_PROBE_SIZE, layers=list(layers) if layers else None, pretrained=False)
     sizes: list[int] = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel() * 4))
-             for m in net.modules() if not list(m.children()) and not isinstance(m, nn.Identity)]
+             for m in net.modules() if not list(m.children()) and not isinstance(m, nn.Identity)
+             and not getattr(m, "inplace", False)]
     with torch.inference_mode():
         net(torch.zeros(1, 3, _PROBE_SIZE, _PROBE_SIZE))
     for h in hooks:
@@ -554,11 +556,11 @@ def job_memory_mb(name: str, input_size: int, batch_size: int, layers=None, trai
     * inference (``training=False``): ``RUNTIME_MB`` + 2 x the weights (state dict + model) +
       batch x 4 x the largest activation (an op's input, output and temporaries, the kept maps);
     * training the backbone end to end: ``RUNTIME_MB`` + 4 x the weights (weights, gradients,
-      two Adam moments) + batch x 3 x the summed activations (kept for the backward pass, and
-      their gradients).
+      two Adam moments) + batch x 2 x the summed activations (autograd keeps every op's output,
+      and the backward pass holds about as much again in gradients).
     """
     largest, total, params = activation_bytes(name, int(input_size), tuple(layers) if layers else None)
     b = max(1, int(batch_size))
-    need = (4 * params + b * 3 * total) if training else (2 * params + b * 4 * largest)
+    need = (4 * params + b * 2 * total) if training else (2 * params + b * 4 * largest)
     mb = RUNTIME_MB + need / 2 ** 20
     return int(math.ceil(mb / MEMORY_STEP_MB) * MEMORY_STEP_MB)
