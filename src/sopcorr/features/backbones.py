@@ -77,7 +77,7 @@ class BackboneSpec:
     layers: tuple[LayerSpec, ...]
     default_layers: tuple[str, ...]
     siamese_layers: tuple[str, ...] = ()
-    conv_layers: tuple[str, str] | tuple = ()
+    conv_layers: tuple[str, ...] = ()
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     description: str = ""
