@@ -184,8 +184,29 @@ def summarise(pck: dict) -> dict:
         pairs = [p for v in cats.values() for p in v[2]]
         out[m] = {"categories": per_cat, "mean": float(np.mean(list(per_cat.values()))),
                   "per_pair": float(np.mean(pairs)) if pairs else float("nan"),
-                  "keypoints": int(sum(v[1] for v in cats.values())), "pairs": len(pairs)}
+                  "keypoints": int(sum(v[1] for v in cats.values())), "pairs": len(pairs), "pair_pck": pairs}
     return out
+
+
+def paired_difference(a: list[float], b: list[float], seed: int = 0, n_boot: int = 2000) -> tuple[float, float, float]:
+    """Mean of b - a over the same pairs and its 95 % bootstrap interval (pairs resampled with
+    replacement, seeded). Pairs share images, so the interval is, if anything, too narrow."""
+    d = np.asarray(b, float) - np.asarray(a, float)
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(1)
+    return float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def print_differences(rows: list[dict]) -> None:
+    """Per dataset: each backbone against the first, per-pair PCK@0.1 difference with its 95 % interval."""
+    print("\n| data | method | backbone vs first | per_pair difference | 95 % interval (bootstrap over pairs) |")
+    print("|---|---|---|--:|---|")
+    for label in dict.fromkeys(r["dataset"] for r in rows):
+        group = [r for r in rows if r["dataset"] == label]
+        for m in ("nn_raw", "geometric_raw"):
+            for r in group[1:]:
+                d, lo, hi = paired_difference(group[0]["results"][m]["pair_pck"], r["results"][m]["pair_pck"])
+                print(f"| {label} | {m} | {r['backbone']} - {group[0]['backbone']} | {d:+.1f} | [{lo:+.1f}, {hi:+.1f}] |")
 
 
 # ------------------------------------------------------------------------------ driver
@@ -278,6 +299,7 @@ def main(argv=None) -> int:
         for label, path, cfgs, max_pairs in jobs:
             rows += study(label, path, cfgs, args.backbones, max_pairs, args.threads, Path(work))
     print_table(rows)
+    print_differences(rows)
     print(f"\n({'full' if args.full else 'quick'} study, {time.perf_counter() - t0:.0f} s; "
           f"load average {os.getloadavg()[0]:.1f})")
     if args.out:
