@@ -88,19 +88,19 @@ def throughput(args) -> None:
 
 # ------------------------------------------------------------------------------ layer study
 CANDIDATES = [
-    ("efficientnet_lite0", 256, ["block7"]),
-    ("efficientnet_lite0", 256, ["block10"]),
-    ("efficientnet_lite0", 256, ["block14"]),
-    ("efficientnet_lite0", 256, ["block10", "block14"]),
-    ("efficientnet_lite0", 256, ["block7", "block10"]),
-    ("efficientnet_lite0", 256, ["block7", "block10", "block14"]),
-    ("efficientnet_lite0", 256, ["block4"]),
-    ("efficientnet_lite0", 256, ["block4", "block10"]),
-    ("efficientnet_lite0", 256, ["block4", "block10", "block14"]),
-    ("efficientnet_lite0", 256, ["block4", "block7", "block10", "block14"]),
-    ("efficientnet_lite0", 320, ["block10", "block14"]),
-    ("efficientnet_lite0", 384, ["block10", "block14"]),
-    ("efficientnet_lite0", 384, ["block7", "block10", "block14"]),
+    ("efficientnet_lite0", 256, ["stage4"]),
+    ("efficientnet_lite0", 256, ["stage5"]),
+    ("efficientnet_lite0", 256, ["stage6"]),
+    ("efficientnet_lite0", 256, ["stage5", "stage6"]),
+    ("efficientnet_lite0", 256, ["stage4", "stage5"]),
+    ("efficientnet_lite0", 256, ["stage4", "stage5", "stage6"]),
+    ("efficientnet_lite0", 256, ["stage3"]),
+    ("efficientnet_lite0", 256, ["stage3", "stage5"]),
+    ("efficientnet_lite0", 256, ["stage3", "stage5", "stage6"]),
+    ("efficientnet_lite0", 256, ["stage3", "stage4", "stage5", "stage6"]),
+    ("efficientnet_lite0", 320, ["stage5", "stage6"]),
+    ("efficientnet_lite0", 384, ["stage5", "stage6"]),
+    ("efficientnet_lite0", 384, ["stage4", "stage5", "stage6"]),
 ]
 
 

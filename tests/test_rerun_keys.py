@@ -46,9 +46,10 @@ DOWNSTREAM: dict[str, list[str]] = {
     "eval_classify": ["eval_table"],
     "eval_pairs": ["eval_table"],
     "eval_dense": ["eval_table"],
-    "eval_table": ["eval_bars"],
-    "eval_figures": [],
-    "eval_bars": [],
+    "eval_table": ["eval_bars", "report_description"],
+    "eval_figures": ["report_description"],
+    "eval_bars": ["report_description"],
+    "report_description": [],                            # the report's first screen
 }
 #: every rule of the tiny run's default target
 EVERY = "generate_synthetic"

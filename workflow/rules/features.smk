@@ -1,4 +1,5 @@
 # features stage: dense CNN feature maps per category (sopcorr.features).
+from sopcorr.features.backbones import job_memory_mb
 from sopcorr.workflow_support import backbone_settings
 
 
@@ -18,7 +19,12 @@ rule extract_features:
         "../../envs/sopcorr.yaml"
     threads: 2
     resources:
-        mem_mb=2000 if config["backbone"]["name"] == "efficientnet_lite0" else 8000,
+        mem_mb=job_memory_mb(
+            config["backbone"]["name"],
+            config["backbone"]["input_size"],
+            config["backbone"]["batch_size"],
+            config["backbone"]["layers"],
+        ),
     params:
         backbone=backbone_settings(config["backbone"]),
         # where and how fast, not what: a params function of `resources` is "derived", and

@@ -3,7 +3,12 @@
 # GPU rules (resources gpu=1) that also run on the CPU; a killed job resumes from
 # siamese/<output>.state.pt on its next run.
 
-_SIAMESE_MEM = 4000 if config["backbone"]["name"] == "efficientnet_lite0" else 16000
+from sopcorr.features.backbones import job_memory_mb
+
+#: the encoder's share (sopcorr.features.backbones.job_memory_mb) plus the pairs, flows and network
+_SIAMESE_MEM = 2000 + job_memory_mb(config["backbone"]["name"], config["siamese"]["input_size"],
+                                    2 * config["siamese"]["batch_size"], config["siamese"]["encoder_layers"],
+                                    training=not config["siamese"]["freeze_encoder"])
 #: settings of the training rule (fine-tuning keys left out so changing them reruns only finetune_siamese)
 _SIAMESE_TRAIN = {k: v for k, v in config["siamese"].items()
                   if not k.startswith("finetune_") and k not in ("keypoint_supervision", "keypoint_weight")}

@@ -93,14 +93,10 @@ def svm_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y
 #: they are (sopcorr.matchers.methods)
 DESCRIPTOR_METHODS = {"ours_embed": "nn_embed", "ours_finetuned": "ours_finetuned"}
 
-#: the two layers standing in for the paper's conv4 / conv5 per backbone
-CONV_LAYERS = {"efficientnet_lite0": ("block10", "block14"), "vgg16": ("conv4_3", "conv5_3")}
-
-
 @dataclass(frozen=True)
 class ConvDescriptorParams:
     """The backbone of the conv4/conv5 rows: name, layers (the two layers; None: the
-    backbone's pair in :data:`CONV_LAYERS`), weights (a state-dict path or None), relu,
+    backbone's pair from :func:`sopcorr.features.backbones.conv_row_layers`), weights (a state-dict path or None), relu,
     device (speed only)."""
 
     backbone: str = "efficientnet_lite0"
@@ -110,7 +106,9 @@ class ConvDescriptorParams:
     device: str = "auto"
 
     def conv_layers(self) -> list[str]:
-        lays = list(self.layers or CONV_LAYERS.get(self.backbone, ()))
+        from ..features.backbones import conv_row_layers
+
+        lays = list(self.layers or conv_row_layers(self.backbone))
         if len(lays) != 2:
             raise SopcorrError(f"evaluate.conv_layers: no conv4/conv5 layers for backbone '{self.backbone}' "
                                f"(set evaluate.conv_layers to two of its layers)")

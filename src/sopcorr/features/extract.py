@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..errors import DatasetError
 from ..geometry import FeatureGrid, Letterbox
-from .backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneNet, build_backbone, resolve_device
+from .backbones import DEFAULT_BACKBONE, IMAGENET_MEAN, IMAGENET_STD, BackboneNet, build_backbone, resolve_device
 from .store import FeatureStoreWriter
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def extract_category(instances_json: str | Path, out_zarr: str | Path, backbone_
     if not insts:
         raise DatasetError(f"{instances_json}: no instances to extract features from")
     dev = resolve_device(device or backbone_cfg.get("device", "auto"))
-    net = build_backbone(backbone_cfg.get("name", "efficientnet_lite0"), backbone_cfg.get("input_size", 256),
+    net = build_backbone(backbone_cfg.get("name", DEFAULT_BACKBONE), backbone_cfg.get("input_size", 256),
                          layers=backbone_cfg.get("layers"), weights=backbone_cfg.get("weights"), device=dev)
     log.info("extracting %d images of %s with %s layers %s at %d px on %s -> grid %dx%d x %d",
              len(insts), instances_json, net.spec.name, net.layers, net.input_size, dev,

@@ -53,17 +53,13 @@ def register_encoder(name: str, factory: Callable[..., nn.Module]) -> None:
     ENCODERS[name] = factory
 
 
-#: encoder layers of the Siamese network per backbone when ``siamese.encoder_layers`` is null:
-#: strides 8/16/32 for EfficientNet-Lite0 (FCN-8's pool3/pool4/pool5 analogue); VGG16 as the
-#: project exposes it ends at conv5_3 (stride 16), so conv3_3/conv4_3/conv5_3 (4/8/16).
-DEFAULT_LAYERS = {
-    "efficientnet_lite0": ["block4", "block10", "block14"],
-    "vgg16": ["conv3_3", "conv4_3", "conv5_3"],
-}
-
-
 def default_layers(backbone: str) -> list[str] | None:
-    return list(DEFAULT_LAYERS[backbone]) if backbone in DEFAULT_LAYERS else None
+    """Encoder layers when ``siamese.encoder_layers`` is null: the backbone registry's
+    (``sopcorr.features.backbones.siamese_encoder_layers``: strides 8/16/32 on EfficientNet-Lite);
+    None for an encoder registered here."""
+    from ..features.backbones import BACKBONES, siamese_encoder_layers
+
+    return siamese_encoder_layers(backbone) if backbone in BACKBONES else None
 
 
 def build_encoder(name: str, input_size: int, layers=None, weights=None, device="cpu",
