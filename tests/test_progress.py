@@ -189,7 +189,7 @@ def test_evaluation_jobs_write_progress_into_their_log(tmp_path, capfd):
     text = logfile.read_text()
     n_test = len(cat.split_indices("test"))
     n_train = len(cat.split_indices("train"))
-    assert f"pairs toy: 16/16 pair (100%) in " in text and "(done)" in text
+    assert "pairs toy: 16/16 pair (100%) in " in text and "(done)" in text
     assert f"keypoints toy: {n_test + n_train}/{n_test + n_train} query (100%)" in text
     assert "pair/s" in text or "s/pair" in text
     err = capfd.readouterr().err

@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sopcorr", description="Dense semantic object correspondence tools.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     m = sub.add_parser("match", help="match two photos densely and draw it (paper Fig. 1 view)",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+                       description=__doc__.split("\n\n")[1].replace("``", "") if __doc__ else None)
     m.add_argument("img_a", help="source image A")
     m.add_argument("img_b", help="target image B")
     m.add_argument("-o", "--output", required=True,
