@@ -8,7 +8,7 @@ the correspondences B -> A for the colours and A -> B for the lines and the .jso
 RSS; importing the CUDA build of torch alone is about 650 MB of it). The goal
 (issue 14): match + figure <= 1 s per 448 px pair on 2 CPU cores after the model is loaded.
 
-With no flags (about 30 s on 2 cores): 8 pairs of synthetic 448 px images generated on the fly.
+With no flags (about 1 min on a busy 2-core machine): 8 pairs of synthetic 448 px images generated on the fly.
 ``--images DIR``: pairs of consecutive photos of a folder instead (e.g. a category folder of
 the PF-WILLOW dev split). Pin the cores to measure a 2-core machine on a larger one::
 
