@@ -244,3 +244,18 @@ def test_subprocess_exit_status_and_no_traceback(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("sopcorr error:") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert "unknown output format" in r.stderr  # the output is checked first, before the images
+
+
+def test_no_run_features_are_the_default_configs():
+    """`sopcorr match` extracts features as the default config's feature stage does (backbone,
+    its default layers, normalisation), at the dev split's 448 px."""
+    from pathlib import Path
+
+    import yaml
+
+    from sopcorr.features.backbones import get_spec
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["backbone"]
+    s = FeatureSettings()
+    assert s.backbone == cfg["name"] and s.relu == cfg["relu"] and s.input_size == 448
+    assert s.layers is None and list(cfg["layers"]) == list(get_spec(s.backbone).default_layers)
