@@ -126,3 +126,14 @@ def test_pair_evaluation_records_each_pair():
     cat = toy_context()
     res = run_pair_evaluation(cat, [exact_method()], [0.1])
     assert len(res[0]["per_pair"]) == len(cat.pairs()) and set(res[0]["per_pair"]) == {100.0}
+
+
+def test_every_method_is_described_once_in_the_methods_table():
+    """The report's front page and `sopcorr match` read the descriptions from one table (the
+    docstring of sopcorr.matchers.methods): every named method has one."""
+    from sopcorr.matchers.methods import METHODS, method_descriptions
+
+    d = method_descriptions()
+    missing = [m for m in METHODS if not d.get(m)]
+    assert not missing, f"add a row to the table in sopcorr/matchers/methods.py for: {missing}"
+    assert "location prior" in d["ours_geometric_prior"] and d["ours_geometric"] in d["ours_geometric_prior"]

@@ -167,3 +167,65 @@ def test_download_copy_reports_bytes(caplog, tmp_path):
     assert out.read_bytes() == b"x" * 3000
     msgs = [r.getMessage() for r in caplog.records if r.name == "sopcorr.data.download"]
     assert msgs[-1].startswith("download archive.tar: 3.00kB/3.00kB (100%)"), msgs
+
+
+def test_evaluation_jobs_write_progress_into_their_log(tmp_path, capfd):
+    """eval_pairs / eval_keypoints / eval_dense-style jobs: the evaluation loop's count and rate
+    land in the job's log file (the console keeps the bar)."""
+    from evaluate_toys import exact_method, toy_context
+
+    from sopcorr.evaluate.keypoints import run_keypoint_evaluation
+    from sopcorr.evaluate.pairs import run_pair_evaluation
+
+    logfile = tmp_path / "eval.log"
+    cat = toy_context(8)
+
+    def main(smk):
+        run_pair_evaluation(cat, [exact_method("a"), exact_method("b", shift=(3, 0))], [0.1], progress=True)
+        run_keypoint_evaluation(cat, [exact_method("a")], k=2, alpha=0.1, progress=True)
+
+    run(main, types.SimpleNamespace(log=[str(logfile)]))
+    logging.getLogger().handlers.clear()
+    text = logfile.read_text()
+    n_test = len(cat.split_indices("test"))
+    n_train = len(cat.split_indices("train"))
+    assert "pairs toy: 16/16 pair (100%) in " in text and "(done)" in text
+    assert f"keypoints toy: {n_test + n_train}/{n_test + n_train} query (100%)" in text
+    assert "pair/s" in text or "s/pair" in text
+    err = capfd.readouterr().err
+    assert "pairs toy: 16/16 pair" not in err  # the console shows the bar instead
+
+
+def test_a_shared_reporter_counts_every_loop_once(caplog):
+    """The ablation's stages count into one reporter: one final line over all of them."""
+    from evaluate_toys import exact_method, toy_context
+
+    from sopcorr.evaluate.pairs import run_pair_evaluation
+    from sopcorr.progress import counting
+
+    caplog.set_level(logging.INFO, logger="test.progress")
+    log = logging.getLogger("test.progress")
+    cat = toy_context(6)
+    with counting(False, total=12, desc="ablation toy", unit="pair", logger=log) as bar:
+        for name in ("a", "b"):
+            run_pair_evaluation(cat, [exact_method(name)], [0.1], progress=bar)
+    lines = _lines(caplog)
+    assert lines and lines[-1].startswith("ablation toy: 12/12 pair (100%)") and lines[-1].endswith("(done)")
+    assert not any(m.startswith("pairs toy") for m in lines)
+
+
+def test_a_failed_job_prints_its_error_once_and_logs_it(tmp_path, capfd):
+    from sopcorr.errors import DatasetError
+
+    logfile = tmp_path / "job.log"
+
+    def main(smk):
+        raise DatasetError("data/x.json: instance 'a': field 'bbox': bad")
+
+    with pytest.raises(SystemExit) as exc:
+        run(main, types.SimpleNamespace(log=[str(logfile)]))
+    logging.getLogger().handlers.clear()
+    assert exc.value.code == 1
+    err = capfd.readouterr().err
+    assert err.count("field 'bbox': bad") == 1 and err.strip() == "sopcorr error: data/x.json: instance 'a': field 'bbox': bad"
+    assert logfile.read_text().count("field 'bbox': bad") == 1

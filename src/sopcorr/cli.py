@@ -1,139 +1,201 @@
 """The ``sopcorr`` command line.
 
-``sopcorr match IMG_A IMG_B --checkpoint CKPT -o OUT.png [--lines N] [--box-a X0 Y0 X1 Y1]
-[--device auto|cpu|cuda] [--backbone NAME]`` draws the dense correspondence of two images with a
-trained Siamese checkpoint, as in the paper's Figure 1: image A coloured by position (inside
-``--box-a``, default the whole image), image B coloured by the colour of the point of A each of
-its pixels matches (network run B -> A), side by side, with optional lines between a sample of
-A -> B matches (the most confident of a random sample). Errors (missing file, unreadable or
-mismatched checkpoint) print one line and exit with status 1.
+``sopcorr match IMG_A IMG_B -o OUT`` matches two photos densely and draws the paper's Figure 1
+view (A and B, A's object coloured by position, B coloured by the colour of its match in A),
+with a colour legend and both image names; ``-o`` ending in .json or .npz writes the dense
+correspondence itself instead (``--json`` writes it beside a figure). No pipeline run is needed:
+by default the geometric matcher on the raw features of the default backbone at 448 px.
+``--run results/<run>`` uses that finished run's best learned matcher (and the boxes of the
+run's instances when the images are among them); ``--checkpoint`` a Siamese checkpoint file.
+Every flag is checked before anything is computed: an error is one line on stderr and exit
+status 1, and nothing is written.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
-import numpy as np
-
 from .errors import SopcorrError
-from .viz.colour import overlay as _overlay
-from .viz.colour import pixel_coords as _pixel_coords
 from .viz.colour import position_colours
 
-__all__ = ["main", "build_parser", "draw_match", "position_colours"]
+__all__ = ["main", "build_parser", "position_colours", "FIGURE_SUFFIXES"]
+
+#: output formats of the figure (matplotlib backends)
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+#: --method values that need a run or a checkpoint
+LEARNED = "learned"
 
 
-def _valid_at(corr, pts: np.ndarray) -> np.ndarray:
-    """Nearest-cell validity of a correspondence at image points (K, 2) -> (K,) bool."""
-    cr = corr.grid.image_to_cell(pts)
-    h, w = corr.valid.shape
-    c = np.rint(cr[:, 0]).astype(int)
-    r = np.rint(cr[:, 1]).astype(int)
-    ok = (c >= 0) & (c < w) & (r >= 0) & (r < h)
-    out = np.zeros(len(pts), bool)
-    out[ok] = corr.valid[r[ok], c[ok]]
-    return out
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line (exit status 2, as argparse's)."""
+
+    def error(self, message):  # noqa: D401 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def draw_match(frame_a, frame_b, matcher, out: str | Path, lines: int = 0,
-               box_a=None, seed: int = 0, title: str | None = None) -> None:
-    """Render the Figure-1 view of two frames (:class:`sopcorr.matchers.base.Frame`; their
-    images uint8 (H, W, 3)) matched by ``matcher`` (any matcher of :mod:`sopcorr.matchers`)
-    to ``out``."""
-    import matplotlib
+# ---------------------------------------------------------------------- validation
+def _check_output(path: str, what: str, suffixes: tuple[str, ...]) -> Path:
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise SopcorrError(f"{what} {path}: unknown output format '{p.suffix or '(none)'}' "
+                           f"(use {', '.join(suffixes)})")
+    if p.is_dir():
+        raise SopcorrError(f"{what} {path}: is a folder")
+    parent = next((q for q in [p.parent, *p.parent.parents] if q.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise SopcorrError(f"{what} {path}: cannot write into {parent}")
+    return p
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from .io import save_figure
+def _read(path: str):
+    from .data.generic import read_image
 
-    img_a, img_b = frame_a.image, frame_b.image
-    ha, wa = img_a.shape[:2]
-    hb, wb = img_b.shape[:2]
-    box = tuple(box_a) if box_a is not None else (0.0, 0.0, wa - 1.0, ha - 1.0)
-    pa = _pixel_coords(ha, wa)
-    col_a, in_a = position_colours(pa, box)
-    # B -> A: colour each pixel of B by the colour of its match in A
-    corr_ba = matcher.correspondence(frame_b, frame_a)
-    pb = _pixel_coords(hb, wb).reshape(-1, 2)
-    to_a, _ = corr_ba.transfer(pb)
-    col_b, in_b = position_colours(to_a.reshape(hb, wb, 2), box)
-    in_b &= _valid_at(corr_ba, pb).reshape(hb, wb)
-    left = _overlay(img_a, col_a, in_a)
-    right = _overlay(img_b, col_b, in_b)
-    H = max(ha, hb)
-    canvas = np.ones((H, wa + wb, 3))
-    canvas[:ha, :wa] = left
-    canvas[:hb, wa:] = right
-    fig, ax = plt.subplots(figsize=(min(16, (wa + wb) / 60 + 1), min(9, H / 60 + 1)))
-    ax.imshow(canvas, interpolation="nearest")
-    if lines > 0:
-        corr_ab = matcher.correspondence(frame_a, frame_b)
-        rng = np.random.default_rng(seed)
-        cand = pa[in_a].reshape(-1, 2)
-        cand = cand[_valid_at(corr_ab, cand)]
-        if len(cand):
-            pick = cand[rng.choice(len(cand), size=min(len(cand), 20 * lines), replace=False)]
-            tgt, score = corr_ab.transfer(pick)
-            keep = np.argsort(-score)[:lines]
-            rgb, _ = position_colours(pick[keep], box)
-            for (x0, y0), (x1, y1), c in zip(pick[keep], tgt[keep], rgb):
-                ax.plot([x0, x1 + wa], [y0, y1], "-", color=c, lw=0.8, alpha=0.9)
-                ax.plot([x0], [y0], "o", color=c, ms=2.5)
-                ax.plot([x1 + wa], [y1], "o", color=c, ms=2.5)
-    ax.set_xlim(-0.5, wa + wb - 0.5)
-    ax.set_ylim(H - 0.5, -0.5)
-    ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, out, dpi=110)
+    if Path(path).is_dir():
+        raise SopcorrError(f"{path}: is a folder, not an image")
+    if Path(path).is_file() and not os.access(path, os.R_OK):
+        raise SopcorrError(f"{path}: image file not readable (permission denied)")
+    return read_image(path)  # DatasetError: not found / not decodable
+
+
+def _check_box(box, img, flag: str):
+    if box is None:
+        return None
+    x0, y0, x1, y1 = (float(v) for v in box)
+    h, w = img.shape[:2]
+    if not (x1 > x0 and y1 > y0):
+        raise SopcorrError(f"{flag}: need X0 < X1 and Y0 < Y1, got {' '.join(f'{v:g}' for v in box)}")
+    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+        raise SopcorrError(f"{flag} {' '.join(f'{v:g}' for v in box)}: outside the image "
+                           f"({w} x {h} px: x in [0, {w}], y in [0, {h}])")
+    return (x0, y0, x1, y1)
+
+
+def _plan(args):
+    """Everything checked before any compute: (outputs, images, boxes, method, run instances)."""
+    from .match import CORRESPONDENCE_SUFFIXES, NO_RUN_METHODS, learned_entry_point, run_instance
+
+    out = _check_output(args.output, "-o", FIGURE_SUFFIXES + CORRESPONDENCE_SUFFIXES)
+    corr_out = _check_output(args.json, "--json", CORRESPONDENCE_SUFFIXES) if args.json else None
+    if corr_out is not None and out.suffix.lower() in CORRESPONDENCE_SUFFIXES:
+        raise SopcorrError("--json: -o already writes the correspondence; give --json with a figure -o")
+    if args.lines < 0:
+        raise SopcorrError(f"--lines: must be >= 0, got {args.lines}")
+    if args.run and args.checkpoint:
+        raise SopcorrError("--run and --checkpoint: give one of them")
+    method = args.method or (LEARNED if (args.run or args.checkpoint) else "geometric")
+    if method not in (*NO_RUN_METHODS, LEARNED):
+        raise SopcorrError(f"--method: unknown method '{method}' (valid: {', '.join(NO_RUN_METHODS)}; "
+                           f"{LEARNED} with --run or --checkpoint)")
+    if method == LEARNED and not (args.run or args.checkpoint):
+        raise SopcorrError(f"--method {LEARNED}: needs --run results/<run> or --checkpoint FILE")
+    if args.checkpoint and method != LEARNED:
+        raise SopcorrError(f"--checkpoint: only for the learned matcher, not --method {method}")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise SopcorrError(f"{args.checkpoint}: checkpoint not found")
+    if args.run and not Path(args.run).is_dir():
+        raise SopcorrError(f"--run {args.run}: no such run folder (a finished run's results/<run>)")
+    if args.run and method == LEARNED:
+        learned_entry_point()
+    img_a, img_b = _read(args.img_a), _read(args.img_b)
+    inst_a = run_instance(args.run, args.img_a) if args.run else None
+    inst_b = run_instance(args.run, args.img_b) if args.run else None
+    box_a = _check_box(args.box_a, img_a, "--box-a") or (inst_a.bbox if inst_a else None)
+    box_b = _check_box(args.box_b, img_b, "--box-b") or (inst_b.bbox if inst_b else None)
+    category = args.category or (inst_a.category if inst_a else None) or (inst_b.category if inst_b else None)
+    return out, corr_out, (img_a, img_b), (box_a, box_b), method, category
+
+
+# ---------------------------------------------------------------------- the command
+def _matcher(args, method: str, category: str | None):
+    """(matcher, frames of the two images, what it is: one line)."""
+    from .match import FeatureSettings, PhotoFeatures, image_frames, learned_matcher, no_run_matcher
+
+    if method == LEARNED and args.run:
+        matcher, desc = learned_matcher(args.run, category)
+        return matcher, image_frames, f"learned matcher of run {args.run}: {desc}"
+    if method == LEARNED:
+        from .matchers import build
+        from .matchers.siamese import SiameseParams
+
+        matcher = build("siamese", SiameseParams(device=args.device), checkpoint=args.checkpoint,
+                        backbone=args.backbone)
+        return matcher, image_frames, (f"learned: the Siamese network of {args.checkpoint} "
+                                       f"({matcher.spec.backbone}, {matcher.size} px)")
+    matcher, desc = no_run_matcher(method, device=args.device)
+    settings = FeatureSettings(input_size=args.size, device=args.device,
+                               **({"backbone": args.backbone} if args.backbone else {}))
+    try:
+        feats = PhotoFeatures(settings)
+    except SopcorrError as err:  # the backbone's messages name config keys: say the flag too
+        raise SopcorrError(f"--backbone/--size: {str(err).removeprefix('config error: ')}") from None
+    return matcher, feats.frames, f"{method}: {desc}; model {feats.describe()} (no run needed)"
 
 
 def _cmd_match(args) -> int:
-    from .data.generic import read_image
-    from .matchers import build
-    from .matchers.base import Frame
-    from .matchers.siamese import SiameseParams
+    from .match import CORRESPONDENCE_SUFFIXES, correspondence_record, write_correspondence
+    from .viz.match import match_figure
 
-    for p in (args.img_a, args.img_b):
-        if not Path(p).is_file():
-            raise SopcorrError(f"{p}: image file not found")
-    if not Path(args.checkpoint).is_file():
-        raise SopcorrError(f"{args.checkpoint}: checkpoint not found")
-    if args.lines < 0:
-        raise SopcorrError(f"--lines: must be >= 0, got {args.lines}")
-    img_a, img_b = read_image(args.img_a), read_image(args.img_b)
-    box = None
-    if args.box_a is not None:
-        x0, y0, x1, y1 = args.box_a
-        if not (x1 > x0 and y1 > y0):
-            raise SopcorrError(f"--box-a: need x0 < x1 and y0 < y1, got {args.box_a}")
-        box = (x0, y0, x1, y1)
-    matcher = build("siamese", SiameseParams(device=args.device), checkpoint=args.checkpoint,
-                    backbone=args.backbone)
-    title = f"{Path(args.img_a).name} -> {Path(args.img_b).name} ({matcher.spec.backbone}, {Path(args.checkpoint).name})"
-    frames = [Frame(None, None, None, image_source=img, id=str(p)) for img, p in ((img_a, args.img_a), (img_b, args.img_b))]
-    draw_match(frames[0], frames[1], matcher, args.output, lines=args.lines, box_a=box, title=title)
-    print(f"wrote {args.output}")
+    out, corr_out, (img_a, img_b), (box_a, box_b), method, category = _plan(args)
+    name_a, name_b = Path(args.img_a).name, Path(args.img_b).name
+    matcher, make_frames, what = _matcher(args, method, category)
+    print(f"sopcorr match: {what}", flush=True)
+    t0 = time.perf_counter()
+    fa, fb = make_frames([img_a, img_b], [name_a, name_b])
+    figure = out.suffix.lower() not in CORRESPONDENCE_SUFFIXES
+    corr_ab = matcher.correspondence(fa, fb) if (not figure or corr_out or args.lines) else None
+    corr_ba = matcher.correspondence(fb, fa) if figure else None
+    t_match = time.perf_counter() - t0
+    if corr_out is not None or not figure:
+        rec = correspondence_record(corr_ab, {"image": args.img_a, "size": img_a.shape[:2]},
+                                    {"image": args.img_b, "size": img_b.shape[:2]}, method=method, model=what)
+        write_correspondence(corr_out or out, rec)
+        print(f"wrote {corr_out or out} (dense correspondence A -> B on A's "
+              f"{rec['grid']['shape'][0]}x{rec['grid']['shape'][1]} grid)")
+    if figure:
+        match_figure(img_a, img_b, corr_ba, out, corr_ab=corr_ab, names=(name_a, name_b), box_a=box_a,
+                     box_b=box_b, lines=args.lines, title=f"{name_a} → {name_b}: {method}")
+        coloured = "object box" if box_a is not None else "whole image (no box known)"
+        print(f"wrote {out} (A coloured: {coloured})")
+    print(f"matched in {t_match:.2f} s")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sopcorr", description="Dense semantic object correspondence tools.")
-    sub = p.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("match", help="draw the dense correspondence of two images (paper Fig. 1 view)",
-                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+    from .match import NO_RUN_METHODS
+
+    p = _Parser(prog="sopcorr", description="Dense semantic object correspondence tools.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    m = sub.add_parser("match", help="match two photos densely and draw it (paper Fig. 1 view)",
+                       description=__doc__.split("\n\n")[1].replace("``", "") if __doc__ else None)
     m.add_argument("img_a", help="source image A")
     m.add_argument("img_b", help="target image B")
-    m.add_argument("--checkpoint", required=True, help="Siamese checkpoint (results/<run>/siamese/model.pt or finetuned.pt)")
-    m.add_argument("-o", "--output", required=True, help="output figure (.png, .pdf, ...)")
-    m.add_argument("--lines", type=int, default=0, help="draw lines between this many matches (default 0)")
+    m.add_argument("-o", "--output", required=True,
+                   help=f"the figure ({', '.join(FIGURE_SUFFIXES)}) or the dense correspondence (.json, .npz)")
+    m.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the dense correspondence A -> B (.json or .npz) beside the figure")
+    m.add_argument("--method", default=None,
+                   help=f"matcher: {', '.join(NO_RUN_METHODS)} (no run needed; default geometric), or "
+                        f"{LEARNED} (default with --run / --checkpoint)")
+    m.add_argument("--run", default=None, metavar="DIR",
+                   help="a finished run (results/<run>): its best learned matcher, and the boxes of its "
+                        "instances when the images are among them")
+    m.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="a Siamese checkpoint (results/<run>/siamese/<variant>/model.pt or finetuned.pt)")
+    m.add_argument("--category", default=None,
+                   help="the run's category for --run (default: the one the images belong to)")
     m.add_argument("--box-a", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), default=None,
-                   help="colour only this box of A (the object); default the whole image")
+                   help="A's object box in pixels: colour only the object (default: the run's box, else the whole image)")
+    m.add_argument("--box-b", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), default=None,
+                   help="B's object box: colour only B's object")
+    m.add_argument("--lines", type=int, default=0, help="draw lines between this many confident matches (default 0)")
+    m.add_argument("--size", type=int, default=448, help="input size of the backbone in px (default 448)")
     m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    m.add_argument("--backbone", default=None, help="require a checkpoint of this backbone")
+    m.add_argument("--backbone", default=None,
+                   help="backbone of the no-run methods (default efficientnet_lite0); with --checkpoint, "
+                        "require a checkpoint of this backbone")
     m.set_defaults(func=_cmd_match)
     return p
 

@@ -22,6 +22,7 @@ terminal shows the bar and the log file shows the lines.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -202,3 +203,23 @@ def progress(iterable: Iterable | None = None, **kwargs: Any) -> Progress:
     (seconds between log lines, default :data:`DEFAULT_INTERVAL_S`), ``level`` (logging.INFO).
     """
     return Progress(iterable, **kwargs)
+
+
+@contextlib.contextmanager
+def counting(progress: "bool | Progress", *, total: float | None, desc: str, unit: str = "it",
+             logger: logging.Logger | None = None) -> Iterator[Progress]:
+    """The reporter a library loop counts into, from its ``progress`` argument: a
+    :class:`Progress` of the caller (a job with several loops sharing one count: it is used
+    as it is and left open), else a new one of ``total`` units that writes its lines into the
+    log and shows a console bar when ``progress`` is true (closed on leaving the block)::
+
+        with counting(progress, total=len(pairs), desc=f"pairs {cat}", unit="pair", logger=log) as bar:
+            for pair in pairs:
+                ...
+                bar.update(1)
+    """
+    if isinstance(progress, Progress):
+        yield progress
+        return
+    with Progress(total=total, desc=desc, unit=unit, disable=not progress, logger=logger) as bar:
+        yield bar

@@ -21,6 +21,7 @@ from typing import Iterable, Mapping, Sequence
 import pandas as pd
 
 from .errors import SopcorrError
+from .matchers.methods import method_descriptions, parse_name_table  # noqa: F401 - re-exported
 
 #: tables in the order the page lists them; the first one the run has is the headline
 TABLE_ORDER = ("pair_pck", "keypoint_pck", "dense_synthetic", "keypoint_classification",
@@ -129,38 +130,6 @@ def best_methods(df: pd.DataFrame, column: str = "mean", lower_is_better: bool =
         return []
     best = vals.min() if lower_is_better else vals.max()
     return [str(m) for m, v in zip(own["method"], vals) if v == best]
-
-
-def method_descriptions() -> dict[str, str]:
-    """One line per registered correspondence method, from the registry's documentation (the
-    table under "Registered names" in :mod:`sopcorr.evaluate.methods`)."""
-    try:
-        from .evaluate import methods
-    except ImportError:  # pragma: no cover - the registry moved
-        return {}
-    return parse_name_table(methods.__doc__ or "")
-
-
-def parse_name_table(doc: str) -> dict[str, str]:
-    """{name: description} from an RST simple table whose rows start with ````name````
-    (continuation lines indented) between ``====`` rules."""
-    out: dict[str, str] = {}
-    inside = False
-    current = None
-    for line in doc.splitlines():
-        if re.fullmatch(r"=+( +=+)+\s*", line):
-            inside = not inside
-            current = None
-            continue
-        if not inside:
-            continue
-        m = re.match(r"``([A-Za-z0-9_]+)``\s+(.*)", line)
-        if m:
-            current = m.group(1)
-            out[current] = m.group(2).strip()
-        elif current and line.strip():
-            out[current] += " " + line.strip()
-    return out
 
 
 def rst_text(text: str) -> str:

@@ -11,11 +11,20 @@ from typing import Callable
 from .errors import SopcorrError
 
 
+class FileOnlyFilter(logging.Filter):
+    """Drops records logged with ``extra={"file_only": True}`` (install it on the console
+    handler: what the job prints to stderr itself goes to the log file only)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False)
+
+
 def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> None:
     from .progress import ConsoleBarFilter
 
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     handlers[0].addFilter(ConsoleBarFilter())  # the console shows progress as tqdm bars instead
+    handlers[0].addFilter(FileOnlyFilter())
     if log_path:
         handlers.append(logging.FileHandler(log_path, mode="w"))
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
@@ -23,14 +32,16 @@ def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> Non
 
 
 def run(main: Callable, smk) -> None:
-    """Call ``main(smk)`` with logging to ``smk.log[0]`` (when the rule has a log)."""
+    """Call ``main(smk)`` with logging to ``smk.log[0]`` (when the rule has a log). A
+    :class:`SopcorrError` is printed once on stderr (one line) and written to the log file,
+    and the job exits with status 1."""
     log = smk.log[0] if len(smk.log) else None
     setup_logging(log)
     try:
         main(smk)
     except SopcorrError as err:
         msg = f"sopcorr error: {err}"
-        logging.getLogger("sopcorr").error(msg)
+        logging.getLogger("sopcorr").error(msg, extra={"file_only": True})
         print(msg, file=sys.stderr, flush=True)
         sys.exit(1)
 

@@ -25,7 +25,7 @@ def main(smk):
         layers = tuple(p.conv["layers"]) if p.conv.get("layers") else None
         conv = ConvDescriptorParams(**{**p.conv, "layers": layers, "device": p.devices["backbone"]})
     recs = run_svm_baselines(cat, names, crop_size=p.crop_size, conv=conv, matchers=matchers, C=p.svm_c,
-                             seed=p.seed)
+                             seed=p.seed, progress=True)
     write_records(smk.output[0], {"classification": recs})
 
 

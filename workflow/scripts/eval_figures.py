@@ -12,8 +12,8 @@ def main(smk):
     frames, checkpoints = evaluation_inputs(smk)
     cat = EvalCategory.from_frames(frames["raw"])
     methods = build_methods(p.methods, MatcherSettings.from_params(p.matchers, p.devices), frames, checkpoints)
-    correspondence_figure(cat, methods, smk.output.correspondence, n_pairs=p.n_pairs)
-    keypoint_figure(cat, smk.input.keypoints, smk.output.keypoints)
+    correspondence_figure(cat, methods, smk.output.correspondence, n_pairs=p.n_pairs, progress=True)
+    keypoint_figure(cat, smk.input.keypoints, smk.output.keypoints, methods=p.methods)
 
 
 run(main, snakemake)  # noqa: F821

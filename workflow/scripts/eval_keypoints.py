@@ -17,7 +17,7 @@ def main(smk):
     logging.getLogger("sopcorr").info("keypoint evaluation of %s with %s", cat.category, [m.name for m in methods])
     loc, cls, preds, loc_all = run_keypoint_evaluation(
         cat, methods, k=p.k_neighbors, alpha=p.alpha, sigma_min=p.prior_sigma_min,
-        vote_sigma=p.vote_sigma, n_threshold_queries=p.threshold_queries, seed=p.seed)
+        vote_sigma=p.vote_sigma, n_threshold_queries=p.threshold_queries, seed=p.seed, progress=True)
     write_records(smk.output[0], {"localisation": loc, "localisation_no_absence": loc_all,
                                    "classification": cls, "predictions": preds})
 

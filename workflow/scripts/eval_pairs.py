@@ -12,7 +12,7 @@ def main(smk):
     frames, checkpoints = evaluation_inputs(smk)
     cat = EvalCategory.from_frames(frames["raw"])
     methods = build_methods(p.methods, MatcherSettings.from_params(p.matchers, p.devices), frames, checkpoints)
-    recs = run_pair_evaluation(cat, methods, p.alphas, p.max_pairs, p.seed)
+    recs = run_pair_evaluation(cat, methods, p.alphas, p.max_pairs, p.seed, progress=True)
     write_records(smk.output[0], {"pairs": recs})
 
 

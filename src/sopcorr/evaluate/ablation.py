@@ -113,12 +113,14 @@ class AblationVariant:
 
 def run_ablation(cat, raw_frames, raw_settings, variants: dict, backbone: BackboneParams,
                  layer_sets: list[list[str]] = (), alphas=(0.05, 0.1), max_pairs: int | None = None,
-                 seed: int = 0, dense_stride: int = 4, dense: bool = True) -> list[dict]:
+                 seed: int = 0, dense_stride: int = 4, dense: bool = True, progress=False) -> list[dict]:
     """Records (variant, stage, method, metric, category, value) of every stage for one
     category (an :class:`~sopcorr.evaluate.category.EvalCategory`). raw_frames: the raw
     features' FrameSource; raw_settings: MatcherSettings of nearest neighbour; variants:
     {'paper' | 'improved': AblationVariant}. metric: 'pck@<alpha>' (pair-wise, %) and, where the
-    dataset has dense ground truth, 'dense_pck@<alpha>' (%), 'dense_epe_px'."""
+    dataset has dense ground truth, 'dense_pck@<alpha>' (%), 'dense_epe_px'. Progress (pairs
+    matched over every stage) goes to the log as one count (:func:`sopcorr.progress.counting`)."""
+    from ..progress import counting
     from ..matchers.base import FrameSource
     from ..matchers.methods import build_method, build_methods
     from .dense import has_dense_ground_truth, run_dense_evaluation
@@ -135,16 +137,21 @@ def run_ablation(cat, raw_frames, raw_settings, variants: dict, backbone: Backbo
             rows.append((v, stage, m))
     has_dense = dense and has_dense_ground_truth(cat)
     out = []
-    for v, stage, m in rows:
-        for r in run_pair_evaluation(cat, [m], alphas, max_pairs, seed):
-            out.append(dict(variant=v, stage=stage, metric=f"pck@{r['alpha']:g}", category=cat.category,
-                            value=r["value"]))
-        if has_dense:
-            for r in run_dense_evaluation(cat, [m], alphas, dense_stride, max_pairs=max_pairs, seed=seed):
-                if r["metric"] == "coverage":
-                    continue
-                metric = "dense_epe_px" if r["metric"] == "epe_px" else "dense_" + r["metric"]
-                out.append(dict(variant=v, stage=stage, metric=metric, category=cat.category, value=r["value"]))
+    n_pairs = len(cat.pairs(max_pairs, seed))
+    with counting(progress, total=len(rows) * n_pairs * (2 if has_dense else 1),
+                  desc=f"ablation {cat.category}", unit="pair", logger=log) as bar:
+        for v, stage, m in rows:
+            for r in run_pair_evaluation(cat, [m], alphas, max_pairs, seed, progress=bar):
+                out.append(dict(variant=v, stage=stage, metric=f"pck@{r['alpha']:g}", category=cat.category,
+                                value=r["value"]))
+            if has_dense:
+                for r in run_dense_evaluation(cat, [m], alphas, dense_stride, max_pairs=max_pairs, seed=seed,
+                                              progress=bar):
+                    if r["metric"] == "coverage":
+                        continue
+                    metric = "dense_epe_px" if r["metric"] == "epe_px" else "dense_" + r["metric"]
+                    out.append(dict(variant=v, stage=stage, metric=metric, category=cat.category,
+                                    value=r["value"]))
     for r in out:
         r["method"] = f"{r['variant']}/{r['stage']}"
     return out

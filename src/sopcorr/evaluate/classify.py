@@ -7,12 +7,15 @@ of the test split's visible keypoints whose name is predicted. Descriptors are L
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import SopcorrError
 from ..geometry import FeatureGrid, bilinear_sample
+
+log = logging.getLogger(__name__)
 
 
 def crop_object(image: np.ndarray, bbox, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -191,26 +194,37 @@ def descriptor_functions(cat, names, crop_size: int, conv: ConvDescriptorParams 
 
 
 def run_svm_baselines(cat, names, crop_size: int = 128, conv: ConvDescriptorParams | None = None,
-                      matchers: dict | None = None, C: float = 1.0, seed: int = 0) -> list[dict]:
+                      matchers: dict | None = None, C: float = 1.0, seed: int = 0,
+                      progress=False) -> list[dict]:
     """Table 1 (a) for one category: records (method '<descriptor>_svm', category, value %,
-    correct, total) for every descriptor of ``names`` (see :func:`descriptor_functions`)."""
+    correct, total) for every descriptor of ``names`` (see :func:`descriptor_functions`).
+    Progress (images described, per descriptor) goes to the log
+    (:func:`sopcorr.progress.counting`)."""
+    from ..progress import counting
+
     train = _keypoint_sets(cat, cat.split_indices("train"))
     test = _keypoint_sets(cat, cat.split_indices("test"))
     fns = descriptor_functions(cat, names, crop_size, conv, matchers)
     out = []
-    for name in names:
-        f = fns[name]
+    with counting(progress, total=len(names) * (len(train) + len(test)), desc=f"classify {cat.category}",
+                  unit="img", logger=log) as bar:
+        for name in names:
+            f = fns[name]
 
-        def stack(sets):
-            xs = [f(i, pts) for i, pts, _ in sets if len(pts)]
-            ys = [y for _, pts, y in sets if len(pts)]
-            if not xs:
-                return np.zeros((0, 1)), np.zeros(0, int)
-            return np.concatenate(xs), np.concatenate(ys)
+            def stack(sets):
+                xs, ys = [], []
+                for i, pts, y in sets:
+                    if len(pts):
+                        xs.append(f(i, pts))
+                        ys.append(y)
+                    bar.update(1)
+                if not xs:
+                    return np.zeros((0, 1)), np.zeros(0, int)
+                return np.concatenate(xs), np.concatenate(ys)
 
-        xtr, ytr = stack(train)
-        xte, yte = stack(test)
-        c, t = svm_accuracy(xtr, ytr, xte, yte, C=C, seed=seed)
-        out.append(dict(method=f"{name}_svm", category=cat.category, value=100.0 * c / max(t, 1),
-                        correct=c, total=t))
+            xtr, ytr = stack(train)
+            xte, yte = stack(test)
+            c, t = svm_accuracy(xtr, ytr, xte, yte, C=C, seed=seed)
+            out.append(dict(method=f"{name}_svm", category=cat.category, value=100.0 * c / max(t, 1),
+                            correct=c, total=t))
     return out

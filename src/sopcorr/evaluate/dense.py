@@ -14,11 +14,15 @@ Categories average their pairs' values (each pair weighs the same).
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..geometry import DenseCorrespondence
 from .pck import box_size
 from .transfer import transfer_points
+
+log = logging.getLogger(__name__)
 
 
 def sample_points(gt_field: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,25 +94,33 @@ def has_dense_ground_truth(cat) -> bool:
 
 
 def run_dense_evaluation(cat, methods, alphas=(0.05, 0.1), stride: int = 4,
-                         max_pairs: int | None = None, seed: int = 0, progress=None) -> list[dict]:
+                         max_pairs: int | None = None, seed: int = 0, progress=False) -> list[dict]:
     """Dense metrics for one category over its evaluation pairs: records (method, metric,
-    category, value, n_pairs) with metric in 'epe_px', 'pck@<a>' (in %), 'coverage' (in %)."""
+    category, value, n_pairs) with metric in 'epe_px', 'pck@<a>' (in %), 'coverage' (in %).
+    Progress (pairs matched) goes to the log (:func:`sopcorr.progress.counting`)."""
+    from ..progress import counting
+
     pairs = cat.pairs(max_pairs, seed)
     fields = {}
     for s, t in pairs:
         fields[(s, t)] = ground_truth_field(cat, s, t, stride)
     out = []
-    for m in methods:
-        per = []
-        for s, t in pairs:
-            per.append(evaluate_dense_pair(m.correspondence(s, t), fields[(s, t)], cat.bbox(t), alphas, stride))
-            if progress is not None:
-                progress()
-        keys = ["epe_px", *[f"pck@{a:g}" for a in alphas], "coverage"]
-        for k in keys:
-            vals = np.array([p[k] for p in per if p["n_points"] > 0], dtype=float)
-            vals = vals[np.isfinite(vals)]
-            v = float(vals.mean()) if len(vals) else float("nan")
-            out.append(dict(method=m.name, metric=k, category=cat.category,
-                            value=v if k == "epe_px" else 100.0 * v, n_pairs=len(vals)))
+    with counting(progress, total=len(pairs) * len(methods), desc=f"dense {cat.category}", unit="pair",
+                  logger=log) as bar:
+        for m in methods:
+            per = []
+            for s, t in pairs:
+                per.append(evaluate_dense_pair(m.correspondence(s, t), fields[(s, t)], cat.bbox(t), alphas, stride))
+                bar.update(1)
+            _dense_records(m.name, cat.category, per, alphas, out)
     return out
+
+
+def _dense_records(name: str, category: str, per: list[dict], alphas, out: list) -> None:
+    """Append the records of one method's per-pair results ``per`` to ``out``."""
+    for k in ["epe_px", *[f"pck@{a:g}" for a in alphas], "coverage"]:
+        vals = np.array([p[k] for p in per if p["n_points"] > 0], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        v = float(vals.mean()) if len(vals) else float("nan")
+        out.append(dict(method=name, metric=k, category=category,
+                        value=v if k == "epe_px" else 100.0 * v, n_pairs=len(vals)))

@@ -14,12 +14,15 @@ predicted present within alpha, or a not-visible/unannotated name predicted abse
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .pck import box_size, correct_keypoints
 from .transfer import NeighbourTransfer, aggregate, prior_weights
+
+log = logging.getLogger(__name__)
 
 
 def choose_absence_threshold(scores: np.ndarray, correct_if_present: np.ndarray,
@@ -146,7 +149,7 @@ def threshold_queries(train: np.ndarray, n: int | None, seed: int) -> np.ndarray
 
 def run_keypoint_evaluation(cat, methods, k: int, alpha: float, sigma_min: float = 0.1,
                             vote_sigma: float = 0.1, n_threshold_queries: int | None = None,
-                            seed: int = 0, progress=None):
+                            seed: int = 0, progress=False):
     """Keypoint localisation (PCK) and classification by transfer for one category.
 
     cat: an :class:`~sopcorr.evaluate.category.EvalCategory`; methods: built
@@ -157,8 +160,11 @@ def run_keypoint_evaluation(cat, methods, k: int, alpha: float, sigma_min: float
     Returns (localisation records, classification records, predictions, localisation records
     without absence prediction): records are lists of dicts (method, category, value in %,
     correct, total[, threshold]); predictions maps a method name to a list of per-query dicts
-    (index, xy (P, 2), present (P,), gt (P, 3), neighbours) for figures.
+    (index, xy (P, 2), present (P,), gt (P, 3), neighbours) for figures. Progress (queries
+    whose K neighbours are matched, per group of methods sharing correspondences) goes to the
+    log (:func:`sopcorr.progress.counting`).
     """
+    from ..progress import counting
     from .retrieval import retrieve
     from .transfer import transfer_from_neighbours
 
@@ -176,39 +182,41 @@ def run_keypoint_evaluation(cat, methods, k: int, alpha: float, sigma_min: float
     groups: dict[str, list] = {}
     for m in methods:
         groups.setdefault(m.base, []).append(m)
-    for base, ms in groups.items():
-        def transfers(queries, nbs):
-            out = []
-            for q, nb in zip(queries, nbs):
-                corrs = [ms[0].correspondence(int(n), int(q)) for n in nb]
-                out.append(transfer_from_neighbours(corrs, np.stack([kps[int(n)] for n in nb]),
-                                                    np.array([boxes[int(n)] for n in nb])))
-                if progress is not None:
-                    progress()
-            return out
+    n_queries = len(groups) * (len(thr_q) + len(test))
+    with counting(progress, total=n_queries, desc=f"keypoints {cat.category}", unit="query",
+                  logger=log) as bar:
+        for base, ms in groups.items():
+            def transfers(queries, nbs):
+                out = []
+                for q, nb in zip(queries, nbs):
+                    corrs = [ms[0].correspondence(int(n), int(q)) for n in nb]
+                    out.append(transfer_from_neighbours(corrs, np.stack([kps[int(n)] for n in nb]),
+                                                        np.array([boxes[int(n)] for n in nb])))
+                    bar.update(1)
+                return out
 
-        nt_thr = transfers(thr_q, nb_thr)
-        nt_test = transfers(test, nb_test)
-        for m in ms:
-            r_thr = [evaluate_query(nt, kps[int(q)], boxes[int(q)], alpha, m.prior, sigma_min, vote_sigma,
-                                    int(q), nb) for q, nt, nb in zip(thr_q, nt_thr, nb_thr)]
-            thr = threshold_from_results(r_thr)
-            r_test = [evaluate_query(nt, kps[int(q)], boxes[int(q)], alpha, m.prior, sigma_min, vote_sigma,
-                                     int(q), nb) for q, nt, nb in zip(test, nt_test, nb_test)]
-            c, t = localisation_counts(r_test, thr)
-            loc.append(dict(method=m.name, category=cat.category, value=100.0 * c / max(t, 1),
-                            correct=c, total=t, threshold=thr))
-            c, t = localisation_counts(r_test, -np.inf)
-            loc_all.append(dict(method=m.name, category=cat.category, value=100.0 * c / max(t, 1),
-                                correct=c, total=t))
-            if not m.prior:
-                c2, t2 = classification_counts(r_test)
-                cls.append(dict(method=f"{m.name}_transfer", category=cat.category,
-                                value=100.0 * c2 / max(t2, 1), correct=c2, total=t2))
-            preds[m.name] = [dict(index=r.index, id=cat.instances[r.index].id,
-                                  xy=np.round(r.xy, 3).tolist(),
-                                  present=(np.isfinite(r.score) & (r.score >= thr)
-                                           & np.isfinite(r.xy).all(axis=1)).tolist(),
-                                  gt=r.gt.tolist(), neighbours=[int(n) for n in r.neighbours])
-                             for r in r_test]
+            nt_thr = transfers(thr_q, nb_thr)
+            nt_test = transfers(test, nb_test)
+            for m in ms:
+                r_thr = [evaluate_query(nt, kps[int(q)], boxes[int(q)], alpha, m.prior, sigma_min, vote_sigma,
+                                        int(q), nb) for q, nt, nb in zip(thr_q, nt_thr, nb_thr)]
+                thr = threshold_from_results(r_thr)
+                r_test = [evaluate_query(nt, kps[int(q)], boxes[int(q)], alpha, m.prior, sigma_min, vote_sigma,
+                                         int(q), nb) for q, nt, nb in zip(test, nt_test, nb_test)]
+                c, t = localisation_counts(r_test, thr)
+                loc.append(dict(method=m.name, category=cat.category, value=100.0 * c / max(t, 1),
+                                correct=c, total=t, threshold=thr))
+                c, t = localisation_counts(r_test, -np.inf)
+                loc_all.append(dict(method=m.name, category=cat.category, value=100.0 * c / max(t, 1),
+                                    correct=c, total=t))
+                if not m.prior:
+                    c2, t2 = classification_counts(r_test)
+                    cls.append(dict(method=f"{m.name}_transfer", category=cat.category,
+                                    value=100.0 * c2 / max(t2, 1), correct=c2, total=t2))
+                preds[m.name] = [dict(index=r.index, id=cat.instances[r.index].id,
+                                      xy=np.round(r.xy, 3).tolist(),
+                                      present=(np.isfinite(r.score) & (r.score >= thr)
+                                               & np.isfinite(r.xy).all(axis=1)).tolist(),
+                                      gt=r.gt.tolist(), neighbours=[int(n) for n in r.neighbours])
+                                 for r in r_test]
     return loc, cls, preds, loc_all

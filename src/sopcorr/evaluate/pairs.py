@@ -10,11 +10,15 @@ over all pairs of all categories (the PF-WILLOW / PF-PASCAL / SPair papers' numb
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..geometry import DenseCorrespondence
 from .pck import correct_keypoints
 from .transfer import transfer_points
+
+log = logging.getLogger(__name__)
 
 
 def pair_counts(corr: DenseCorrespondence, src_kps: np.ndarray, tgt_kps: np.ndarray,
@@ -36,30 +40,35 @@ def pair_counts(corr: DenseCorrespondence, src_kps: np.ndarray, tgt_kps: np.ndar
 
 
 def run_pair_evaluation(cat, methods, alphas, max_pairs: int | None = None, seed: int = 0,
-                        progress=None) -> list[dict]:
+                        progress=False) -> list[dict]:
     """Pair-wise PCK for one category (cat: :class:`~sopcorr.evaluate.category.EvalCategory`;
     methods: :class:`~sopcorr.matchers.methods.Method` objects): records (method, alpha,
     category, value %, correct, total, per_pair) pooled over the pairs' keypoints; per_pair:
-    the list of each pair's PCK (%)."""
+    the list of each pair's PCK (%). Progress (pairs matched, their rate) goes to the log
+    (:func:`sopcorr.progress.counting`: ``progress`` True adds a console bar, a Progress
+    counts into the caller's)."""
+    from ..progress import counting
+
     pairs = cat.pairs(max_pairs, seed)
     out = []
     if not pairs:
         return out
-    for m in methods:
-        tot = {a: [0, 0] for a in alphas}
-        per = {a: [] for a in alphas}
-        for s, t in pairs:
-            res = pair_counts(m.correspondence(s, t), cat.keypoints(s), cat.keypoints(t), cat.bbox(t), alphas)
-            for a, (c, n) in res.items():
-                tot[a][0] += c
-                tot[a][1] += n
-                if n:
-                    per[a].append(100.0 * c / n)
-            if progress is not None:
-                progress()
-        for a in alphas:
-            c, n = tot[a]
-            out.append(dict(method=m.name, alpha=float(a), category=cat.category,
-                            value=100.0 * c / n if n else float("nan"), correct=c, total=n,
-                            per_pair=per[a]))
+    with counting(progress, total=len(pairs) * len(methods), desc=f"pairs {cat.category}", unit="pair",
+                  logger=log) as bar:
+        for m in methods:
+            tot = {a: [0, 0] for a in alphas}
+            per = {a: [] for a in alphas}
+            for s, t in pairs:
+                res = pair_counts(m.correspondence(s, t), cat.keypoints(s), cat.keypoints(t), cat.bbox(t), alphas)
+                for a, (c, n) in res.items():
+                    tot[a][0] += c
+                    tot[a][1] += n
+                    if n:
+                        per[a].append(100.0 * c / n)
+                bar.update(1)
+            for a in alphas:
+                c, n = tot[a]
+                out.append(dict(method=m.name, alpha=float(a), category=cat.category,
+                                value=100.0 * c / n if n else float("nan"), correct=c, total=n,
+                                per_pair=per[a]))
     return out

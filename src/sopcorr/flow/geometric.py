@@ -180,11 +180,12 @@ def neighbourhood_descriptors(feat: np.ndarray | torch.Tensor, valid: np.ndarray
     return F.normalize(u.T.reshape(h, w, c * k * k), dim=-1, eps=1e-12)
 
 
-def mutual_matches(fs: torch.Tensor, ft: torch.Tensor, valid_s: torch.Tensor, valid_t: torch.Tensor
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mutual_matches(fs: torch.Tensor, ft: torch.Tensor, valid_s: torch.Tensor, valid_t: torch.Tensor,
+                   sim: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mutual nearest neighbours of flat L2-normalised features fs (Ns, C), ft (Nt, C) among valid
-    cells. Returns (source index (M,), target index (M,), similarity (M,))."""
-    sim = fs @ ft.T
+    cells (``sim``: their similarity ``fs @ ft.T`` when the caller has it already). Returns
+    (source index (M,), target index (M,), similarity (M,))."""
+    sim = fs @ ft.T if sim is None else sim
     neg = torch.tensor(-float("inf"))
     sim = torch.where(valid_s[:, None] & valid_t[None, :], sim, neg)
     st = sim.argmax(1)
@@ -227,7 +228,7 @@ def geometric_correspondence(feat_src: np.ndarray, feat_tgt: np.ndarray, grid_sr
     ys, xs = np.divmod(np.arange(hs * ws), ws)
     yt, xt = np.divmod(np.arange(ht * wt), wt)
     if strength > 0:
-        si, ti, w = mutual_matches(ds, dt, vs_t, vt_t)
+        si, ti, w = mutual_matches(ds, dt, vs_t, vt_t, sim=sim)
         w = np.clip(w, 0, None)
         src_pts = np.c_[xs[si], ys[si]]
         models = fit_affine_models(src_pts, np.c_[xt[ti], yt[ti]], w, threshold=ransac_threshold * gside,

@@ -82,14 +82,15 @@ def pseudo_flows(matcher, frames, pairs: Sequence[tuple[int, int]], progress: bo
     same (H, W) grid); pairs: (source, target) image indices.
 
     Returns {'target_xy': (P, H, W, 2) float32, 'valid': (P, H, W) bool, 'score': (P, H, W)
-    float32} in the layout of :func:`write_flow_store`."""
+    float32} in the layout of :func:`write_flow_store`. Progress (pairs, their rate) goes to
+    the log; ``progress`` also shows a console bar."""
     n = len(frames)
     p = len(pairs)
     out: dict[str, np.ndarray] = {}
-    it = enumerate(pairs)
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(it, total=p, desc="pseudo flow", unit="pair")
+    from ..progress import progress as reporter
+
+    it = reporter(enumerate(pairs), total=p, desc="pseudo flow", unit="pair", disable=not progress,
+                  logger=log)
     for k, (i, j) in it:
         if not (0 <= i < n and 0 <= j < n) or i == j:
             raise SopcorrError(f"pseudo_flows: bad pair ({i}, {j}) for a category of {n} images")

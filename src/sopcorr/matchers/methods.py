@@ -27,6 +27,7 @@ This module imports no matcher at import time (the Snakefile reads :data:`METHOD
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,7 +35,7 @@ from ..errors import SopcorrError
 from ..geometry import DenseCorrespondence
 
 __all__ = ["MethodSpec", "METHODS", "Method", "MatcherSettings", "build_method", "method_inputs",
-           "method_kinds"]
+           "method_kinds", "method_descriptions", "parse_name_table"]
 
 
 @dataclass(frozen=True)
@@ -216,3 +217,40 @@ def build_methods(names, settings: MatcherSettings, frames: dict, checkpoints: d
     variant)."""
     cache: dict = {}
     return [build_method(n, settings, frames, checkpoints, cache) for n in names]
+
+
+def parse_name_table(doc: str) -> dict[str, str]:
+    """{name: description} from an RST simple table whose rows start with ````name````
+    (continuation lines indented) between ``====`` rules."""
+    out: dict[str, str] = {}
+    inside = False
+    current = None
+    for line in doc.splitlines():
+        if re.fullmatch(r"=+( +=+)+\s*", line):
+            inside = not inside
+            current = None
+            continue
+        if not inside:
+            continue
+        m = re.match(r"``([A-Za-z0-9_]+)``\s+(.*)", line)
+        if m:
+            current = m.group(1)
+            out[current] = m.group(2).strip()
+        elif current and line.strip():
+            out[current] += " " + line.strip()
+    return out
+
+
+def method_descriptions() -> dict[str, str]:
+    """{method name: one-line description} of the methods of :data:`METHODS` that this
+    module's table describes (the one place they are written: the report's front page and
+    ``sopcorr match`` read them here); a ``<m>_prior`` method is its base's description with
+    the location prior."""
+    table = parse_name_table(__doc__ or "")
+    out = {}
+    for name, spec in METHODS.items():
+        if name in table:
+            out[name] = table[name]
+        elif spec.prior and spec.base in table:
+            out[name] = f"{table[spec.base]}, with the keypoint location prior (localisation only)"
+    return out

@@ -27,7 +27,7 @@ def pixel_coords(h: int, w: int) -> np.ndarray:
 
 
 def overlay(img: np.ndarray, rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """uint8 (h, w, 3) image blended with ``rgb`` (h, w, 3) where ``mask``: float (h, w, 3)."""
-    out = img.astype(np.float64) / 255.0
-    out[mask] = (1 - alpha) * out[mask] + alpha * rgb[mask]
+    """uint8 (h, w, 3) image blended with ``rgb`` (h, w, 3) where ``mask``: float32 (h, w, 3)."""
+    out = img.astype(np.float32) * np.float32(1 / 255.0)
+    out[mask] = np.float32(1 - alpha) * out[mask] + np.float32(alpha) * rgb[mask].astype(np.float32)
     return out

@@ -42,18 +42,29 @@ def draw_keypoint_predictions(panels, out: str | Path, title: str = "", ncol: in
     save_figure(fig, out, dpi=100)
 
 
-def keypoint_figure(cat, records_json: str | Path, out: str | Path, method: str | None = None,
-                    max_panels: int = 8) -> None:
+def keypoint_method(predicted, methods) -> str | None:
+    """The method a keypoint figure shows: the first of ``methods`` (the figure methods, the
+    project's best first) that the keypoint evaluation predicted, as its ``<m>_prior`` variant
+    when that was evaluated too (keypoint localisation with the location prior); else the first
+    predicted method; None when nothing was predicted."""
+    predicted = list(predicted)
+    for m in methods:
+        if f"{m}_prior" in predicted:
+            return f"{m}_prior"
+        if m in predicted:
+            return m
+    return predicted[0] if predicted else None
+
+
+def keypoint_figure(cat, records_json: str | Path, out: str | Path, methods=(), max_panels: int = 8) -> None:
     """Figure-6 panels of a category's test queries (cat: an
     :class:`~sopcorr.evaluate.category.EvalCategory`) from the keypoint evaluation's
-    predictions (``method``: default the first of ours_finetuned, ours_siamese present, else
-    the first method)."""
+    predictions, for the method :func:`keypoint_method` picks from ``methods``."""
     import json
 
     with open(records_json) as fh:
         preds = json.load(fh).get("predictions", {})
-    if method is None:
-        method = next((m for m in ("ours_finetuned", "ours_siamese") if m in preds), next(iter(preds), None))
+    method = keypoint_method(preds, methods)
     panels = []
     for p in (preds.get(method, []) if method else [])[:max_panels]:
         xy = np.array([[np.nan if v is None else v for v in row] for row in p["xy"]], float)
