@@ -31,14 +31,19 @@ REPORT_BAR_TITLES = {
 
 
 #: menu group of each table (evaluate.smk's eval_table subcategory)
-REPORT_TABLE_GROUPS = {t: ("Keypoints" if t.startswith("keypoint") else "Correspondence")
-                       for t in REPORT_TABLE_TITLES}
+REPORT_TABLE_GROUPS = {
+    t: ("Keypoints" if t.startswith("keypoint") else "Correspondence")
+    for t in REPORT_TABLE_TITLES
+}
 
 REPORT_DESCRIPTION = results("report", "description.rst")
 #: the Snakefile's global `report:`: the run's generated page once it exists, else a page that
 #: says how to make it (absolute, since results/ lives in the working directory)
-REPORT_PAGE = (os.path.abspath(REPORT_DESCRIPTION) if os.path.exists(REPORT_DESCRIPTION)
-               else str(Path(workflow.basedir) / "workflow" / "report" / "description_missing.rst"))
+REPORT_PAGE = (
+    os.path.abspath(REPORT_DESCRIPTION)
+    if os.path.exists(REPORT_DESCRIPTION)
+    else str(Path(workflow.basedir) / "workflow" / "report" / "description_missing.rst")
+)
 
 
 rule report_description:
@@ -51,6 +56,15 @@ rule report_description:
         + per_category(results("figures", "keypoints_{category}.png")),
     output:
         description=REPORT_DESCRIPTION,
+    log:
+        results("logs", "report_description.log"),
+    benchmark:
+        results("benchmarks", "report_description.tsv")
+    conda:
+        "../../envs/sopcorr.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
     params:
         summary={
             "run": RUN,
@@ -60,15 +74,6 @@ rule report_description:
             "backbone": f"{config['backbone']['name']} at {config['backbone']['input_size']} px",
             "alpha": EVAL["alpha"],
         },
-    threads: 1
-    conda:
-        "../../envs/sopcorr.yaml"
-    resources:
-        mem_mb=500,
-    log:
-        results("logs", "report_description.log"),
-    benchmark:
-        results("benchmarks", "report_description.tsv")
     script:
         "../scripts/report_description.py"
 
