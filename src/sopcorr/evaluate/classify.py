@@ -99,7 +99,7 @@ def _keypoint_sets(ctx, indices):
 def descriptor_functions(ctx, names, crop_size: int, layers=None, device: str = "cpu"):
     """{descriptor name: f(instance index, points (V, 2)) -> (V, D)} for the requested
     ``names``: 'sift_r<radius>', 'conv4', 'conv5' (the backbone's two layers of
-    :func:`sopcorr.features.backbones.conv_row_layers` or ``layers``), 'ours_embed' (the manifold embedding), 'ours_finetuned'
+    ``conv_row_layers`` or ``layers``), 'ours_embed' (the manifold embedding), 'ours_finetuned'
     (the fine-tuned network's dense descriptor). SIFT and conv descriptors follow Long et al.:
     the box warped to crop_size x crop_size. Unavailable inputs raise MethodUnavailable."""
     from ..geometry import FeatureGrid, Letterbox
