@@ -18,7 +18,7 @@ dataset it reports
   ``job_memory_mb`` makes for the same job.
 
 Quick (default, a couple of minutes on an idle 2-core machine): 20 evaluation pairs per
-synthetic category (the default run's ``evaluate.max_eval_pairs``, same draw) and 60 per dev
+synthetic category (the default run's ``evaluate.max_eval_pairs``, same draw) and 30 per dev
 category. ``--full``: every pair of both datasets::
 
     OMP_NUM_THREADS=2 python benchmarks/backbone_study.py
@@ -292,7 +292,7 @@ def main(argv=None) -> int:
     if not args.skip_dev:
         if not args.dev.exists():
             raise SystemExit(f"{args.dev}: no dev split; pass --dev or --skip-dev")
-        jobs.append(("dev", args.dev, [cfg_default, cfg_dev], None if args.full else 60))
+        jobs.append(("dev", args.dev, [cfg_default, cfg_dev], None if args.full else 30))
     t0 = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory(prefix="backbone_study_") as work:

@@ -99,7 +99,7 @@ KEYS: dict[str, tuple] = {
     "dataset.voc.max_instances_per_category": (3, ""),
     # backbone: the features and every network built on them
     "backbone.name": ("vgg16", "extract_features train_siamese", {"backbone.layers": None}),
-    "backbone.layers": (["block10"], "extract_features"),
+    "backbone.layers": (["stage5"], "extract_features"),
     "backbone.input_size": (128, "extract_features"),
     "backbone.batch_size": (2, ""),                      # throughput only (bit-identical features)
     "backbone.weights": ("weights.pth", "extract_features train_siamese"),
@@ -180,7 +180,7 @@ KEYS: dict[str, tuple] = {
     "siamese.checkpoint_every": (2, ""),
     "siamese.device": ("auto", ""),
     "siamese.freeze_encoder": (False, "train_siamese"),
-    "siamese.encoder_layers": (["block4", "block10", "block13"], "train_siamese"),
+    "siamese.encoder_layers": (["stage3", "stage5", "stage7"], "train_siamese"),
     "siamese.fuse_channels": (64, "train_siamese"),
     "siamese.decoder_channels": (32, "train_siamese"),
     "siamese.warmup": (1, "train_siamese"),
@@ -201,14 +201,14 @@ KEYS: dict[str, tuple] = {
     "evaluate.dense_methods": (["nn_raw", "nn_embed"], "eval_dense"),
     "evaluate.figure_methods": (["nn_raw"], "eval_figures"),
     "evaluate.classification_descriptors": (["sift"], "eval_classify"),
-    "evaluate.conv_layers": (["block8", "block14"], "eval_classify"),
+    "evaluate.conv_layers": (["stage4", "stage6"], "eval_classify"),
     "evaluate.svm_c": (2.0, "eval_classify"),
     "evaluate.threshold_queries": (4, _KP),
     "evaluate.prior_sigma_min": (0.2, _KP),              # the *_prior localisation rows
     "evaluate.vote_sigma": (0.2, _KP),                   # classification by transfer
     "evaluate.dense_alphas": ([0.1], "eval_dense"),
     "evaluate.dense_stride": (8, "eval_dense"),
-    "evaluate.ablation_layer_sets": ([["block10"]], ""),  # the ablation target only
+    "evaluate.ablation_layer_sets": ([["stage4"]], ""),  # the ablation target only
 }
 
 #: schema keys this test does not change, and why

@@ -7,7 +7,7 @@ from sopcorr.features.backbones import job_memory_mb
 
 #: the encoder's share (sopcorr.features.backbones.job_memory_mb) plus the pairs, flows and network
 _SIAMESE_MEM = 2000 + job_memory_mb(config["backbone"]["name"], config["siamese"]["input_size"],
-                                    2 * config["siamese"]["batch_size"], config["siamese"]["encoder_layers"],
+                                    2 * config["siamese"]["batch_size"],
                                     training=not config["siamese"]["freeze_encoder"])
 #: settings of the training rule (fine-tuning keys left out so changing them reruns only finetune_siamese)
 _SIAMESE_TRAIN = {k: v for k, v in config["siamese"].items()
