@@ -1,9 +1,17 @@
 """Dense correspondence and dense descriptors from a trained Siamese checkpoint.
 
-``SiameseMatcher(checkpoint).correspondence(img_a, img_b)`` letterboxes both images to the
-network's input size S, predicts the flow and returns a
-:class:`~sopcorr.geometry.DenseCorrespondence` on the **full-resolution input grid**
-``FeatureGrid(Letterbox(h, w, S), stride=1)`` (S x S cells, one per input pixel):
+``SiameseMatcher(checkpoint)`` reads a checkpoint of either architecture and offers
+``correspondence(img_a, img_b)``, ``features(img)`` and ``spec``:
+
+* a **correlation** network (:class:`NetworkMatcher`): both images letterboxed at the network's
+  input size (the feature stage's), one batched encoder pass, the head's descriptors, their
+  correlation and the kernel soft-argmax read-out; a
+  :class:`~sopcorr.geometry.DenseCorrespondence` on the source's feature grid (stride s):
+  ``target_xy`` the read-out's target image coordinates, ``score`` the cosine of the best
+  match, ``valid`` the source cells on the image. ``features`` are the learned descriptors.
+* a **paper** network (:class:`FlowMatcher`) predicts the flow and returns a
+  :class:`~sopcorr.geometry.DenseCorrespondence` on the **full-resolution input grid**
+  ``FeatureGrid(Letterbox(h, w, S), stride=1)`` (S x S cells, one per input pixel):
 
 * ``target_xy[y, x]``: the target *image* coordinates of source input pixel (x, y) moved by the
   flow (``Letterbox.input_to_image`` of the target);
@@ -21,12 +29,120 @@ import torch
 import torch.nn.functional as F
 
 from ..geometry import DenseCorrespondence, FeatureGrid, Letterbox
+from .checkpoint import architecture_of, load_checkpoint, model_from_checkpoint
+from .loop import resolve_device
 from .model import CheckpointError, ModelSpec, normalisation
-from .train import load_checkpoint, model_from_checkpoint, resolve_device
 
 
 class SiameseMatcher:
-    """A trained Siamese flow network ready for inference.
+    """A trained Siamese network of either architecture ready for inference (the module
+    docstring); arguments as :class:`FlowMatcher`. ``impl`` is the architecture's matcher."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto", backbone: str | None = None,
+                 input_size: int | None = None):
+        ck = load_checkpoint(checkpoint)
+        cls = NetworkMatcher if architecture_of(ck) == "correlation" else FlowMatcher
+        self.impl = cls(checkpoint, device=device, backbone=backbone, input_size=input_size, _ck=ck)
+
+    @property
+    def architecture(self) -> str:
+        return "correlation" if isinstance(self.impl, NetworkMatcher) else "paper"
+
+    def __getattr__(self, name):  # path, spec, size, model, correspondence, features, flow, ...
+        if name == "impl":
+            raise AttributeError(name)
+        return getattr(self.impl, name)
+
+
+def _check_request(path: Path, spec, backbone: str | None, input_size: int | None) -> None:
+    if backbone is not None and spec.backbone != backbone:
+        raise CheckpointError(
+            f"{path}: checkpoint was trained with backbone '{spec.backbone}', not '{backbone}' "
+            f"(train it with backbone.name: {backbone} or use a matching checkpoint)")
+    if input_size is not None and spec.input_size != int(input_size):
+        raise CheckpointError(f"{path}: checkpoint input size is {spec.input_size}, not {input_size}")
+
+
+class NetworkMatcher:
+    """A trained correlation network (:mod:`sopcorr.siamese.correlation`) ready for inference.
+
+    checkpoint: ``model.pt`` / ``finetuned.pt`` of ``architecture: correlation``; device:
+    'auto' | 'cpu' | 'cuda'; backbone / input_size: when given, the checkpoint must have been
+    trained with them (CheckpointError otherwise); interpolation: how the correspondence
+    transfers points between cells ('bilinear' or 'nearest')."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto", backbone: str | None = None,
+                 input_size: int | None = None, interpolation: str = "bilinear", _ck: dict | None = None):
+        self.path = Path(checkpoint)
+        self.device = resolve_device(device)
+        ck = _ck if _ck is not None else load_checkpoint(self.path)
+        if architecture_of(ck) != "correlation":
+            raise CheckpointError(f"{self.path}: not a correlation network (architecture {architecture_of(ck)!r})")
+        self.model = model_from_checkpoint(ck, device=self.device, path=self.path).eval()
+        self.spec = self.model.spec
+        _check_request(self.path, self.spec, backbone, input_size)
+        self.size = self.spec.input_size
+        self.stride = self.spec.stride
+        self.interpolation = interpolation
+        bb = self.model.encoder.backbone
+        self.mean, self.std = tuple(bb.spec.mean), tuple(bb.spec.std)
+
+    def _prep(self, img: np.ndarray) -> tuple[torch.Tensor, Letterbox]:
+        from ..features.extract import preprocess
+
+        x, lb = preprocess(np.asarray(img), self.size, self.mean, self.std)
+        return x[None].to(self.device), lb
+
+    @torch.no_grad()
+    def grid(self, img: np.ndarray) -> tuple[np.ndarray, FeatureGrid]:
+        """The encoder's grid of one image: ((H, W, C) float32, as the feature stage stores it;
+        its FeatureGrid)."""
+        x, lb = self._prep(img)
+        g = self.model.encode(x)[0].permute(1, 2, 0).float().cpu().numpy()
+        return np.ascontiguousarray(g), FeatureGrid(lb, self.stride)
+
+    @torch.no_grad()
+    def describe(self, grid: np.ndarray) -> np.ndarray:
+        """(H, W, C) encoder grid (e.g. a feature store's) -> (H, W, D) float32 learned descriptors."""
+        g = torch.as_tensor(np.asarray(grid, np.float32), device=self.device).permute(2, 0, 1)[None]
+        return np.ascontiguousarray(self.model.describe(g)[0].permute(1, 2, 0).float().cpu().numpy())
+
+    @torch.no_grad()
+    def features(self, img: np.ndarray) -> tuple[np.ndarray, FeatureGrid]:
+        """Learned descriptors of one uint8 image: ((H, W, D) float32 L2-normalised, FeatureGrid)."""
+        x, lb = self._prep(img)
+        d = self.model.describe(self.model.encode(x))[0].permute(1, 2, 0).float().cpu().numpy()
+        return np.ascontiguousarray(d), FeatureGrid(lb, self.stride)
+
+    @torch.no_grad()
+    def match_descriptors(self, desc_src: np.ndarray, desc_tgt: np.ndarray, grid_src: FeatureGrid,
+                          grid_tgt: FeatureGrid) -> DenseCorrespondence:
+        """The network's read-out on descriptors (H, W, D) of both images (module docstring)."""
+        ds = torch.as_tensor(np.asarray(desc_src, np.float32), device=self.device).permute(2, 0, 1)[None]
+        dt = torch.as_tensor(np.asarray(desc_tgt, np.float32), device=self.device).permute(2, 0, 1)[None]
+        return self._readout(ds, dt, grid_src, grid_tgt)
+
+    def _readout(self, ds: torch.Tensor, dt: torch.Tensor, grid_src: FeatureGrid, grid_tgt: FeatureGrid):
+        vs, vt = grid_src.valid_mask(), grid_tgt.valid_mask()
+        _, cells, score = self.model.match(ds, dt, torch.as_tensor(vt.reshape(1, -1), device=ds.device))
+        h, w = vs.shape
+        cells = cells[0].float().cpu().numpy().reshape(h, w, 2).astype(np.float64)
+        return DenseCorrespondence(target_xy=grid_tgt.cell_to_image(cells).astype(np.float32),
+                                   score=score[0].float().cpu().numpy().reshape(h, w).astype(np.float32),
+                                   valid=vs, grid=grid_src, interpolation=self.interpolation)
+
+    @torch.no_grad()
+    def correspondence(self, img_src: np.ndarray, img_tgt: np.ndarray) -> DenseCorrespondence:
+        """Dense correspondence of two uint8 (H, W, 3) images on the source's feature grid: one
+        batched encoder pass, the head, the correlation and its kernel soft-argmax."""
+        xa, la = self._prep(img_src)
+        xb, lb = self._prep(img_tgt)
+        d = self.model.describe(self.model.encode(torch.cat([xa, xb], 0)))
+        return self._readout(d[:1], d[1:], FeatureGrid(la, self.stride), FeatureGrid(lb, self.stride))
+
+
+class FlowMatcher:
+    """A trained Siamese flow network (``architecture: paper``) ready for inference.
 
     checkpoint: path of ``model.pt`` / ``finetuned.pt``; device: 'auto' | 'cpu' | 'cuda';
     backbone: when given, the checkpoint must have been trained with this backbone
@@ -34,18 +150,12 @@ class SiameseMatcher:
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", backbone: str | None = None,
-                 input_size: int | None = None):
+                 input_size: int | None = None, _ck: dict | None = None):
         self.path = Path(checkpoint)
         self.device = resolve_device(device)
-        ck = load_checkpoint(self.path)
+        ck = _ck if _ck is not None else load_checkpoint(self.path)
         spec = ModelSpec.from_dict(ck["spec"])
-        if backbone is not None and spec.backbone != backbone:
-            raise CheckpointError(
-                f"{self.path}: checkpoint was trained with backbone '{spec.backbone}', not '{backbone}' "
-                f"(train it with backbone.name: {backbone} or use a matching checkpoint)")
-        if input_size is not None and spec.input_size != int(input_size):
-            raise CheckpointError(
-                f"{self.path}: checkpoint input size is {spec.input_size}, not {input_size}")
+        _check_request(self.path, spec, backbone, input_size)
         self.spec = spec
         self.size = spec.input_size
         self.model = model_from_checkpoint(ck, device=self.device, path=self.path)
