@@ -211,11 +211,11 @@ def train_head(cats, teachers, config, overrides, seed, device="cpu"):
     model = build_network(spec, with_encoder=False)
     import tempfile
 
-    t = time.time()
+    t, c = time.time(), time.process_time()
     with tempfile.TemporaryDirectory() as d:
         hist = fit(model, data, cfg, Path(d) / "m.pt", device=device, progress=False, resume=False)
-    dt = time.time() - t
-    return model, dict(seconds=dt, pairs=len(data), loss_first=float(np.mean(hist[:20])), loss_last=float(np.mean(hist[-50:])))
+    return model, dict(seconds=time.time() - t, cpu=time.process_time() - c, pairs=len(data),
+                       loss_first=float(np.mean(hist[:20])), loss_last=float(np.mean(hist[-50:])))
 
 
 # --------------------------------------------------------------------------- main
@@ -319,7 +319,7 @@ def main(argv=None) -> int:
 
     if args.protocol in ("both", "transductive"):
         model, info = train_head(data, teachers_for(), config, overrides, seed)
-        print(f"# transductive: {info['pairs']} teacher pairs, {info['seconds']:.0f} s, loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
+        print(f"# transductive: {info['pairs']} teacher pairs, {info['seconds']:.0f} s ({info['cpu']:.0f} CPU s), loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
         ms = {} if args.skip_baselines else baselines()
         ms.update(methods_for(model))
         report("transductive (trained on teacher pairs of all images; evaluated on the dataset's pairs)",
@@ -327,7 +327,7 @@ def main(argv=None) -> int:
     if args.protocol in ("both", "inductive"):
         halves = {c.name: half_split(c.raw.ids, seed) for c in data}
         model, info = train_head(data, teachers_for(halves), config, overrides, seed)
-        print(f"# inductive: {info['pairs']} teacher pairs among the train halves, {info['seconds']:.0f} s, "
+        print(f"# inductive: {info['pairs']} teacher pairs among the train halves, {info['seconds']:.0f} s ({info['cpu']:.0f} CPU s), "
               f"loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
         ms = {} if args.skip_baselines else baselines()
         ms.update(methods_for(model))

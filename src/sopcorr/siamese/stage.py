@@ -71,6 +71,9 @@ def run_network_training(sources, section: dict, backbone: dict, seed: int, out_
         if spec.backbone != backbone["name"]:
             raise CheckpointError(f"{init_checkpoint}: trained with backbone '{spec.backbone}', "
                                   f"the config asks for '{backbone['name']}'")
+        if spec.encoder_trained and not end_to_end:
+            raise CheckpointError(f"{init_checkpoint}: its encoder was trained end to end; fine-tune it with "
+                                  f"siamese.freeze_encoder: false (the cached grids are the untrained encoder's)")
         if (spec.input_size, tuple(spec.layers)) != (first.input_size, tuple(first.attrs["layers"])):
             raise CheckpointError(f"{init_checkpoint}: trained on {spec.input_size} px grids of layers "
                                   f"{list(spec.layers)}, the features are {first.input_size} px of {first.attrs['layers']}")
