@@ -180,6 +180,53 @@ class Learned:
     def feats(self, i):
         return self.np[i]
 
+    def geo_readout(self, s, t, gkw, seed):
+        """The geometric matcher's location prior (affines fitted to mutual matches of the
+        learned descriptors) added to the network's logits, read out by the kernel soft-argmax."""
+        from sopcorr.flow import geometric as G
+        from sopcorr.siamese.correlation import expected_cell, masked_logits, gaussian_1d
+
+        cat = self.cat
+        ds, dt = self.np[s], self.np[t]
+        hs, ws = ds.shape[:2]
+        ht, wt = dt.shape[:2]
+        vs, vt = cat.valid[s], cat.valid[t]
+        a = G.neighbourhood_descriptors(ds, vs, gkw["consensus_radius"], gkw["consensus_gate"]).reshape(hs * ws, -1)
+        b = G.neighbourhood_descriptors(dt, vt, gkw["consensus_radius"], gkw["consensus_gate"]).reshape(ht * wt, -1)
+        si, ti, w = G.mutual_matches(a, b, torch.as_tensor(vs.reshape(-1)), torch.as_tensor(vt.reshape(-1)))
+        ys, xs = np.divmod(np.arange(hs * ws), ws)
+        yt, xt = np.divmod(np.arange(ht * wt), wt)
+        w = np.clip(w, 0, None)
+        gside = float(max(ht, wt))
+        models = G.fit_affine_models(np.c_[xs[si], ys[si]], np.c_[xt[ti], yt[ti]], w,
+                                     threshold=gkw["ransac_threshold"] * gside, iterations=gkw["ransac_iterations"],
+                                     seed=seed, max_models=gkw["max_models"] if gkw["prior"] == "piecewise" else 1,
+                                     min_support=gkw["min_support"])
+        which = G.assign_models(np.c_[xs, ys], models, np.c_[xs[si], ys[si]], w, gkw["bandwidth"] * float(max(hs, ws)))
+        pred = np.zeros((hs * ws, 2))
+        for k, m in enumerate(models):
+            pred[which == k] = m.apply(np.c_[xs, ys][which == k])
+        pred = torch.as_tensor(pred, dtype=torch.float32)
+        spec = self.model.spec
+        with torch.no_grad():
+            corr = torch.bmm(self.desc[s:s + 1].flatten(2).transpose(1, 2), self.desc[t:t + 1].flatten(2))
+            lam = self.prior_strength if self.prior_strength is not None else gkw["strength"]
+            d2 = (torch.as_tensor(xt, dtype=torch.float32)[None] - pred[:, :1]) ** 2 + \
+                 (torch.as_tensor(yt, dtype=torch.float32)[None] - pred[:, 1:]) ** 2
+            obj = corr[0] - lam * d2 / gside ** 2
+            logits = masked_logits(obj[None], torch.as_tensor(vt.reshape(1, -1)), spec.temperature)
+            idx = logits.argmax(-1)
+            if spec.readout_sigma > 0:
+                kr = gaussian_1d(torch.div(idx, wt, rounding_mode="floor"), ht, spec.readout_sigma)
+                kc = gaussian_1d(idx % wt, wt, spec.readout_sigma)
+                logits = (logits.reshape(1, -1, ht, wt) + kr[..., :, None] + kc[..., None, :]).reshape(1, -1, ht * wt)
+            cells = expected_cell(torch.softmax(logits, -1), (ht, wt))[0].numpy().reshape(hs, ws, 2)
+            score = corr[0].gather(1, idx[0][:, None])[:, 0].numpy().reshape(hs, ws)
+        return DenseCorrespondence(target_xy=cat.grids[t].cell_to_image(cells), score=score,
+                                   valid=vs.copy(), grid=cat.grids[s], interpolation=self.interp)
+
+    prior_strength = None
+
     def readout(self, s, t):
         cat = self.cat
         with torch.no_grad():
@@ -194,7 +241,7 @@ class Learned:
 # --------------------------------------------------------------------------- training
 
 
-def train_head(cats, teachers, config, overrides, seed, device="cpu"):
+def train_head(cats, teachers, config, overrides, seed, device="cpu", load=None, save=None):
     section = json.loads(json.dumps(config["siamese"]))
     for k, v in overrides.items():
         section["correlation"][k] = v
@@ -209,11 +256,16 @@ def train_head(cats, teachers, config, overrides, seed, device="cpu"):
     data = GridPairs(grids, valid, teacher, c0.raw.stride, c0.raw.input_size)
     torch.manual_seed(seed)
     model = build_network(spec, with_encoder=False)
+    if load is not None:
+        model.load_state_dict(torch.load(load, weights_only=True))
+        return model, dict(seconds=0.0, cpu=0.0, pairs=len(data), loss_first=float("nan"), loss_last=float("nan"))
     import tempfile
 
     t, c = time.time(), time.process_time()
     with tempfile.TemporaryDirectory() as d:
         hist = fit(model, data, cfg, Path(d) / "m.pt", device=device, progress=False, resume=False)
+    if save is not None:
+        torch.save(model.state_dict(), save)
     return model, dict(seconds=time.time() - t, cpu=time.process_time() - c, pairs=len(data),
                        loss_first=float(np.mean(hist[:20])), loss_last=float(np.mean(hist[-50:])))
 
@@ -248,8 +300,11 @@ def main(argv=None) -> int:
     ap.add_argument("--protocol", choices=["both", "transductive", "inductive"], default="both")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--work", default=None)
+    ap.add_argument("--save", default=None, help="save the trained heads to SAVE.<protocol>.pt")
+    ap.add_argument("--load", default=None, help="load the heads from LOAD.<protocol>.pt instead of training")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--skip-baselines", action="store_true")
+    ap.add_argument("--methods", default="nn_raw,teacher,network,network_bilinear,nn_learned,geo_learned,geo_readout",
+                    help="comma list of the methods to evaluate (baselines' per-pair results are cached in --work)")
     ap.add_argument("--max-pairs", type=int, default=None, help="evaluate at most this many pairs per category (seeded)")
     args = ap.parse_args(argv)
     run = Path(args.run)
@@ -301,35 +356,57 @@ def main(argv=None) -> int:
         ms = {}
         if model is not None:
             learned = {c.name: Learned(model, c, interpolation) for c in data}
+            other = {c.name: Learned(model, c, "bilinear" if interpolation == "nearest" else "nearest") for c in data}
             ms["network"] = lambda c: learned[c.name].readout
+            ms["network_" + ("bilinear" if interpolation == "nearest" else "nearest")] = lambda c: other[c.name].readout
             ms["nn_learned"] = lambda c: nn_fn(c, learned[c.name].feats)
             ms["geo_learned"] = lambda c: geo_fn(c, learned[c.name].feats, gkw, seed)
+            bil = other if interpolation == "nearest" else learned
+            ms["geo_readout"] = lambda c: (lambda s, t: bil[c.name].geo_readout(s, t, gkw, seed))
         return ms
 
     def baselines():
         return {"nn_raw": lambda c: nn_fn(c, c.raw_feat),
                 "teacher": lambda c: geo_fn(c, lambda i, c=c: c.concat(i, ew), gkw, seed)}
 
+    wanted = args.methods.split(",")
+
     def table(methods, pairs_of):
         rows = {}
         for name, mk in methods.items():
-            per = {c.name: evaluate(c, pairs_of(c), mk(c)) for c in data}
+            if name not in wanted:
+                continue
+            per = {}
+            for c in data:
+                pairs = pairs_of(c)
+                cache = work / f"baseline_{name}_{c.name}.json" if name in ("nn_raw", "teacher") else None
+                known = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
+                todo = [p for p in pairs if f"{p[0]},{p[1]}" not in known]
+                if todo:
+                    for p, cn in zip(todo, evaluate(c, todo, mk(c))):
+                        known[f"{p[0]},{p[1]}"] = cn
+                    if cache is not None:
+                        work.mkdir(parents=True, exist_ok=True)
+                        cache.write_text(json.dumps(known))
+                per[c.name] = [tuple(known[f"{p[0]},{p[1]}"]) for p in pairs]
             rows[name] = summarise(per)
         return rows
 
     if args.protocol in ("both", "transductive"):
-        model, info = train_head(data, teachers_for(), config, overrides, seed)
+        model, info = train_head(data, teachers_for(), config, overrides, seed,
+                                 load=args.load and f"{args.load}.transductive.pt", save=args.save and f"{args.save}.transductive.pt")
         print(f"# transductive: {info['pairs']} teacher pairs, {info['seconds']:.0f} s ({info['cpu']:.0f} CPU s), loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
-        ms = {} if args.skip_baselines else baselines()
+        ms = baselines()
         ms.update(methods_for(model))
         report("transductive (trained on teacher pairs of all images; evaluated on the dataset's pairs)",
                table(ms, lambda c: c.pairs), cats)
     if args.protocol in ("both", "inductive"):
         halves = {c.name: half_split(c.raw.ids, seed) for c in data}
-        model, info = train_head(data, teachers_for(halves), config, overrides, seed)
+        model, info = train_head(data, teachers_for(halves), config, overrides, seed,
+                                 load=args.load and f"{args.load}.inductive.pt", save=args.save and f"{args.save}.inductive.pt")
         print(f"# inductive: {info['pairs']} teacher pairs among the train halves, {info['seconds']:.0f} s ({info['cpu']:.0f} CPU s), "
               f"loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
-        ms = {} if args.skip_baselines else baselines()
+        ms = baselines()
         ms.update(methods_for(model))
         held = lambda c: [(s, t) for s, t in c.pairs if not halves[c.name][s] and not halves[c.name][t]]  # noqa: E731
         report("inductive (trained on teacher pairs among one half of the images; evaluated on the dataset's "
