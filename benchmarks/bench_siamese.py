@@ -6,13 +6,15 @@ CUDA via autocast + GradScaler, AdamW step) and (b) a bare forward + backward of
 Random images and flows: speed does not depend on the data. When the VGG16 ImageNet weights are
 not on the machine, random VGG16 weights are used (the timing is the same; a note says so).
 
-With no flags it picks the scale from the device: on CUDA the paper's VGG16 at 352 px, batch 16,
-20 steps; on the CPU EfficientNet-Lite0 at 128 px, batch 4, 4 steps (well under two minutes on 2
-cores; VGG16 at 352 px takes more than 7 minutes there). ``--paper`` asks for the paper's scale
-on any device; any explicit flag wins over both.
+``--architecture correlation`` (default) times the correlation network end to end from images
+(``--freeze-encoder``: its head on encoder grids, as on the CPU): a training step is
+``sopcorr.siamese.fit``'s (batch on the device, joint flips, dense InfoNCE + read-out flow loss on
+``--cells`` source cells per pair, AdamW); the bare step is encoder + head + correlation +
+InfoNCE forward and backward. ``--architecture paper`` times the paper's flow network at
+``--size`` (its own input size).
 
-    python benchmarks/bench_siamese.py                    # CPU: small network; CUDA: paper scale
-    python benchmarks/bench_siamese.py --paper            # VGG16 at 352 px, batch 16, 20 steps
+    python benchmarks/bench_siamese.py --device cuda --backbone vgg16 --size 704 --layers conv5_3 --batch 8 --steps 20
+    python benchmarks/bench_siamese.py --architecture paper --device cuda --backbone vgg16 --size 352 --batch 16
     python benchmarks/bench_siamese.py --device cpu --backbone efficientnet_lite0 --size 64 --batch 2 --steps 2
 """
 from __future__ import annotations
@@ -31,14 +33,12 @@ PAPER_SCALE = ("vgg16", 352, 16, 20, 3)
 CPU_SCALE = ("efficientnet_lite0", 128, 4, 4, 1)
 
 
-def _build(spec, device):
-    from sopcorr.errors import WeightsError
-    from sopcorr.siamese.model import build_model
-
+def _with_random_vgg16(fn, backbone):
+    """fn() with the VGG16 ImageNet weights replaced by random ones when they are absent."""
     try:
-        return build_model(spec, device=device), "ImageNet"
+        return fn(), "ImageNet"
     except WeightsError as exc:
-        if spec.backbone != "vgg16":
+        if backbone != "vgg16":
             raise
         import torchvision
 
@@ -47,7 +47,119 @@ def _build(spec, device):
         print(f"note: {str(exc)[:100]}... -> timing with random VGG16 weights", flush=True)
         backbones._load_state_dict = lambda path, what: torchvision.models.vgg16(weights=None).state_dict()
         backbones._vgg16_weights_path = lambda weights: Path("random-vgg16")
-        return build_model(spec, device=device), "random"
+        return fn(), "random"
+
+
+def correlation_bench(a, dev) -> int:
+    """Training step vs bare forward+backward of the correlation network (module docstring)."""
+    from sopcorr.features.backbones import get_spec
+    from sopcorr.siamese.correlation import NetworkSpec, build_network
+    from sopcorr.siamese.fit import network_loss
+    from sopcorr.siamese.grids import flip_batch
+    from sopcorr.siamese.losses import dense_infonce, sample_cells
+    from sopcorr.siamese.model import truncation_T2
+    from sopcorr.siamese.settings import FitConfig
+
+    amp = dev.type == "cuda"
+    bspec = get_spec(a.backbone)
+    layers = a.layers.split(",") if a.layers else list(bspec.default_layers)
+    stride = min(bspec.layer(n).stride for n in layers)
+    channels = sum(bspec.layer(n).channels for n in layers)
+    spec = NetworkSpec(a.backbone, a.size, tuple(layers), a.backbone == "vgg16", channels, stride,
+                       hidden_channels=a.hidden, descriptor_dim=a.dim)
+    freeze = a.freeze_encoder
+    t0 = time.perf_counter()
+    model, weights = _with_random_vgg16(lambda: build_network(spec, device=dev, with_encoder=True), a.backbone)
+    model.set_mode(True, freeze)
+    params = list(model.trainable_parameters(freeze))
+    H = a.size // stride
+    print(f"device {dev} ({torch.cuda.get_device_name(dev) if amp else 'cpu'}), correlation network, backbone "
+          f"{a.backbone} {layers} ({weights} weights), input {a.size} -> {H}x{H}x{channels} grid, batch {a.batch}, "
+          f"cells/pair {a.cells or H * H}, amp {amp}, encoder {'frozen (head on grids)' if freeze else 'trained'}, "
+          f"{sum(p.numel() for p in params)/1e6:.2f}M trainable params, built in {time.perf_counter() - t0:.1f}s",
+          flush=True)
+    cfg = FitConfig(steps=a.steps + a.warmup, lr=1e-4, cells_per_pair=a.cells, freeze_encoder=freeze)
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    B, S = a.batch, a.size
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randn(2 * B, 3, S, S, device=dev)
+    with torch.no_grad():
+        grids = model.encode(imgs) if freeze else None
+    cpu = dict(valid_src=torch.rand(B, H, H, generator=g) > 0.2, valid_tgt=torch.rand(B, H, H, generator=g) > 0.2,
+               target=torch.rand(B, H, H, 2, generator=g) * (H - 1), weight=torch.rand(B, H, H, generator=g))
+    T2 = truncation_T2("paper", S)
+
+    def batch():  # what GridPairs.batch hands over: host tensors moved to the device
+        b = {k: v.to(dev, non_blocking=True) for k, v in cpu.items()}
+        if freeze:
+            b["src"], b["tgt"] = grids[:B], grids[B:]
+        else:
+            b["src"], b["tgt"] = imgs[:B], imgs[B:]
+        return b
+
+    def train_step():
+        b = batch()
+        which = torch.rand(B, generator=g) < 0.5
+        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
+            if not freeze:
+                x = model.encode(torch.cat([b["src"], b["tgt"]]))
+                b["src"], b["tgt"] = x[:B], x[B:]
+            loss = network_loss(model, flip_batch(b, which), cfg, T2, g)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        return loss
+
+    b0 = batch()
+    cells0 = sample_cells(b0["weight"].flatten(1), a.cells, g)
+    tgt0 = b0["target"].flatten(1, 2).gather(1, cells0[..., None].expand(-1, -1, 2))
+    w0 = b0["weight"].flatten(1).gather(1, cells0)
+
+    def bare_step():
+        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
+            x = torch.cat([b0["src"], b0["tgt"]]) if freeze else model.encode(imgs)
+            d = model.describe(x).flatten(2).transpose(1, 2)
+            loss, _ = dense_infonce(d[:B], d[B:], cells0, tgt0, w0, (H, H), (H, H), b0["valid_src"].flatten(1),
+                                    b0["valid_tgt"].flatten(1), spec.temperature, 1.0, True)
+        loss.backward()
+        for p in params:
+            p.grad = None
+        return loss
+
+    return _time(a, dev, B, bare_step, train_step)
+
+
+def _time(a, dev, B, bare_step, train_step) -> int:
+    amp = dev.type == "cuda"
+    results = {}
+    for name, fn in (("bare forward+backward", bare_step), ("training step", train_step)):
+        for _ in range(a.warmup):
+            fn()
+        _sync(dev)
+        if amp:
+            torch.cuda.reset_peak_memory_stats(dev)
+        t = time.perf_counter()
+        for _ in range(a.steps):
+            loss = fn()
+        _sync(dev)
+        dt = time.perf_counter() - t
+        results[name] = B * a.steps / dt
+        mem = f", peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB" if amp else ""
+        print(f"{name:>22}: {results[name]:8.1f} pairs/s ({dt / a.steps * 1000:.1f} ms/step, "
+              f"loss {float(loss.detach()):.3f}){mem}", flush=True)
+    ratio = results["training step"] / results["bare forward+backward"]
+    print(f"ratio training / bare = {ratio:.2f} (1.0 = no overhead from batching, augmentation, optimiser, scaler)")
+    return 0
+
+
+def _build(spec: ModelSpec, device):
+    return _with_random_vgg16(lambda: build_model(spec, device=device), spec.backbone)
 
 
 def _sync(dev):
@@ -58,19 +170,22 @@ def _sync(dev):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    ap.add_argument("--paper", action="store_true",
-                    help="the paper's scale (vgg16, 352 px, batch 16, 20 steps) on any device")
-    ap.add_argument("--backbone", default=None, help="default: vgg16 on CUDA or with --paper, else efficientnet_lite0")
-    ap.add_argument("--size", type=positive_int, default=None, help="input px (default 352 / 128 on the CPU)")
-    ap.add_argument("--batch", type=positive_int, default=None, help="pairs per step (default 16 / 4 on the CPU)")
-    ap.add_argument("--steps", type=positive_int, default=None, help="timed steps (default 20 / 4 on the CPU)")
-    ap.add_argument("--warmup", type=nonnegative_int, default=None, help="untimed steps (default 3 / 1 on the CPU)")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--architecture", choices=["correlation", "paper"], default="correlation")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--backbone", default="vgg16")
+    ap.add_argument("--size", type=int, default=352)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--freeze-encoder", action="store_true", help="train only fusion + decoder")
-    ap.add_argument("--threads", type=positive_int, default=None)
-    ap.add_argument("--fuse-channels", type=positive_int, default=128)
-    ap.add_argument("--decoder-channels", type=positive_int, default=64)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--fuse-channels", type=int, default=128)
+    ap.add_argument("--decoder-channels", type=int, default=64)
+    ap.add_argument("--layers", default=None, help="correlation: comma list of encoder layers (default: the backbone's)")
+    ap.add_argument("--hidden", type=int, default=256, help="correlation: head width")
+    ap.add_argument("--dim", type=int, default=128, help="correlation: descriptor dimension")
+    ap.add_argument("--cells", type=int, default=None, help="correlation: source cells per pair in the loss (default: all)")
     a = ap.parse_args(argv)
 
     import torch
@@ -94,6 +209,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     if amp:
         torch.backends.cudnn.benchmark = True
+    if a.architecture == "correlation":
+        return correlation_bench(a, dev)
     t0 = time.perf_counter()
     try:
         model, weights = _build(ModelSpec(a.backbone, a.size, fuse_channels=a.fuse_channels,
@@ -140,25 +257,7 @@ def main(argv=None) -> int:
             p.grad = None
         return loss
 
-    results = {}
-    for name, fn in (("bare forward+backward", bare_step), ("training step", train_step)):
-        for _ in range(a.warmup):
-            fn()
-        _sync(dev)
-        if amp:
-            torch.cuda.reset_peak_memory_stats(dev)
-        t = time.perf_counter()
-        for _ in range(a.steps):
-            loss = fn()
-        _sync(dev)
-        dt = time.perf_counter() - t
-        results[name] = B * a.steps / dt
-        mem = f", peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB" if amp else ""
-        print(f"{name:>22}: {results[name]:8.1f} pairs/s ({dt / a.steps * 1000:.1f} ms/step, "
-              f"loss {float(loss.detach()):.3f}){mem}", flush=True)
-    ratio = results["training step"] / results["bare forward+backward"]
-    print(f"ratio training / bare = {ratio:.2f} (1.0 = no overhead from augmentation, optimiser, scaler)")
-    return 0
+    return _time(a, dev, B, bare_step, train_step)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# GPU check of the Siamese flow network: a few mixed-precision training steps at the paper's
-# input size (VGG16, 352 px: conv4_3 at stride 8 gives the paper's 44 x 44 grid), pairs/s and the
-# ratio to a bare forward+backward of the same network (batch 16 pairs as config/paper.yaml). Extra arguments go to bench_siamese.py.
+# GPU check of the Siamese networks: a few mixed-precision training steps at paper scale, pairs/s
+# and the ratio to a bare forward+backward of the same network (bench_siamese.py).
+#  1. the correlation network (the default architecture) end to end from images: VGG16 conv5_3 at
+#     704 px (the paper's 44 x 44 x 512 grid, config/paper.yaml's backbone), 8 pairs a step;
+#  2. the same network's head alone on encoder grids (freeze_encoder: true, the CPU default);
+#  3. the paper's flow network end to end at its 352 px input, 16 pairs a step (config/paper.yaml).
+# Random VGG16 weights stand in when the ImageNet file is absent (same timing). Extra arguments go
+# to every bench_siamese.py call.
 #   benchmarks/gpu_check.sh                                    # on a CUDA machine
 #   benchmarks/gpu_check.sh --device cpu --backbone efficientnet_lite0 --size 64 --batch 2 --steps 2 --warmup 1
 set -euo pipefail
@@ -14,6 +19,11 @@ else
   echo "nvidia-smi not found: no CUDA GPU visible (pass --device cpu for the CPU fallback)"
 fi
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda available:', torch.cuda.is_available())"
-# end to end (the paper trains the encoder too), then with the encoder frozen (the CPU default)
-"$PY" benchmarks/bench_siamese.py --backbone vgg16 --size 352 --batch 16 --steps 20 --warmup 3 "$@"
-"$PY" benchmarks/bench_siamese.py --backbone vgg16 --size 352 --batch 16 --steps 20 --warmup 3 --freeze-encoder "$@"
+LAYERS=(--layers conv5_3)
+for a in "$@"; do [ "$a" = "--backbone" ] && LAYERS=(); done   # another backbone: its default layers
+echo "== correlation network, end to end"
+"$PY" benchmarks/bench_siamese.py --architecture correlation --backbone vgg16 "${LAYERS[@]}" --size 704 --batch 8 --steps 20 --warmup 3 "$@"
+echo "== correlation network, head on encoder grids"
+"$PY" benchmarks/bench_siamese.py --architecture correlation --backbone vgg16 "${LAYERS[@]}" --size 704 --batch 8 --steps 20 --warmup 3 --freeze-encoder "$@"
+echo "== paper flow network, end to end"
+"$PY" benchmarks/bench_siamese.py --architecture paper --backbone vgg16 --size 352 --batch 16 --steps 20 --warmup 3 "$@"

@@ -144,11 +144,11 @@ def test_store_pairs_reads_flows_images_keypoints(tmp_path):
 
 
 def test_run_training_then_finetune(tmp_path):
-    from sopcorr.config import load_schema, validate_config
-    from sopcorr.siamese.train import run_training
+    from sopcorr.config import validate_config
+    from sopcorr.siamese.stage import run_training
 
-    src = _pipeline(tmp_path)
-    cfg = validate_config({"siamese": {"input_size": 32, "steps": 2, "finetune_steps": 2, "batch_size": 2,
+    src = [(None, f, i) for f, i in _pipeline(tmp_path)]  # the paper's network reads no feature store
+    cfg = validate_config({"siamese": {"architecture": "paper", "input_size": 32, "steps": 2, "finetune_steps": 2, "batch_size": 2,
                                        "keypoint_supervision": True, "device": "cpu",
                                        "freeze_encoder": False}})
     sec = cfg["siamese"]

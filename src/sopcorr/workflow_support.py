@@ -104,3 +104,24 @@ def manifold_settings(manifold: dict, variant: str) -> dict:
     if variant == "improved":
         out.update({k: v for k, v in (manifold.get("improved") or {}).items() if v is not None})
     return stable(out)
+
+
+#: keys of the ``siamese`` section that change where and how often state is written, not the
+#: trained network (the rules pass them as params Snakemake's trigger ignores)
+SIAMESE_RUNTIME_KEYS = ("device", "checkpoint_every")
+_SIAMESE_TUNE_KEYS = ("keypoint_supervision", "keypoint_weight")
+
+
+def siamese_settings(siamese: dict, finetune: bool) -> dict:
+    """The ``siamese`` settings a training (``finetune=False``) or fine-tuning job uses: the
+    configured architecture's keys only, without :data:`SIAMESE_RUNTIME_KEYS`; training leaves
+    the fine-tuning keys out, so changing them reruns only ``finetune_siamese``."""
+    s = siamese
+    if s["architecture"] == "paper":
+        out = {k: v for k, v in s.items()
+               if k != "correlation" and (finetune or (not k.startswith("finetune_") and k not in _SIAMESE_TUNE_KEYS))}
+    else:
+        shared = ("architecture", "freeze_encoder", "grad_clip") + (_SIAMESE_TUNE_KEYS if finetune else ())
+        out = {k: s[k] for k in shared}
+        out["correlation"] = {k: v for k, v in s["correlation"].items() if finetune or not k.startswith("finetune_")}
+    return stable({k: v for k, v in out.items() if k not in SIAMESE_RUNTIME_KEYS})

@@ -2,13 +2,14 @@
 import torch
 
 from sopcorr.scriptutil import run
-from sopcorr.siamese.train import run_training
+from sopcorr.siamese.stage import run_training
 
 
 def main(smk):
     torch.set_num_threads(max(1, int(smk.threads)))
-    sources = list(zip(smk.input.flows, smk.input.instances))
-    run_training(sources, dict(smk.params.siamese), dict(smk.params.backbone), int(smk.params.seed),
+    sources = list(zip(smk.input.features, smk.input.flows, smk.input.instances))
+    section = {**smk.params.siamese, "device": smk.params.device, "checkpoint_every": smk.params.checkpoint_every}
+    run_training(sources, section, dict(smk.params.backbone), int(smk.params.seed),
                  smk.output.model, smk.output.loss)
 
 

@@ -1,4 +1,5 @@
-"""The paper's Siamese flow network as a matcher: dense correspondence and dense descriptors
+"""The Siamese network as a matcher (either architecture; a correlation checkpoint is served by
+:class:`~sopcorr.matchers.network.NetworkMatcher`, the paper's flow network here): dense correspondence and dense descriptors
 from a trained checkpoint (``siamese/<variant>/model.pt`` or ``finetuned.pt``).
 
 ``SiameseMatcher(checkpoint).correspondence(src, tgt)`` takes two Frames (only their images
@@ -24,8 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from ..geometry import DenseCorrespondence, FeatureGrid, Letterbox
+from ..device import resolve_device
+from ..siamese.checkpoint import architecture_of, load_checkpoint, model_from_checkpoint
 from ..siamese.model import CheckpointError, ModelSpec, normalisation
-from ..siamese.train import load_checkpoint, model_from_checkpoint, resolve_device
 from .base import Frame, Params
 
 __all__ = ["SiameseParams", "SiameseMatcher"]
@@ -57,6 +59,15 @@ class SiameseMatcher:
         self.params = params
         self.device = resolve_device(params.device)
         ck = load_checkpoint(self.path)
+        #: the correlation network (siamese.architecture: correlation) or None (the paper's net)
+        self.network = None
+        if architecture_of(ck) == "correlation":
+            from .network import NetworkMatcher
+
+            self.network = NetworkMatcher(self.path, device=params.device, backbone=backbone,
+                                          input_size=input_size, _ck=ck)
+            self.spec, self.size, self.model = self.network.spec, self.network.size, self.network.model
+            return
         spec = ModelSpec.from_dict(ck["spec"])
         if backbone is not None and spec.backbone != backbone:
             raise CheckpointError(
@@ -102,6 +113,8 @@ class SiameseMatcher:
     def match_images(self, img_src: np.ndarray, img_tgt: np.ndarray) -> DenseCorrespondence:
         """Dense correspondence of two uint8 (H, W, 3) images on the source's stride-1 grid
         (S x S cells); see the module docstring."""
+        if self.network is not None:
+            return self.network.correspondence(img_src, img_tgt)
         xa, la = self._prep(img_src)
         xb, lb = self._prep(img_tgt)
         S = self.size
@@ -137,6 +150,8 @@ class SiameseMatcher:
     def image_descriptors(self, img: np.ndarray) -> tuple[np.ndarray, FeatureGrid]:
         """Dense descriptor of one uint8 image: ((H, W, C) float32 L2-normalised, FeatureGrid)
         with H = W = S // stride, stride = the encoder's finest stride."""
+        if self.network is not None:
+            return self.network.features(img)
         x, lb = self._prep(img)
         f = self.model.features(x)[0].permute(1, 2, 0).float().cpu().numpy()
         return np.ascontiguousarray(f, dtype=np.float32), FeatureGrid(lb, self.model.strides[0])

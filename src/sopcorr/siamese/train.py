@@ -1,27 +1,18 @@
-"""Training and fine-tuning of the Siamese flow network on pseudo-ground-truth flows.
+"""Training and fine-tuning of the paper's Siamese flow network (``architecture: paper``) on
+pseudo-ground-truth flows at the Siamese input size.
 
-* Optimiser AdamW; learning rate: linear warm-up over ``warmup`` steps, then cosine decay to
-  ``min_lr_ratio * lr``.
-* Step ``k`` draws its batch and its augmentation from a generator seeded with
-  ``(seed, k)``, so a run resumed from a checkpoint takes exactly the same steps as an
-  uninterrupted one (tested: identical weights).
-* Checkpoints (``torch.save`` of a dict, written atomically): ``model`` (state dict), ``spec``
-  (:class:`~sopcorr.siamese.model.ModelSpec`), ``optimizer``, ``scheduler``, ``scaler``,
-  ``step``, ``config`` (the training settings), ``rng`` (torch / numpy / python / cuda states),
-  ``history`` (per-step loss). A resumable state is written every ``checkpoint_every`` steps
-  to ``state_path`` and picked up on the next start if its config matches; the final
-  checkpoint goes to the output path and the state file is removed.
-* Mixed precision on CUDA (``torch.autocast`` float16 + ``GradScaler``); float32 on the CPU.
-* The encoder's batch-norm statistics stay frozen; with ``freeze_encoder`` its weights too.
+* Data: :class:`StorePairs` (the pipeline's flow stores and images, letterboxed and cached) or
+  :class:`TensorPairs` (in memory); each pair is augmented with random similarities
+  (:mod:`sopcorr.siamese.augment`).
+* Loss: the truncated Euclidean flow loss (paper Eq. 10), plus the sparse keypoint term when the
+  pairs carry keypoints (fine-tuning with keypoint supervision).
+* Optimiser, schedule, determinism and resumable checkpoints: :mod:`sopcorr.siamese.loop`;
+  checkpoint files: :mod:`sopcorr.siamese.checkpoint`; settings: :mod:`sopcorr.siamese.settings`.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
-import random
-import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -31,66 +22,14 @@ import torch.nn.functional as F
 
 from ..device import resolve_device
 from ..errors import SopcorrError
-from ..io import atomic_path, save_figure
 from .augment import augment_batch
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .loop import lr_lambda, resolve_device, run_loop, step_generator  # noqa: F401 (re-exported)
 from .model import CheckpointError, ModelSpec, SiameseFlowNet, truncated_euclidean_loss, truncation_T2
+from .plots import plot_loss
+from .settings import TrainConfig, model_spec, train_config
 
 log = logging.getLogger("sopcorr.siamese")
-
-
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass
-class TrainConfig:
-    """Training settings (config section ``siamese``; fine-tuning uses finetune_* values).
-
-    steps: optimiser steps; batch_size: pairs per step; lr, weight_decay: AdamW;
-    warmup: warm-up steps (None: min(100, steps // 10)); min_lr_ratio: cosine floor;
-    rotation_deg, scale_range: augmentation (rotation_deg 0 and scale_range (1, 1) disable it);
-    augment: apply augmentation at all; checkpoint_every: steps between resumable states;
-    seed: base seed; truncation: 'paper' (T^2 = long edge in pixels) or a fraction f (T = f x long edge);
-    keypoint_weight: weight of the sparse keypoint term (used only when pairs carry keypoints);
-    freeze_encoder: keep the encoder's weights fixed; grad_clip: max gradient norm (0: off).
-    """
-
-    steps: int = 150
-    batch_size: int = 4
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    warmup: int | None = None
-    min_lr_ratio: float = 0.05
-    rotation_deg: float = 16.0
-    scale_range: tuple[float, float] = (0.9, 2.0)
-    augment: bool = True
-    checkpoint_every: int = 50
-    seed: int = 0
-    truncation: str | float = "paper"
-    keypoint_weight: float = 1.0
-    freeze_encoder: bool = True
-    grad_clip: float = 10.0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["scale_range"] = list(self.scale_range)
-        return d
-
-    @property
-    def warmup_steps(self) -> int:
-        return self.warmup if self.warmup is not None else min(100, self.steps // 10)
-
-
-def lr_lambda(cfg: TrainConfig):
-    """Multiplier of the base lr at scheduler step ``k``: linear warm-up then cosine."""
-    W, N, floor = cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio
-
-    def f(k: int) -> float:
-        if W > 0 and k < W:
-            return (k + 1) / W
-        t = (k - W) / max(1, N - W)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    return f
 
 
 # --------------------------------------------------------------------------- data
@@ -168,50 +107,7 @@ def keypoint_loss(flow: torch.Tensor, kp_src: torch.Tensor, kp_tgt: torch.Tensor
     return (d2 * v).sum() / v.sum().clamp(min=1.0)
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _rng_state() -> dict:
-    st = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate())
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict) -> None:
-    torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def save_checkpoint(path: str | Path, obj: dict) -> None:
-    """``torch.save`` via a temporary file renamed into place."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint dict; CheckpointError naming the file when missing or unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(ck, dict) or "model" not in ck or "spec" not in ck:
-        raise CheckpointError(f"{path}: not a sopcorr Siamese checkpoint (no 'model'/'spec' entries)")
-    return ck
-
-
 # --------------------------------------------------------------------------- loop
-
-
-def step_generator(seed: int, step: int, salt: str = "") -> torch.Generator:
-    """The generator of step ``step``: batch choice and augmentation of that step."""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step) * 7919 + zlib.crc32(salt.encode())) % (2**63))
 
 
 def train(model: SiameseFlowNet, data: PairSource, cfg: TrainConfig, out_path: str | Path,
@@ -225,48 +121,14 @@ def train(model: SiameseFlowNet, data: PairSource, cfg: TrainConfig, out_path: s
     simulates a kill in tests. extra: stored in the checkpoint (e.g. the data fingerprint).
     """
     dev = resolve_device(device) if isinstance(device, str) else device
-    out_path = Path(out_path)
-    state_path = Path(state_path) if state_path else out_path.with_name(out_path.name + ".state.pt")
     if len(data) == 0:
         raise SopcorrError("siamese: no training pairs (check the flow stores and the split)")
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % (2**32))
-    random.seed(cfg.seed)
     model.to(dev).set_mode(True, cfg.freeze_encoder)
-    params = [p for p in model.trainable_parameters(cfg.freeze_encoder)]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     use_amp = dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    cfg_record = dict(train=cfg.to_dict(), spec=model.spec.to_dict() if model.spec else None,
-                      extra=extra or {}, salt=salt)
-    start, history = 0, []
-    if resume and state_path.is_file():
-        st = load_checkpoint(state_path)
-        if json.dumps(st.get("config"), sort_keys=True, default=str) == json.dumps(cfg_record, sort_keys=True, default=str):
-            model.load_state_dict(st["model"])
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            scaler.load_state_dict(st["scaler"])
-            start, history = int(st["step"]), list(st["history"])
-            _set_rng_state(st["rng"])
-            log.info("resuming from %s at step %d", state_path, start)
-        else:
-            log.warning("ignoring %s: it was written with other settings", state_path)
-
-    def snapshot(step: int) -> dict:
-        return dict(model=model.state_dict(), spec=model.spec.to_dict() if model.spec else None,
-                    optimizer=opt.state_dict(), scheduler=sched.state_dict(), scaler=scaler.state_dict(),
-                    step=step, config=cfg_record, rng=_rng_state(), history=history)
-
     T2 = truncation_T2(cfg.truncation, data.size)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc=f"siamese {salt}",
-               mininterval=2.0, dynamic_ncols=True)
     n = len(data)
-    for step in range(start, cfg.steps):
-        g = step_generator(cfg.seed, step, salt)
+
+    def step_loss(step: int, g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(n, (cfg.batch_size,), generator=g).tolist()
         b = _collate([data.get(i) for i in idx], dev)
         kp = b.get("kp")
@@ -280,63 +142,13 @@ def train(model: SiameseFlowNet, data: PairSource, cfg: TrainConfig, out_path: s
         loss = truncated_euclidean_loss(pred.float(), flow, valid, T2=T2)
         if kp is not None and cfg.keypoint_weight > 0:
             loss = loss + cfg.keypoint_weight * keypoint_loss(pred.float(), *kp, T2=T2)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        history.append(float(loss.detach()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{history[-1]:.3f}", refresh=False)
-        done = step + 1
-        if done < cfg.steps and (done % cfg.checkpoint_every == 0 or done == stop_after):
-            save_checkpoint(state_path, snapshot(done))
-        if stop_after is not None and done >= stop_after and done < cfg.steps:
-            bar.close()
-            return history
-    bar.close()
-    save_checkpoint(out_path, snapshot(cfg.steps))
-    state_path.unlink(missing_ok=True)
-    return history
+        return loss
 
-
-def plot_loss(history: list[float], path: str | Path, title: str = "Siamese training loss") -> None:
-    """Loss curve (per step and a moving average) saved to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    h = np.asarray(history, dtype=float)
-    ax.plot(np.arange(1, len(h) + 1), h, lw=0.8, alpha=0.5, label="per step")
-    if len(h) >= 5:
-        w = max(2, len(h) // 20)
-        ma = np.convolve(h, np.ones(w) / w, mode="valid")
-        ax.plot(np.arange(w, len(h) + 1), ma, lw=1.8, label=f"mean of {w}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("truncated Euclidean loss / valid pixel")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)
-
-
-def model_from_checkpoint(ck: dict, device="cpu", path: str | Path = "<checkpoint>") -> SiameseFlowNet:
-    """Rebuild the network recorded in a checkpoint dict and load its weights."""
-    from .model import build_model
-
-    spec = ModelSpec.from_dict(ck["spec"])
-    model = build_model(spec, device=device, pretrained=False)
-    try:
-        model.load_state_dict(ck["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the recorded network ({str(exc).splitlines()[0]})") from None
-    return model
+    spec = model.spec.to_dict() if model.spec else None
+    record = dict(train=cfg.to_dict(), spec=spec, extra=extra or {}, salt=salt)
+    return run_loop(model, list(model.trainable_parameters(cfg.freeze_encoder)), step_loss, cfg, out_path, record,
+                    spec, dev, state_path=state_path, resume=resume, progress=progress, stop_after=stop_after,
+                    salt=salt)
 
 
 # --------------------------------------------------------------------------- pipeline data
@@ -441,35 +253,13 @@ class StorePairs:
         return out
 
 
-# --------------------------------------------------------------------------- from the config
+# --------------------------------------------------------------------------- the pipeline step
 
 
-def train_config(section: dict, seed: int, finetune: bool = False) -> TrainConfig:
-    """TrainConfig from the config section ``siamese`` (``finetune``: the finetune_* values)."""
-    steps = int(section["finetune_steps"] if finetune else section["steps"])
-    return TrainConfig(
-        steps=steps, batch_size=int(section["batch_size"]),
-        lr=float(section["finetune_lr"] if finetune else section["lr"]),
-        weight_decay=float(section["weight_decay"]), warmup=section.get("warmup"),
-        rotation_deg=float(section["rotation_deg"]), scale_range=tuple(float(v) for v in section["scale_range"]),
-        checkpoint_every=int(section["checkpoint_every"]), seed=int(seed),
-        truncation=section.get("truncation", "paper"),
-        keypoint_weight=float(section.get("keypoint_weight", 1.0)) if (finetune and section.get("keypoint_supervision")) else 0.0,
-        freeze_encoder=bool(section["freeze_encoder"]), grad_clip=float(section.get("grad_clip", 10.0)))
-
-
-def model_spec(section: dict, backbone: dict) -> ModelSpec:
-    """ModelSpec from the config sections ``siamese`` and ``backbone``."""
-    return ModelSpec(backbone=backbone["name"], input_size=int(section["input_size"]),
-                     encoder_layers=section.get("encoder_layers"),
-                     fuse_channels=int(section.get("fuse_channels", 128)),
-                     decoder_channels=int(section.get("decoder_channels", 64)))
-
-
-def run_training(sources: list[tuple[str | Path, str | Path]], section: dict, backbone: dict, seed: int,
-                 out_path: str | Path, loss_png: str | Path | None = None, init_checkpoint: str | Path | None = None,
-                 progress: bool = True) -> list[float]:
-    """The ``train_siamese`` / ``finetune_siamese`` step.
+def run_paper_training(sources: list[tuple[str | Path, str | Path]], section: dict, backbone: dict, seed: int,
+                       out_path: str | Path, loss_png: str | Path | None = None,
+                       init_checkpoint: str | Path | None = None, progress: bool = True) -> list[float]:
+    """The ``train_siamese`` / ``finetune_siamese`` step of ``architecture: paper``.
 
     sources: per category (flow store, instances.json). Without ``init_checkpoint``: train a new
     network (backbone from ``backbone``, ImageNet weights) on every pair. With it: fine-tune
@@ -491,8 +281,6 @@ def run_training(sources: list[tuple[str | Path, str | Path]], section: dict, ba
     else:
         spec = model_spec(section, backbone)
         torch.manual_seed(cfg.seed)
-        from .model import build_model
-
         model = build_model(spec, device=dev, weights=backbone.get("weights"))
     mean, std = normalisation(model.encoder)
     data = StorePairs(sources, spec.input_size, mean, std, split="train" if finetune else None,

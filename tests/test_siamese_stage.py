@@ -1,0 +1,133 @@
+"""The pipeline step of the correlation network on tiny real artifacts (EfficientNet-Lite0 at
+64 px): training on cached grids, end-to-end training from images on the CPU, fine-tuning with
+and without keypoint supervision, inference from images."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+S = 64
+BACKBONE = {"name": "efficientnet_lite0", "input_size": S, "layers": None, "relu": False, "batch_size": 4,
+            "weights": None, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One category of 4 images (3 train, 1 test), its feature store and a flow store whose
+    teacher moves every cell one cell to the right."""
+    from PIL import Image
+
+    from sopcorr.features.extract import extract_category
+    from sopcorr.features.store import FeatureStore
+    from sopcorr.flow.pseudo import write_flow_store
+
+    tmp = tmp_path_factory.mktemp("stage")
+    rng = np.random.default_rng(0)
+    (tmp / "img").mkdir()
+    insts = []
+    for k, split in enumerate(["train", "train", "train", "test"]):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(tmp / "img" / f"{k}.png")
+        insts.append({"id": f"cat/{k}", "image": f"img/{k}.png", "category": "cat", "bbox": [0, 0, 63, 47],
+                      "keypoints": {"a": [10.0 + k, 12.0, 1], "b": [40.0, 30.0, 1]}, "split": split})
+    (tmp / "instances.json").write_text(json.dumps({"name": "t", "root": str(tmp),
+                                                    "categories": {"cat": {"keypoints": ["a", "b"]}},
+                                                    "instances": insts}))
+    extract_category(tmp / "instances.json", tmp / "features.zarr", BACKBONE, device="cpu", progress=False)
+    store = FeatureStore.open(tmp / "features.zarr")
+    pairs = [(0, 1), (1, 2), (2, 0), (3, 0)]
+    txy = np.stack([store.grid(j).cell_to_image(store.grid(i).image_to_cell(store.grid(i).cell_centers_image()) + [1.0, 0.0])
+                    for i, j in pairs]).astype(np.float32)
+    P, h, w = len(pairs), *store.valid.shape[1:]
+    write_flow_store(tmp / "flow.zarr", pairs, txy, np.stack([store.valid[i] for i, _ in pairs]),
+                     np.full((P, h, w), 0.8, np.float32), store.ids, store.image_hw, store.input_size, store.stride)
+    return tmp
+
+
+def _section(**kw):
+    from sopcorr.config import validate_config
+
+    sec = {"device": "cpu", "checkpoint_every": 1,
+           "correlation": {"steps": 3, "batch_size": 2, "finetune_steps": 2, "hidden_channels": 8,
+                           "descriptor_dim": 8, "cells_per_pair": 6}}
+    sec.update(kw)
+    return validate_config({"siamese": sec})["siamese"]
+
+
+def _sources(run):
+    return [(run / "features.zarr", run / "flow.zarr", run / "instances.json")]
+
+
+def test_cached_grids_then_finetune_then_inference(run, tmp_path):
+    from sopcorr.data.generic import read_image
+    from sopcorr.features.store import FeatureStore
+    from sopcorr.siamese.checkpoint import load_checkpoint
+    from sopcorr.matchers.network import NetworkMatcher
+    from sopcorr.matchers.siamese import SiameseMatcher, SiameseParams
+    from sopcorr.siamese.stage import run_training
+
+    sec = _section()
+    h = run_training(_sources(run), sec, BACKBONE, 0, tmp_path / "model.pt", tmp_path / "loss.png", progress=False)
+    assert len(h) == 3 and (tmp_path / "loss.png").is_file()
+    ck = load_checkpoint(tmp_path / "model.pt")
+    assert ck["spec"]["architecture"] == "correlation" and ck["spec"]["input_size"] == S
+    assert not any(k.startswith("encoder.") for k in ck["model"])  # the frozen encoder is the registry's
+    # fine-tuning: only train-split pairs; with keypoint supervision their labels teach cells
+    sec_kp = _section(keypoint_supervision=True, keypoint_weight=2.0)
+    h2 = run_training(_sources(run), sec_kp, BACKBONE, 0, tmp_path / "ft.pt", None,
+                      init_checkpoint=tmp_path / "model.pt", progress=False)
+    ft = load_checkpoint(tmp_path / "ft.pt")
+    assert len(h2) == 2 and ft["config"]["train"]["keypoint_weight"] == 2.0
+    assert ft["config"]["extra"]["pairs"] == 3  # (3, 0) has a test image
+    assert any(not torch.equal(ck["model"][k], ft["model"][k]) for k in ck["model"])
+    # inference from images: the encoder reproduces the feature store; one read-out per pair
+    store = FeatureStore.open(run / "features.zarr")
+    mt = NetworkMatcher(tmp_path / "model.pt", device="cpu")
+    img0, img1 = read_image(run / "img" / "0.png"), read_image(run / "img" / "1.png")
+    grid, fg = mt.grid(img0)
+    assert np.allclose(grid, store.load(0), atol=2e-3) and fg == store.grid(0)
+    corr = mt.correspondence(img0, img1)
+    assert corr.target_xy.shape == (*store.valid.shape[1:], 2) and corr.valid.shape == store.valid.shape[1:]
+    desc, _ = mt.features(img0)
+    assert desc.shape[-1] == 8 and np.allclose(np.linalg.norm(desc, axis=-1), 1, atol=1e-4)
+    # the descriptors of the cached grid are the image's
+    assert np.allclose(mt.describe(store.load(0)), desc, atol=1e-2)
+    via = mt.match_descriptors(mt.describe(store.load(0)), mt.describe(store.load(1)), store.grid(0), store.grid(1))
+    assert np.abs(via.target_xy - corr.target_xy).max() < 0.5
+    facade = SiameseMatcher(tmp_path / "ft.pt", SiameseParams(device="cpu"), backbone="efficientnet_lite0")
+    assert facade.network is not None and facade.match_images(img0, img1).grid.stride == store.stride
+
+
+def test_end_to_end_from_images_on_the_cpu(run, tmp_path):
+    from sopcorr.data.generic import read_image
+    from sopcorr.features.backbones import build_backbone
+    from sopcorr.siamese.checkpoint import load_checkpoint
+    from sopcorr.matchers.siamese import SiameseMatcher, SiameseParams
+    from sopcorr.siamese.stage import run_training
+
+    sec = _section(freeze_encoder=False)
+    run_training(_sources(run), sec, BACKBONE, 0, tmp_path / "e2e.pt", None, progress=False)
+    ck = load_checkpoint(tmp_path / "e2e.pt")
+    assert ck["spec"]["encoder_trained"]
+    enc = {k[len("encoder.backbone."):]: v for k, v in ck["model"].items() if k.startswith("encoder.backbone.")}
+    ref = build_backbone("efficientnet_lite0", S).state_dict()
+    assert enc and any(not torch.equal(ref[k], v) for k, v in enc.items() if k in ref)  # the encoder learned
+    mt = SiameseMatcher(tmp_path / "e2e.pt", SiameseParams(device="cpu"))
+    img = read_image(run / "img" / "2.png")
+    assert np.isfinite(mt.match_images(img, img).target_xy).all()
+    # the trained encoder is the checkpoint's, not the registry's
+    got = mt.model.encoder.backbone.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in enc.items())
+
+
+def test_architecture_mismatch_and_missing_pairs(run, tmp_path):
+    from sopcorr.siamese.model import CheckpointError
+    from sopcorr.siamese.stage import run_training
+
+    run_training(_sources(run), _section(), BACKBONE, 0, tmp_path / "model.pt", None, progress=False)
+    with pytest.raises(CheckpointError, match="architecture: paper"):
+        run_training(_sources(run), _section(architecture="paper"), BACKBONE, 0, tmp_path / "x.pt", None,
+                     init_checkpoint=tmp_path / "model.pt", progress=False)
+    with pytest.raises(CheckpointError, match="backbone 'efficientnet_lite0'"):
+        run_training(_sources(run), _section(), dict(BACKBONE, name="vgg16"), 0, tmp_path / "y.pt", None,
+                     init_checkpoint=tmp_path / "model.pt", progress=False)
