@@ -131,3 +131,30 @@ def test_architecture_mismatch_and_missing_pairs(run, tmp_path):
     with pytest.raises(CheckpointError, match="backbone 'efficientnet_lite0'"):
         run_training(_sources(run), _section(), dict(BACKBONE, name="vgg16"), 0, tmp_path / "y.pt", None,
                      init_checkpoint=tmp_path / "model.pt", progress=False)
+
+
+def test_best_learned_matcher_of_a_run(run, tmp_path):
+    """sopcorr match --run's entry point: the run's fine-tuned network before its trained one;
+    one clear error when the run has none; frames need only their images."""
+    import shutil
+
+    from sopcorr.data.generic import read_image
+    from sopcorr.errors import SopcorrError
+    from sopcorr.matchers import Frame, best_learned_matcher
+    from sopcorr.siamese.stage import run_training
+
+    with pytest.raises(SopcorrError, match="no trained network"):
+        best_learned_matcher(tmp_path / "empty")
+    run_training(_sources(run), _section(), BACKBONE, 0, tmp_path / "model.pt", None, progress=False)
+    rd = tmp_path / "results" / "r"
+    (rd / "siamese" / "improved").mkdir(parents=True)
+    shutil.copy(tmp_path / "model.pt", rd / "siamese" / "improved" / "model.pt")
+    m, desc = best_learned_matcher(rd, "bird", device="cpu")
+    assert "correlation network" in desc and "trained" in desc and "model.pt" in desc
+    shutil.copy(tmp_path / "model.pt", rd / "siamese" / "improved" / "finetuned.pt")
+    m, desc = best_learned_matcher(rd, None, device="cpu")
+    assert "fine-tuned" in desc and "finetuned.pt" in desc
+    img0, img1 = read_image(run / "img" / "0.png"), read_image(run / "img" / "1.png")
+    frame = lambda img, i: Frame(None, None, None, image_source=img, id=str(i))  # noqa: E731
+    corr = m.correspondence(frame(img0, 0), frame(img1, 1))
+    assert np.array_equal(corr.target_xy, m.match_images(img0, img1).target_xy)

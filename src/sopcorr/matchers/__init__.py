@@ -13,6 +13,10 @@ kind           class (module)                               params
 ``siamese``    :class:`.siamese.SiameseMatcher` (checkpoint) :class:`.siamese.SiameseParams`
 =============  ===========================================  ==================================
 
+A ``siamese`` checkpoint of ``siamese.architecture: correlation`` is served by
+:class:`.network.NetworkMatcher`; :func:`.network.best_learned_matcher` is a finished run's best
+learned matcher (``sopcorr match --run``).
+
 ``build(kind, params, **models)`` is the selector every consumer uses;
 :func:`.pseudo.build_pseudo_gt` composes the pseudo-ground-truth matcher,
 :mod:`.methods` names the evaluation tables' methods. Frames: :mod:`.base`.
@@ -39,6 +43,7 @@ _LAZY = {
     "SiftFlowParams": "siftflow", "SiftFlowMatcher": "siftflow",
     "GeometricParams": "geometric", "GeometricMatcher": "geometric",
     "SiameseParams": "siamese", "SiameseMatcher": "siamese",
+    "NetworkMatcher": "network", "best_learned_matcher": "network",
     "PseudoGTParams": "pseudo", "build_pseudo_gt": "pseudo",
     "METHODS": "methods", "Method": "methods", "MatcherSettings": "methods",
     "build_method": "methods", "build_methods": "methods",
