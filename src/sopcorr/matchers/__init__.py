@@ -14,7 +14,7 @@ kind           class (module)                               params
 =============  ===========================================  ==================================
 
 A ``siamese`` checkpoint of ``siamese.architecture: correlation`` is served by
-:class:`.network.NetworkMatcher`; :func:`.network.best_learned_matcher` is a finished run's best
+:class:`.network.NetworkMatcher`; :func:`.learned.best_learned_matcher` is a finished run's best
 learned matcher (``sopcorr match --run``).
 
 ``build(kind, params, **models)`` is the selector every consumer uses;
@@ -43,7 +43,7 @@ _LAZY = {
     "SiftFlowParams": "siftflow", "SiftFlowMatcher": "siftflow",
     "GeometricParams": "geometric", "GeometricMatcher": "geometric",
     "SiameseParams": "siamese", "SiameseMatcher": "siamese",
-    "NetworkMatcher": "network", "best_learned_matcher": "network",
+    "NetworkMatcher": "network", "best_learned_matcher": "learned",
     "PseudoGTParams": "pseudo", "build_pseudo_gt": "pseudo",
     "METHODS": "methods", "Method": "methods", "MatcherSettings": "methods",
     "build_method": "methods", "build_methods": "methods",
