@@ -40,12 +40,7 @@ TRANSIENT = (".state.pt", ".tmp/", ".tmp")
 #: known wrong paths in texts that other work is rewriting right now (issue 14: docs/SIAMESE.md);
 #: not checked while they are still named, and an entry no longer named fails the test, so the
 #: list only shrinks
-PENDING: set[tuple[str, str]] = {
-    ("docs/SIAMESE.md", "flow/<cat>.zarr"),                        # flow/<variant>/<cat>.zarr
-    ("docs/SIAMESE.md", "results/default/siamese/finetuned.pt"),   # siamese/<variant>/finetuned.pt
-    ("docs/SIAMESE.md", "siamese/loss.png"),
-    ("docs/SIAMESE.md", "siamese/finetuned.pt"),
-}
+PENDING: set[tuple[str, str]] = set()
 
 
 # -- extraction ---------------------------------------------------------------------------------
