@@ -215,12 +215,14 @@ def study(label: str, dataset: Path, config_files: list[Path], backbones: list[s
     from sopcorr.config import load_config
     from sopcorr.data.generic import load_dataset
     from sopcorr.features.backbones import job_memory_mb
-    from sopcorr.flow.geometric import geometric_params
+    from sopcorr.matchers.geometric import GeometricParams
 
     cfg = load_config(*config_files)
     ds = load_dataset(dataset, check_images=False)
     pairs = choose_pairs(ds, max_pairs, int(cfg["seed"]))
-    gkw = geometric_params(cfg["flow"]["geometric"])
+    gp = GeometricParams.from_config({k: v for k, v in cfg["flow"]["geometric"].items() if k != "fb_tolerance"})
+    gkw = {k: getattr(gp, k) for k in ("strength", "consensus_radius", "consensus_gate", "prior", "max_models",
+                                       "min_support", "bandwidth", "ransac_threshold", "ransac_iterations")}
     rows = []
     for name in backbones:
         bcfg = dict(cfg["backbone"], name=name)

@@ -48,8 +48,11 @@ from sopcorr.config import load_config  # noqa: E402
 from sopcorr.data.generic import load_dataset  # noqa: E402
 from sopcorr.evaluate.pairs import pair_counts  # noqa: E402
 from sopcorr.features.store import FeatureStore  # noqa: E402
-from sopcorr.flow.geometric import (concat_descriptors, geometric_correspondence, geometric_params,  # noqa: E402
-                                    geometric_pseudo_flows)
+from sopcorr.flow.geometric import geometric_correspondence  # noqa: E402
+from sopcorr.flow.pseudo import pseudo_flows  # noqa: E402
+from sopcorr.matchers.base import FrameSource  # noqa: E402
+from sopcorr.matchers.geometric import concat_descriptors  # noqa: E402
+from sopcorr.matchers.pseudo import PseudoGTParams, build_pseudo_gt  # noqa: E402
 from sopcorr.flow.nn import nearest_neighbour  # noqa: E402
 from sopcorr.geometry import DenseCorrespondence  # noqa: E402
 from sopcorr.siamese.correlation import build_network  # noqa: E402
@@ -58,6 +61,14 @@ from sopcorr.siamese.grids import GridPairs, Teacher, teacher_from_arrays, teach
 from sopcorr.siamese.settings import fit_config, network_spec  # noqa: E402
 
 ALPHA = 0.1
+#: the keyword arguments of geometric_correspondence among the flow.geometric keys
+GEOMETRIC_KEYS = ("strength", "consensus_radius", "consensus_gate", "prior", "max_models", "min_support",
+                  "bandwidth", "ransac_threshold", "ransac_iterations")
+
+
+def geometric_params(section: dict) -> dict:
+    """``flow.geometric`` -> keyword arguments of ``geometric_correspondence``."""
+    return {k: section[k] for k in GEOMETRIC_KEYS}
 
 
 # --------------------------------------------------------------------------- run access
@@ -71,6 +82,8 @@ class Category:
         self.raw = FeatureStore.open(run / "features" / f"{cat}.zarr")
         self.emb = FeatureStore.open(run / "manifold" / "improved" / cat / "embedded.zarr")
         self.flow = run / "flow" / "improved" / f"{cat}.zarr"
+        self.paths = (run / "data" / cat / "instances.json", run / "features" / f"{cat}.zarr",
+                      run / "manifold" / "improved" / cat / "embedded.zarr")
         self.ds = load_dataset(run / "data" / cat / "instances.json", check_images=False)
         insts = self.ds.by_id()
         self.instances = [insts[i] for i in self.raw.ids]
@@ -118,7 +131,10 @@ def all_pairs_teacher(cat: Category, gcfg: dict, seed: int, work: Path) -> Teach
         out = {k: z[k] for k in ("target_xy", "valid", "score")}
     else:
         t = time.time()
-        out = geometric_pseudo_flows(cat.raw, cat.emb, pairs, gcfg, seed=seed, progress=True)
+        inst, feats, emb = cat.paths
+        frames = FrameSource(inst, feats, embedding=emb, category=cat.name)
+        params = PseudoGTParams.from_config({"variant": "improved", "geometric": {**gcfg, "seed": seed}})
+        out = pseudo_flows(build_pseudo_gt(params), frames, pairs, progress=True)
         work.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, **out)
