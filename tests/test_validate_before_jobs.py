@@ -21,7 +21,7 @@ from sopcorr.workflow_support import check_dataset, resolve_categories
 @pytest.mark.parametrize("backbone, needle", [
     ({"layers": ["block99"]}, r"backbone\.layers: unknown layer 'block99'"),
     ({"name": "vgg16", "layers": ["conv6"]}, r"backbone\.layers: unknown layer 'conv6'"),
-    ({"layers": ["block14"], "input_size": 100}, r"backbone\.input_size: 100 must be a multiple of 32"),
+    ({"layers": ["stage6"], "input_size": 100}, r"backbone\.input_size: 100 must be a multiple of 32"),
 ])
 def test_validate_config_checks_the_backbone_layers(backbone, needle):
     with pytest.raises(ConfigError, match=needle) as exc:
