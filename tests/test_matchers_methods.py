@@ -1,5 +1,7 @@
 """sopcorr.matchers.methods: the named methods over frames, shared matchers between a method
 and its prior variant, the pseudo_gt row = the flow store's matcher; the tables' gather."""
+import re
+
 import numpy as np
 import pytest
 
@@ -137,3 +139,11 @@ def test_every_method_is_described_once_in_the_methods_table():
     missing = [m for m in METHODS if not d.get(m)]
     assert not missing, f"add a row to the table in sopcorr/matchers/methods.py for: {missing}"
     assert "location prior" in d["ours_geometric_prior"] and d["ours_geometric"] in d["ours_geometric_prior"]
+    assert not [m for m, text in d.items() if re.search(r":[a-z]+:`", text)], "Sphinx roles left"
+
+
+def test_the_name_table_turns_sphinx_roles_into_literals():
+    from sopcorr.matchers.methods import parse_name_table
+
+    doc = "=== ===\n``a``  one (:mod:`.pseudo`) and :func:`f`\n     more\n``b``  two\n=== ===\n"
+    assert parse_name_table(doc) == {"a": "one (``.pseudo``) and ``f`` more", "b": "two"}

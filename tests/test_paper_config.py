@@ -69,6 +69,7 @@ def test_paper_yaml_holds_the_papers_setting():
     assert (m["variant"], m["n_components"], m["n_parts"]) == ("paper", 32, 15)
     assert (cfg["evaluate"]["k_neighbors"], cfg["evaluate"]["alpha"]) == (25, 0.1)
     s = cfg["siamese"]
+    assert s["architecture"] == "paper", "the paper's stacked-streams flow network, not the project's"
     assert s["rotation_deg"] == 16 and s["scale_range"] == [0.9, 2.0]
     assert s["device"] in ("auto", "cuda")
 
@@ -79,7 +80,7 @@ def test_miniature_overrides_only_sizes_and_paths():
     mini = _merged(base, paper, SIZE_OVERRIDES)
     for section, key in [("backbone", "name"), ("backbone", "layers"), ("manifold", "variant"),
                          ("manifold", "solver"), ("manifold", "pairwise"), ("siamese", "rotation_deg"),
-                         ("siamese", "scale_range"), ("siamese", "freeze_encoder"),
+                         ("siamese", "scale_range"), ("siamese", "freeze_encoder"), ("siamese", "architecture"),
                          ("evaluate", "alpha"), ("dataset", "kind")]:
         assert mini[section][key] == full[section][key], (section, key)
 

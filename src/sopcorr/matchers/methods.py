@@ -221,7 +221,8 @@ def build_methods(names, settings: MatcherSettings, frames: dict, checkpoints: d
 
 def parse_name_table(doc: str) -> dict[str, str]:
     """{name: description} from an RST simple table whose rows start with ````name````
-    (continuation lines indented) between ``====`` rules."""
+    (continuation lines indented) between ``====`` rules. Sphinx roles (``:mod:`x```) become
+    plain literals (````x````): the descriptions are rendered by plain docutils too."""
     out: dict[str, str] = {}
     inside = False
     current = None
@@ -238,7 +239,7 @@ def parse_name_table(doc: str) -> dict[str, str]:
             out[current] = m.group(2).strip()
         elif current and line.strip():
             out[current] += " " + line.strip()
-    return out
+    return {k: re.sub(r":[a-z]+:`([^`]+)`", r"``\1``", v) for k, v in out.items()}
 
 
 def method_descriptions() -> dict[str, str]:
