@@ -22,7 +22,7 @@ def test_ablation_target_covers_every_stage_of_both_variants(tmp_path_factory, t
     cats = ["bird", "car"]
     assert set(cats) <= set(table.columns)
     stages = {(v, s) for v, s in zip(table["variant"], table["stage"])}
-    for stage in ("nn_embed_iter1", "nn_embed", "nn_embed_labels", "pseudo_gt", "ours_siamese", "ours_finetuned"):
+    for stage in ("nn_embed_iter1", "nn_embed", "nn_embed_labels", "pseudo_gt", "ours_network", "ours_finetuned"):
         assert ("paper", stage) in stages and ("improved", stage) in stages, stage
     assert ("improved", "geo_raw") in stages and ("improved", "geo_concat") in stages
     assert any(v == "raw" for v, _ in stages)

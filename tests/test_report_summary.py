@@ -84,7 +84,7 @@ def test_parse_name_table():
 
 def test_every_headline_method_of_the_registry_is_described():
     d = method_descriptions()
-    for m in ("nn_raw", "nn_embed", "convflow", "siftflow", "ours_geometric", "ours_siamese"):
+    for m in ("nn_raw", "nn_embed", "convflow", "siftflow", "ours_geometric", "ours_network"):
         assert d.get(m), m
 
 

@@ -158,3 +158,47 @@ def test_best_learned_matcher_of_a_run(run, tmp_path):
     frame = lambda img, i: Frame(None, None, None, image_source=img, id=str(i))  # noqa: E731
     corr = m.correspondence(frame(img0, 0), frame(img1, 1))
     assert np.array_equal(corr.target_xy, m.match_images(img0, img1).target_xy)
+
+
+def test_geometric_matcher_on_the_learned_descriptors(run, tmp_path):
+    """ours_network_geometric: the frames' stored grids through the head equal the images
+    through the whole network (a frozen encoder), and the matcher is the geometric matcher on
+    exactly those descriptors; an end-to-end checkpoint describes the images."""
+    from sopcorr.data.generic import read_image
+    from sopcorr.features.store import FeatureStore
+    from sopcorr.flow.geometric import geometric_correspondence
+    from sopcorr.matchers import Frame, build
+    from sopcorr.matchers.geometric import GeometricParams
+    from sopcorr.siamese.stage import run_training
+
+    run_training(_sources(run), _section(), BACKBONE, 0, tmp_path / "model.pt", None, progress=False)
+    store = FeatureStore.open(run / "features.zarr")
+    imgs = [read_image(run / "img" / f"{k}.png") for k in (0, 1)]
+    p = GeometricParams(ransac_iterations=20, embedding_weight=0.0)
+    m = build("network_geometric", p, checkpoint=tmp_path / "model.pt", device="cpu")
+
+    def stored(k):
+        return Frame(store.load(k), store.valid[k], store.grid(k), image_source=imgs[k], id=str(k))
+
+    def image_only(k):
+        return Frame(None, None, None, image_source=imgs[k], id=str(k))
+
+    a, b = stored(0), stored(1)
+    da, ga = m.descriptors(a)
+    assert ga == store.grid(0) and np.allclose(np.linalg.norm(da, axis=-1), 1, atol=1e-4)
+    di, gi = m.descriptors(image_only(0))
+    assert gi == store.grid(0) and np.allclose(da, di, atol=1e-2)
+    corr = m.correspondence(a, b)
+    ref = geometric_correspondence(da, m.descriptors(b)[0], store.grid(0), store.grid(1), store.valid[0],
+                                   store.valid[1], strength=p.strength, consensus_radius=p.consensus_radius,
+                                   consensus_gate=p.consensus_gate, prior=p.prior, max_models=p.max_models,
+                                   min_support=p.min_support, bandwidth=p.bandwidth,
+                                   ransac_threshold=p.ransac_threshold, ransac_iterations=p.ransac_iterations,
+                                   seed=p.seed)
+    assert np.array_equal(corr.target_xy, ref.target_xy) and np.array_equal(corr.valid, ref.valid)
+    # an end-to-end checkpoint: the stored grids are not its encoder's, so the images are used
+    run_training(_sources(run), _section(freeze_encoder=False), BACKBONE, 0, tmp_path / "e2e.pt", None,
+                 progress=False)
+    e2e = build("network_geometric", p, checkpoint=tmp_path / "e2e.pt", device="cpu")
+    de, _ = e2e.descriptors(stored(0))
+    assert np.allclose(de, e2e.network.features(imgs[0])[0], atol=1e-5)

@@ -145,11 +145,11 @@ def matcher_params(methods, variant=VARIANT):
         out["siftflow"] = {k: _FLOW[k] for k in _SIFTFLOW_KEYS}
         if any(METHODS[m].kind == "siftflow" and METHODS[m].image for m in methods):
             out["siftflow"]["siftflow_radius"] = config["evaluate"]["siftflow_radius"]
-    if "geometric" in kinds:
+    if kinds & {"geometric", "network_geometric"}:
         out["geometric"] = geometric_keys()
     if "pseudo_gt" in kinds:
         out["pseudo_gt"] = pseudo_gt_params(variant)
-    if "siamese" in kinds:
+    if kinds & {"siamese", "network_geometric"}:
         out["siamese"] = {}
     return out
 

@@ -9,7 +9,7 @@ Rows are (variant, stage, method):
   ``nn_embed_iter1`` (embedding after the first iteration), ``nn_embed`` (last iteration),
   ``nn_embed_labels`` (matching restricted to the same part label), ``pseudo_gt`` (the
   variant's pseudo-ground-truth matcher, the object that writes its flow store; cells it
-  leaves undefined count as misses), ``ours_siamese`` and ``ours_finetuned`` (the Siamese
+  leaves undefined count as misses), ``ours_network`` and ``ours_finetuned`` (the Siamese
   network before/after fine-tuning);
 * the improved variant adds ``geo_raw`` (the geometric matcher on raw features alone: what the
   location prior gives without the manifold) and ``geo_concat`` (the geometric matcher on raw
@@ -29,9 +29,9 @@ from ..geometry import FeatureGrid
 
 log = logging.getLogger(__name__)
 
-PAPER_STAGES = ["nn_embed_iter1", "nn_embed", "nn_embed_labels", "pseudo_gt", "ours_siamese", "ours_finetuned"]
+PAPER_STAGES = ["nn_embed_iter1", "nn_embed", "nn_embed_labels", "pseudo_gt", "ours_network", "ours_finetuned", "ours_network_geometric"]
 IMPROVED_STAGES = ["nn_embed_iter1", "nn_embed", "nn_embed_labels", "geo_raw", "geo_concat", "pseudo_gt",
-                   "ours_siamese", "ours_finetuned"]
+                   "ours_network", "ours_finetuned", "ours_network_geometric"]
 
 
 def variant_stages(variant: str) -> list[str]:

@@ -11,6 +11,8 @@ kind           class (module)                               params
 ``siftflow``   :class:`.siftflow.SiftFlowMatcher`            :class:`.siftflow.SiftFlowParams`
 ``geometric``  :class:`.geometric.GeometricMatcher`          :class:`.geometric.GeometricParams`
 ``siamese``    :class:`.siamese.SiameseMatcher` (checkpoint) :class:`.siamese.SiameseParams`
+``network_``   :class:`.network_geometric.                   :class:`.geometric.GeometricParams`
+``geometric``  NetworkGeometricMatcher` (checkpoint)
 =============  ===========================================  ==================================
 
 A ``siamese`` checkpoint of ``siamese.architecture: correlation`` is served by
@@ -34,6 +36,7 @@ MATCHERS: dict[str, tuple[str, str]] = {
     "siftflow": ("siftflow", "SiftFlowMatcher"),
     "geometric": ("geometric", "GeometricMatcher"),
     "siamese": ("siamese", "SiameseMatcher"),
+    "network_geometric": ("network_geometric", "NetworkGeometricMatcher"),
 }
 
 _LAZY = {
@@ -44,6 +47,7 @@ _LAZY = {
     "GeometricParams": "geometric", "GeometricMatcher": "geometric",
     "SiameseParams": "siamese", "SiameseMatcher": "siamese",
     "NetworkMatcher": "network", "best_learned_matcher": "learned",
+    "NetworkGeometricMatcher": "network_geometric",
     "PseudoGTParams": "pseudo", "build_pseudo_gt": "pseudo",
     "METHODS": "methods", "Method": "methods", "MatcherSettings": "methods",
     "build_method": "methods", "build_methods": "methods",

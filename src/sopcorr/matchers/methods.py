@@ -7,23 +7,26 @@ settings of a job, built once from its rule's params) and the job's frames and c
 This module imports no matcher at import time (the Snakefile reads :data:`METHODS` and
 :func:`method_inputs` at parse time).
 
-=================== =========================================================================
-``nn_raw``           nearest neighbour (cosine) on the raw backbone features
-``nn_embed_iter1``   nearest neighbour on the embedding after the loop's first iteration
-``nn_embed``         nearest neighbour on the final manifold embedding
-``nn_embed_labels``  as nn_embed, a cell matching only cells of its own SOP label
-``pseudo_gt``        the pseudo-ground-truth matcher of the variant (:mod:`.pseudo`): the same
-                     object, settings and validity that wrote flow/<variant>/<cat>.zarr
-``siftflow``         SIFT flow on dense SIFT (radius ``evaluate.siftflow_radius`` px at the cell
-                     centres of the raw feature grid)
-``convflow``         SIFT flow on the raw backbone features
-``ours_siamese``     the Siamese flow network (siamese/<variant>/model.pt)
-``ours_finetuned``   the Siamese network fine-tuned (siamese/<variant>/finetuned.pt)
-``ours_geometric``   the improved variant's geometric matcher (raw features + embedding)
-``geo_raw``          the geometric matcher on raw features alone (ablation)
-``geo_concat``       = ours_geometric without the pseudo ground truth's validity (ablation)
-``<m>_prior``        method m with the keypoint location prior (localisation only)
-=================== =========================================================================
+========================== =========================================================================
+``nn_raw``                 nearest neighbour (cosine) on the raw backbone features
+``nn_embed_iter1``         nearest neighbour on the embedding after the loop's first iteration
+``nn_embed``               nearest neighbour on the final manifold embedding
+``nn_embed_labels``        as nn_embed, a cell matching only cells of its own SOP label
+``pseudo_gt``              the pseudo-ground-truth matcher of the variant (:mod:`.pseudo`): the same
+                           object, settings and validity that wrote flow/<variant>/<cat>.zarr
+``siftflow``               SIFT flow on dense SIFT (radius ``evaluate.siftflow_radius`` px at the cell
+                           centres of the raw feature grid)
+``convflow``               SIFT flow on the raw backbone features
+``ours_network``           the learned Siamese network's own read-out (siamese/<variant>/model.pt; the
+                           correlation network: correlation + kernel soft-argmax, one forward pass)
+``ours_finetuned``         the Siamese network fine-tuned (siamese/<variant>/finetuned.pt), its read-out
+``ours_network_geometric`` the geometric matcher on the fine-tuned correlation network's learned
+                           descriptors (siamese/<variant>/finetuned.pt) in place of raw features + embedding
+``ours_geometric``         the improved variant's geometric matcher (raw features + embedding)
+``geo_raw``                the geometric matcher on raw features alone (ablation)
+``geo_concat``             = ours_geometric without the pseudo ground truth's validity (ablation)
+``<m>_prior``              method m with the keypoint location prior (localisation only)
+========================== =========================================================================
 """
 from __future__ import annotations
 
@@ -66,8 +69,9 @@ def _specs() -> dict[str, MethodSpec]:
         "pseudo_gt": MethodSpec("pseudo_gt", embedding="embedding"),
         "siftflow": MethodSpec("siftflow", "sift", image=True),
         "convflow": MethodSpec("siftflow", "conv"),
-        "ours_siamese": MethodSpec("siamese", checkpoint="model", image=True),
+        "ours_network": MethodSpec("siamese", checkpoint="model", image=True),
         "ours_finetuned": MethodSpec("siamese", checkpoint="finetuned", image=True),
+        "ours_network_geometric": MethodSpec("network_geometric", checkpoint="finetuned"),
         "ours_geometric": MethodSpec("geometric", embedding="embedding"),
         "geo_raw": MethodSpec("geometric", "raw"),
         "geo_concat": MethodSpec("geometric", embedding="embedding"),
@@ -189,6 +193,12 @@ def build_matcher(name: str, settings: MatcherSettings, checkpoints: dict | None
         if ck is None:
             raise SopcorrError(f"method {name}: the job was given no '{sp.checkpoint}' checkpoint")
         return build("siamese", _need(settings, "siamese", name), checkpoint=ck)
+    if sp.kind == "network_geometric":
+        ck = (checkpoints or {}).get(sp.checkpoint)
+        if ck is None:
+            raise SopcorrError(f"method {name}: the job was given no '{sp.checkpoint}' checkpoint")
+        p = replace(_need(settings, "geometric", name), embedding_weight=0.0)
+        return build("network_geometric", p, checkpoint=ck, device=_need(settings, "siamese", name).device)
     raise SopcorrError(f"method {name}: unknown matcher kind '{sp.kind}'")  # pragma: no cover
 
 
