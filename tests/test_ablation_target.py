@@ -22,8 +22,12 @@ def test_ablation_target_covers_every_stage_of_both_variants(tmp_path_factory, t
     cats = ["bird", "car"]
     assert set(cats) <= set(table.columns)
     stages = {(v, s) for v, s in zip(table["variant"], table["stage"])}
-    for stage in ("nn_embed_iter1", "nn_embed", "nn_embed_labels", "pseudo_gt", "ours_network", "ours_finetuned"):
+    for stage in ("nn_embed_iter1", "nn_embed", "nn_embed_labels", "pseudo_gt", "arch_paper", "arch_paper_finetuned",
+                  "arch_correlation", "arch_correlation_finetuned", "ours_network_geometric"):
         assert ("paper", stage) in stages and ("improved", stage) in stages, stage
+    # the configured architecture (correlation) is the run's network; the paper's is trained aside
+    assert (res / "siamese" / "improved" / "architecture_paper" / "finetuned.pt").is_file()
+    assert not (res / "siamese" / "improved" / "architecture_correlation").exists()
     assert ("improved", "geo_raw") in stages and ("improved", "geo_concat") in stages
     assert any(v == "raw" for v, _ in stages)
     assert {"pck@0.1", "pck@0.05", "dense_pck@0.1"} <= set(table["metric"])

@@ -62,12 +62,14 @@ def evaluation_inputs(smk, suffix: str = ""):
     """(frames, checkpoints) of an evaluation job from the inputs its rule declares:
     frames = :func:`sopcorr.matchers.base.frame_sources` of ``instances``, ``features`` and the
     optional ``embedding``, ``embedding_iter1``, ``labels`` (each name + ``suffix``);
-    checkpoints = {'model' | 'finetuned': path} of the declared ``model``/``finetuned``."""
+    checkpoints = {name: path} of the declared checkpoints (names:
+    :data:`sopcorr.matchers.methods.CHECKPOINTS`)."""
     from .matchers.base import frame_sources
+    from .matchers.methods import CHECKPOINTS
 
     inp = smk.input
     frames = frame_sources(inp.instances, inp.features, embedding=_get(inp, "embedding" + suffix),
                            embedding_iter1=_get(inp, "embedding_iter1" + suffix),
                            labels=_get(inp, "labels" + suffix), category=smk.wildcards.category)
-    checkpoints = {k: _get(inp, k + suffix) for k in ("model", "finetuned") if _get(inp, k + suffix)}
+    checkpoints = {k: _get(inp, k + suffix) for k in CHECKPOINTS if _get(inp, k + suffix)}
     return frames, checkpoints

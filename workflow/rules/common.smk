@@ -36,6 +36,7 @@ VARIANTS = ["paper", "improved"]
 wildcard_constraints:
     category="[A-Za-z0-9_-]+",
     variant="paper|improved",
+    architecture="paper|correlation",
 
 
 def results(*parts):
@@ -55,6 +56,16 @@ LAYOUT = {
     "model": "siamese/{variant}/model.pt",
     "finetuned": "siamese/{variant}/finetuned.pt",
 }
+#: the ablation's network of each architecture: the configured one is the run's network, the
+#: other is trained for the ablation only (rules train/finetune_siamese_architecture)
+SIAMESE_ARCH = config["siamese"]["architecture"]
+for _arch in ("paper", "correlation"):
+    for _k in ("model", "finetuned"):
+        LAYOUT[f"{_k}_{_arch}"] = (
+            LAYOUT[_k]
+            if _arch == SIAMESE_ARCH
+            else f"siamese/{{variant}}/architecture_{_arch}/{_k}.pt"
+        )
 
 
 def layout(kind, **wildcards):

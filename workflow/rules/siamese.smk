@@ -98,6 +98,79 @@ rule finetune_siamese:
         "../scripts/finetune_siamese.py"
 
 
+def _architecture_settings(finetune):
+    """The siamese settings of the ablation's network of architecture {architecture}."""
+    return lambda wildcards: siamese_settings(
+        {**config["siamese"], "architecture": wildcards.architecture}, finetune=finetune
+    )
+
+
+rule train_siamese_architecture:
+    """The ablation's Siamese network of the architecture that is not configured (the same
+    teacher, data and budget keys as train_siamese); not part of `all`."""
+    input:
+        features=per_category(results("features", "{category}.zarr")),
+        flows=per_category(results("flow", "{variant}", "{category}.zarr")),
+        instances=per_category(results("data", "{category}", "instances.json")),
+    output:
+        model=results("siamese", "{variant}", "architecture_{architecture}", "model.pt"),
+        loss=results("siamese", "{variant}", "architecture_{architecture}", "loss.png"),
+    log:
+        results("logs", "train_siamese", "{variant}_{architecture}.log"),
+    benchmark:
+        results("benchmarks", "train_siamese", "{variant}_{architecture}.tsv")
+    conda:
+        "../../envs/sopcorr.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=_SIAMESE_MEM,
+    params:
+        siamese=_architecture_settings(False),
+        backbone=backbone_settings(config["backbone"]),
+        seed=config["seed"],
+        device=lambda wildcards, resources: config["siamese"]["device"],
+        checkpoint_every=lambda wildcards, resources: config["siamese"][
+            "checkpoint_every"
+        ],
+    script:
+        "../scripts/train_siamese.py"
+
+
+rule finetune_siamese_architecture:
+    """Fine-tune the ablation's network of architecture {architecture} (as finetune_siamese)."""
+    input:
+        model=results("siamese", "{variant}", "architecture_{architecture}", "model.pt"),
+        features=per_category(results("features", "{category}.zarr")),
+        flows=per_category(results("flow", "{variant}", "{category}.zarr")),
+        instances=per_category(results("data", "{category}", "instances.json")),
+    output:
+        model=results("siamese", "{variant}", "architecture_{architecture}", "finetuned.pt"),
+        loss=results(
+            "siamese", "{variant}", "architecture_{architecture}", "finetune_loss.png"
+        ),
+    log:
+        results("logs", "finetune_siamese", "{variant}_{architecture}.log"),
+    benchmark:
+        results("benchmarks", "finetune_siamese", "{variant}_{architecture}.tsv")
+    conda:
+        "../../envs/sopcorr.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=_SIAMESE_MEM,
+    params:
+        siamese=_architecture_settings(True),
+        backbone=backbone_settings(config["backbone"]),
+        seed=config["seed"],
+        device=lambda wildcards, resources: config["siamese"]["device"],
+        checkpoint_every=lambda wildcards, resources: config["siamese"][
+            "checkpoint_every"
+        ],
+    script:
+        "../scripts/finetune_siamese.py"
+
+
 ALL_TARGETS.extend(
     expand(
         [

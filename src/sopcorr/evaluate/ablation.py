@@ -9,8 +9,12 @@ Rows are (variant, stage, method):
   ``nn_embed_iter1`` (embedding after the first iteration), ``nn_embed`` (last iteration),
   ``nn_embed_labels`` (matching restricted to the same part label), ``pseudo_gt`` (the
   variant's pseudo-ground-truth matcher, the object that writes its flow store; cells it
-  leaves undefined count as misses), ``ours_network`` and ``ours_finetuned`` (the Siamese
-  network before/after fine-tuning);
+  leaves undefined count as misses), ``arch_paper`` / ``arch_correlation`` (the Siamese network
+  of each architecture, ``siamese.architecture``, trained on that variant's teacher; the
+  configured one is the run's ``siamese/<variant>/model.pt``, the other is trained for the
+  ablation under ``siamese/<variant>/architecture_<name>/``), each also ``_finetuned``, and
+  ``ours_network_geometric`` (the geometric matcher on the configured network's fine-tuned
+  descriptors);
 * the improved variant adds ``geo_raw`` (the geometric matcher on raw features alone: what the
   location prior gives without the manifold) and ``geo_concat`` (the geometric matcher on raw
   features + embedding: the improved pseudo ground truth without its validity mask).
@@ -29,9 +33,12 @@ from ..geometry import FeatureGrid
 
 log = logging.getLogger(__name__)
 
-PAPER_STAGES = ["nn_embed_iter1", "nn_embed", "nn_embed_labels", "pseudo_gt", "ours_network", "ours_finetuned", "ours_network_geometric"]
+#: both Siamese architectures, trained on the same teacher, before and after fine-tuning
+NETWORK_STAGES = ["arch_paper", "arch_paper_finetuned", "arch_correlation", "arch_correlation_finetuned",
+                  "ours_network_geometric"]
+PAPER_STAGES = ["nn_embed_iter1", "nn_embed", "nn_embed_labels", "pseudo_gt", *NETWORK_STAGES]
 IMPROVED_STAGES = ["nn_embed_iter1", "nn_embed", "nn_embed_labels", "geo_raw", "geo_concat", "pseudo_gt",
-                   "ours_network", "ours_finetuned", "ours_network_geometric"]
+                   *NETWORK_STAGES]
 
 
 def variant_stages(variant: str) -> list[str]:

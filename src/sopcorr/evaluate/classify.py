@@ -165,8 +165,9 @@ def descriptor_functions(cat, names, crop_size: int, conv: ConvDescriptorParams 
     ``names``: 'sift_r<radius>', 'conv4', 'conv5' (two layers of the backbone of ``conv``),
     and method descriptors: ``matchers`` maps a name ('ours_embed', 'ours_finetuned') to a
     :class:`~sopcorr.matchers.methods.Method` whose matcher's ``descriptors(frame)`` is
-    sampled at the points. SIFT and conv descriptors follow Long et al.: the box warped to
-    crop_size x crop_size. cat: an :class:`~sopcorr.evaluate.category.EvalCategory`."""
+    sampled at the points (the manifold embedding: one per image). SIFT, conv and a network's
+    descriptors (a matcher with ``image_descriptors(image)``, e.g. the fine-tuned Siamese
+    network) follow Long et al.: the box warped to crop_size x crop_size. cat: an :class:`~sopcorr.evaluate.category.EvalCategory`."""
     fns = {}
     for name in names:
         if name.startswith("sift_r"):
@@ -183,10 +184,17 @@ def descriptor_functions(cat, names, crop_size: int, conv: ConvDescriptorParams 
                 fns.update(_conv_functions(cat, crop_size, conv))
         elif matchers and name in matchers:
             m = matchers[name]
-
-            def f(i, pts, m=m):
-                d, grid = m.matcher.descriptors(m.frames[i])
-                return map_descriptors(d, grid, pts)
+            describe_image = getattr(m.matcher, "image_descriptors", None)
+            if describe_image is not None:
+                # a network describes any image: the box warped to crop_size, as SIFT and conv
+                def f(i, pts, describe_image=describe_image):
+                    crop, sc, off = crop_object(cat.image(i), cat.bbox(i), crop_size)
+                    d, grid = describe_image(crop)
+                    return map_descriptors(d, grid, to_crop(pts, sc, off))
+            else:
+                def f(i, pts, m=m):
+                    d, grid = m.matcher.descriptors(m.frames[i])
+                    return map_descriptors(d, grid, pts)
             fns[name] = f
         else:
             raise SopcorrError(f"unknown classification descriptor '{name}' (or no method given for it)")

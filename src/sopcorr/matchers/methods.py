@@ -23,6 +23,12 @@ This module imports no matcher at import time (the Snakefile reads :data:`METHOD
 ``ours_network_geometric`` the geometric matcher on the fine-tuned correlation network's learned
                            descriptors (siamese/<variant>/finetuned.pt) in place of raw features + embedding
 ``ours_geometric``         the improved variant's geometric matcher (raw features + embedding)
+``arch_paper``             the paper's flow network (architecture paper) trained on the same teacher
+                           (ablation; siamese/<variant>/model.pt when it is the configured one)
+``arch_paper_finetuned``   the same fine-tuned (ablation)
+``arch_correlation``       the correlation network (architecture correlation) trained on the same
+                           teacher (ablation; siamese/<variant>/model.pt when it is the configured one)
+``arch_correlation_finetuned`` the same fine-tuned (ablation)
 ``geo_raw``                the geometric matcher on raw features alone (ablation)
 ``geo_concat``             = ours_geometric without the pseudo ground truth's validity (ablation)
 ``<m>_prior``              method m with the keypoint location prior (localisation only)
@@ -37,7 +43,7 @@ from typing import Any
 from ..errors import SopcorrError
 from ..geometry import DenseCorrespondence
 
-__all__ = ["MethodSpec", "METHODS", "Method", "MatcherSettings", "build_method", "method_inputs",
+__all__ = ["ARCHITECTURES", "CHECKPOINTS", "MethodSpec", "METHODS", "Method", "MatcherSettings", "build_method", "method_inputs",
            "method_kinds", "method_descriptions", "parse_name_table"]
 
 
@@ -60,6 +66,14 @@ class MethodSpec:
     base: str = ""
 
 
+#: the Siamese architectures (siamese.architecture) the ablation trains side by side
+ARCHITECTURES = ("paper", "correlation")
+
+#: checkpoint inputs a method may read: the configured network ('model', 'finetuned') and the
+#: ablation's network of each architecture ('model_<architecture>', 'finetuned_<architecture>')
+CHECKPOINTS = ("model", "finetuned", *(f"{k}_{a}" for a in ARCHITECTURES for k in ("model", "finetuned")))
+
+
 def _specs() -> dict[str, MethodSpec]:
     s = {
         "nn_raw": MethodSpec("nn", "raw"),
@@ -72,6 +86,8 @@ def _specs() -> dict[str, MethodSpec]:
         "ours_network": MethodSpec("siamese", checkpoint="model", image=True),
         "ours_finetuned": MethodSpec("siamese", checkpoint="finetuned", image=True),
         "ours_network_geometric": MethodSpec("network_geometric", checkpoint="finetuned"),
+        **{f"arch_{a}{ft}": MethodSpec("siamese", checkpoint=f"{'finetuned' if ft else 'model'}_{a}", image=True)
+           for a in ARCHITECTURES for ft in ("", "_finetuned")},
         "ours_geometric": MethodSpec("geometric", embedding="embedding"),
         "geo_raw": MethodSpec("geometric", "raw"),
         "geo_concat": MethodSpec("geometric", embedding="embedding"),
@@ -79,7 +95,7 @@ def _specs() -> dict[str, MethodSpec]:
     out = {}
     for name, spec in s.items():
         out[name] = replace(spec, base=name)
-    for name in ("siftflow", "convflow", "ours_geometric"):
+    for name in ("siftflow", "convflow", "ours_network", "ours_finetuned", "ours_geometric"):
         out[f"{name}_prior"] = replace(out[name], prior=True)
     return out
 
@@ -101,14 +117,14 @@ def method_kinds(names) -> set[str]:
 
 def method_inputs(names) -> list[str]:
     """The inputs besides instances and raw features the methods ``names`` read, in a fixed
-    order: 'embedding', 'embedding_iter1', 'labels', 'model', 'finetuned'."""
+    order: 'embedding', 'embedding_iter1', 'labels', then :data:`CHECKPOINTS`."""
     need = set()
     for n in names:
         sp = _spec(n)
         need |= {x for x in (sp.embedding, sp.checkpoint) if x}
         if sp.labels:
             need.add("labels")
-    return [k for k in ("embedding", "embedding_iter1", "labels", "model", "finetuned") if k in need]
+    return [k for k in ("embedding", "embedding_iter1", "labels", *CHECKPOINTS) if k in need]
 
 
 @dataclass

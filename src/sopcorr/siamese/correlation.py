@@ -50,12 +50,12 @@ class NetworkSpec:
     relu: bool
     in_channels: int
     stride: int
-    hidden_channels: int = 256
+    hidden_channels: int = 128
     descriptor_dim: int = 128
     kernel_size: int = 3
     temperature: float = 0.07
     readout_sigma: float = 2.0
-    reduce_first: bool = False
+    reduce_first: bool = True
     weights: str | None = None
     encoder_trained: bool = False
     architecture: str = field(default=ARCHITECTURE, init=False)

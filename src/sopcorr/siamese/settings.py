@@ -78,7 +78,7 @@ class FitConfig:
     keypoint_supervision; 0 otherwise).
     """
 
-    steps: int = 1500
+    steps: int = 300
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -87,7 +87,7 @@ class FitConfig:
     grad_clip: float = 10.0
     checkpoint_every: int = 500
     seed: int = 0
-    cells_per_pair: int | None = None
+    cells_per_pair: int | None = 256
     target_sigma: float = 1.0
     symmetric: bool = True
     flow_weight: float = 1.0
