@@ -66,7 +66,8 @@ def test_prior_variant_shares_its_matcher_and_missing_inputs_fail():
         build_method("nope", SETTINGS, {"raw": fr})
     assert method_inputs(["nn_raw", "nn_embed_labels", "nn_embed_iter1", "ours_finetuned"]) == [
         "embedding", "embedding_iter1", "labels", "finetuned"]
-    assert {n for n, s in METHODS.items() if s.prior} == {"siftflow_prior", "convflow_prior", "ours_geometric_prior"}
+    assert {n for n, s in METHODS.items() if s.prior} == {"siftflow_prior", "convflow_prior", "ours_network_prior",
+                                                           "ours_finetuned_prior", "ours_geometric_prior"}
 
 
 def test_pseudo_gt_row_is_the_flow_stores_matcher():

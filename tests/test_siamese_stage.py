@@ -170,12 +170,13 @@ def test_geometric_matcher_on_the_learned_descriptors(run, tmp_path):
     from sopcorr.matchers import Frame, build
     from sopcorr.matchers.geometric import GeometricParams
     from sopcorr.siamese.stage import run_training
+    from dataclasses import replace
 
     run_training(_sources(run), _section(), BACKBONE, 0, tmp_path / "model.pt", None, progress=False)
     store = FeatureStore.open(run / "features.zarr")
     imgs = [read_image(run / "img" / f"{k}.png") for k in (0, 1)]
     p = GeometricParams(ransac_iterations=20, embedding_weight=0.0)
-    m = build("network_geometric", p, checkpoint=tmp_path / "model.pt", device="cpu")
+    m = build("network_geometric", p, checkpoint=tmp_path / "model.pt", device="cpu", readout="argmax")
 
     def stored(k):
         return Frame(store.load(k), store.valid[k], store.grid(k), image_source=imgs[k], id=str(k))
@@ -196,6 +197,14 @@ def test_geometric_matcher_on_the_learned_descriptors(run, tmp_path):
                                    ransac_threshold=p.ransac_threshold, ransac_iterations=p.ransac_iterations,
                                    seed=p.seed)
     assert np.array_equal(corr.target_xy, ref.target_xy) and np.array_equal(corr.valid, ref.valid)
+    # the soft read-out without the prior is the network's own read-out on the same descriptors
+    soft0 = build("network_geometric", replace(p, strength=0.0), checkpoint=tmp_path / "model.pt", device="cpu")
+    own = soft0.network.match_descriptors(da, m.descriptors(b)[0], store.grid(0), store.grid(1))
+    got = soft0.correspondence(stored(0), stored(1))
+    assert got.interpolation == "bilinear" and np.allclose(got.target_xy, own.target_xy, atol=1e-3)
+    # with a strong prior the soft read-out stays finite everywhere
+    soft = build("network_geometric", replace(p, strength=50.0), checkpoint=tmp_path / "model.pt", device="cpu")
+    assert np.isfinite(soft.correspondence(stored(0), stored(1)).target_xy).all()
     # an end-to-end checkpoint: the stored grids are not its encoder's, so the images are used
     run_training(_sources(run), _section(freeze_encoder=False), BACKBONE, 0, tmp_path / "e2e.pt", None,
                  progress=False)

@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from ..geometry import DenseCorrespondence, FeatureGrid
 
 __all__ = ["Affine", "fit_affine_ransac", "fit_affine_models", "assign_models",
-           "neighbourhood_descriptors", "mutual_matches", "geometric_correspondence", "PRIORS"]
+           "neighbourhood_descriptors", "mutual_matches", "prior_target_cells", "prior_distance2", "geometric_correspondence",
+           "PRIORS"]
 
 PRIORS = ("global", "piecewise")
 
@@ -196,6 +197,44 @@ def mutual_matches(fs: torch.Tensor, ft: torch.Tensor, valid_s: torch.Tensor, va
     return si.numpy(), ti.numpy(), sim[si, ti].numpy()
 
 
+def prior_target_cells(ds: torch.Tensor, dt: torch.Tensor, sim: torch.Tensor, vs_t: torch.Tensor,
+                       vt_t: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int], prior: str = "piecewise",
+                       max_models: int = 3, min_support: float = 0.15, bandwidth: float = 0.1,
+                       ransac_threshold: float = 0.08, ransac_iterations: int = 300, seed: int = 0) -> torch.Tensor:
+    """The location prior's predicted target cell of every source cell: (Ns, 2) float32 (col,
+    row). ds (Ns, C), dt (Nt, C) consensus descriptors, sim = ds @ dt.T, vs_t / vt_t (Ns,) /
+    (Nt,) bool; affine models (one, or up to ``max_models`` with 'piecewise') fitted by RANSAC
+    to the mutual matches, each source cell assigned to a model (:func:`assign_models`)."""
+    hs, ws = shape_src
+    ht, wt = shape_tgt
+    gside = float(max(ht, wt))
+    ys, xs = np.divmod(np.arange(hs * ws), ws)
+    yt, xt = np.divmod(np.arange(ht * wt), wt)
+    si, ti, w = mutual_matches(ds, dt, vs_t, vt_t, sim=sim)
+    w = np.clip(w, 0, None)
+    src_pts = np.c_[xs[si], ys[si]]
+    models = fit_affine_models(src_pts, np.c_[xt[ti], yt[ti]], w, threshold=ransac_threshold * gside,
+                               iterations=ransac_iterations, seed=seed,
+                               max_models=max_models if prior == "piecewise" else 1,
+                               min_support=min_support)
+    cells_src = np.c_[xs, ys]
+    which = assign_models(cells_src, models, src_pts, w, bandwidth * float(max(hs, ws)))
+    pred_np = np.zeros((hs * ws, 2))
+    for k, mdl in enumerate(models):
+        pred_np[which == k] = mdl.apply(cells_src[which == k])
+    return torch.as_tensor(pred_np, dtype=torch.float32)
+
+
+def prior_distance2(pred: torch.Tensor, shape_tgt: tuple[int, int]) -> torch.Tensor:
+    """(Ns, Nt) squared distance in cells of every target cell to each source cell's predicted
+    cell ``pred`` (Ns, 2)."""
+    ht, wt = shape_tgt
+    yt, xt = np.divmod(np.arange(ht * wt), wt)
+    tx = torch.as_tensor(xt, dtype=torch.float32)
+    ty = torch.as_tensor(yt, dtype=torch.float32)
+    return (tx[None] - pred[:, :1]) ** 2 + (ty[None] - pred[:, 1:]) ** 2
+
+
 def geometric_correspondence(feat_src: np.ndarray, feat_tgt: np.ndarray, grid_src: FeatureGrid,
                              grid_tgt: FeatureGrid, valid_src: np.ndarray | None = None,
                              valid_tgt: np.ndarray | None = None, strength: float = 8.0,
@@ -225,26 +264,12 @@ def geometric_correspondence(feat_src: np.ndarray, feat_tgt: np.ndarray, grid_sr
     vt_t = torch.as_tensor(vt.reshape(-1))
     sim = ds @ dt.T                                                    # (Ns, Nt)
     gside = float(max(ht, wt))
-    ys, xs = np.divmod(np.arange(hs * ws), ws)
     yt, xt = np.divmod(np.arange(ht * wt), wt)
     if strength > 0:
-        si, ti, w = mutual_matches(ds, dt, vs_t, vt_t, sim=sim)
-        w = np.clip(w, 0, None)
-        src_pts = np.c_[xs[si], ys[si]]
-        models = fit_affine_models(src_pts, np.c_[xt[ti], yt[ti]], w, threshold=ransac_threshold * gside,
-                                   iterations=ransac_iterations, seed=seed,
-                                   max_models=max_models if prior == "piecewise" else 1,
-                                   min_support=min_support)
-        cells_src = np.c_[xs, ys]
-        which = assign_models(cells_src, models, src_pts, w, bandwidth * float(max(hs, ws)))
-        pred_np = np.zeros((hs * ws, 2))
-        for k, mdl in enumerate(models):
-            pred_np[which == k] = mdl.apply(cells_src[which == k])
-        pred = torch.as_tensor(pred_np, dtype=torch.float32)                      # (Ns, 2)
-        tx = torch.as_tensor(xt, dtype=torch.float32)
-        ty = torch.as_tensor(yt, dtype=torch.float32)
-        d2 = (tx[None] - pred[:, :1]) ** 2 + (ty[None] - pred[:, 1:]) ** 2
-        objective = sim - strength * d2 / gside ** 2
+        pred = prior_target_cells(ds, dt, sim, vs_t, vt_t, (hs, ws), (ht, wt), prior=prior, max_models=max_models,
+                                  min_support=min_support, bandwidth=bandwidth, ransac_threshold=ransac_threshold,
+                                  ransac_iterations=ransac_iterations, seed=seed)
+        objective = sim - strength * prior_distance2(pred, (ht, wt)) / gside ** 2
     else:
         objective = sim
     objective = torch.where(vt_t[None, :], objective, torch.tensor(-float("inf")))

@@ -20,8 +20,10 @@ This module imports no matcher at import time (the Snakefile reads :data:`METHOD
 ``ours_network``           the learned Siamese network's own read-out (siamese/<variant>/model.pt; the
                            correlation network: correlation + kernel soft-argmax, one forward pass)
 ``ours_finetuned``         the Siamese network fine-tuned (siamese/<variant>/finetuned.pt), its read-out
-``ours_network_geometric`` the geometric matcher on the fine-tuned correlation network's learned
-                           descriptors (siamese/<variant>/finetuned.pt) in place of raw features + embedding
+``ours_network_geometric`` the fine-tuned network's read-out with the geometric matcher's location
+                           prior: affine models fitted to mutual matches of its learned descriptors
+                           (siamese/<variant>/finetuned.pt), the prior added to its correlation,
+                           read out by its kernel soft-argmax
 ``ours_geometric``         the improved variant's geometric matcher (raw features + embedding)
 ``arch_paper``             the paper's flow network (architecture paper) trained on the same teacher
                            (ablation; siamese/<variant>/model.pt when it is the configured one)

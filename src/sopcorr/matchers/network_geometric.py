@@ -1,7 +1,17 @@
 """The geometric matcher on the learned Siamese network's descriptors (method
 ``ours_network_geometric``): the network's L2-normalised dense descriptors replace the teacher's
-raw features + embedding inside :func:`~sopcorr.flow.geometric.geometric_correspondence`
-(edge-aware consensus, mutual matches, the RANSAC affine location prior, prior-weighted argmax).
+raw features + embedding in the geometric matcher (:mod:`sopcorr.flow.geometric`: edge-aware
+consensus, mutual matches, the RANSAC affine location prior).
+
+``readout``:
+
+* ``'soft'`` (default, the correlation network): the prior is added to the network's own
+  correlation of the learned descriptors, ``corr - strength * d^2 / side^2``, and read out as
+  the network reads out its correlation, by its kernel soft-argmax (its temperature and kernel
+  sigma), with bilinear transfer: the network's read-out with the geometric prior.
+* ``'argmax'``: :func:`~sopcorr.flow.geometric.geometric_correspondence` on the learned
+  descriptors (prior-weighted arg-max of the consensus similarity), as the teacher does on raw
+  features + embedding; the paper's architecture always uses it.
 
 Descriptors ``(H, W, D)`` come from the frame's stored raw feature grid through the head
 (:meth:`~sopcorr.matchers.network.NetworkMatcher.describe`) when that grid is the network's
@@ -16,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..flow.geometric import geometric_correspondence
 from ..geometry import DenseCorrespondence, FeatureGrid
@@ -34,7 +45,7 @@ class NetworkGeometricMatcher:
     params_class = GeometricParams
 
     def __init__(self, params: GeometricParams = GeometricParams(), checkpoint: str | Path | None = None,
-                 device: str = "auto"):
+                 device: str = "auto", readout: str = "soft"):
         from .siamese import SiameseMatcher, SiameseParams
 
         if checkpoint is None:
@@ -42,6 +53,9 @@ class NetworkGeometricMatcher:
         self.siamese = SiameseMatcher(checkpoint, SiameseParams(device=device))
         #: the correlation network (None for the paper's architecture)
         self.network = self.siamese.network
+        if readout not in ("soft", "argmax"):
+            raise ValueError(f"readout: expected 'soft' or 'argmax', got {readout!r}")
+        self.readout = readout if self.network is not None else "argmax"
         self.params = params
         p = params
         self._kw = dict(strength=p.strength, consensus_radius=p.consensus_radius,
@@ -77,4 +91,34 @@ class NetworkGeometricMatcher:
     def correspondence(self, src: Frame, tgt: Frame) -> DenseCorrespondence:
         ds, gs, vs = self._described(src)
         dt, gt, vt = self._described(tgt)
-        return geometric_correspondence(ds, dt, gs, gt, vs, vt, **self._kw)
+        if self.readout == "argmax":
+            return geometric_correspondence(ds, dt, gs, gt, vs, vt, **self._kw)
+        return self._soft_readout(ds, dt, gs, gt, vs, vt)
+
+    @torch.no_grad()
+    def _soft_readout(self, ds, dt, gs, gt, vs, vt) -> DenseCorrespondence:
+        from ..flow.geometric import neighbourhood_descriptors, prior_distance2, prior_target_cells
+        from ..siamese.correlation import kernel_soft_argmax
+
+        p = self.params
+        hs, ws = ds.shape[:2]
+        ht, wt = dt.shape[:2]
+        vs_t, vt_t = torch.as_tensor(vs.reshape(-1)), torch.as_tensor(vt.reshape(-1))
+        a = neighbourhood_descriptors(ds, vs, p.consensus_radius, p.consensus_gate).reshape(hs * ws, -1)
+        b = neighbourhood_descriptors(dt, vt, p.consensus_radius, p.consensus_gate).reshape(ht * wt, -1)
+        corr = torch.as_tensor(ds.reshape(hs * ws, -1)) @ torch.as_tensor(dt.reshape(ht * wt, -1)).T
+        objective = corr
+        if p.strength > 0:
+            pred = prior_target_cells(a, b, a @ b.T, vs_t, vt_t, (hs, ws), (ht, wt), prior=p.prior,
+                                      max_models=p.max_models, min_support=p.min_support, bandwidth=p.bandwidth,
+                                      ransac_threshold=p.ransac_threshold, ransac_iterations=p.ransac_iterations,
+                                      seed=p.seed)
+            objective = corr - p.strength * prior_distance2(pred, (ht, wt)) / float(max(ht, wt)) ** 2
+        spec = self.network.spec
+        cells, _ = kernel_soft_argmax(objective[None], (ht, wt), vt_t[None], spec.temperature, spec.readout_sigma)
+        idx = torch.where(vt_t[None], objective, torch.tensor(-float("inf"))).argmax(1)
+        score = corr.gather(1, idx[:, None])[:, 0].numpy().reshape(hs, ws)
+        cells = cells[0].numpy().astype(np.float64)
+        return DenseCorrespondence(target_xy=gt.cell_to_image(cells).reshape(hs, ws, 2).astype(np.float32),
+                                   score=score.astype(np.float32), valid=np.asarray(vs, bool).copy(), grid=gs,
+                                   interpolation="bilinear")
