@@ -145,7 +145,9 @@ rule finetune_siamese_architecture:
         flows=per_category(results("flow", "{variant}", "{category}.zarr")),
         instances=per_category(results("data", "{category}", "instances.json")),
     output:
-        model=results("siamese", "{variant}", "architecture_{architecture}", "finetuned.pt"),
+        model=results(
+            "siamese", "{variant}", "architecture_{architecture}", "finetuned.pt"
+        ),
         loss=results(
             "siamese", "{variant}", "architecture_{architecture}", "finetune_loss.png"
         ),
