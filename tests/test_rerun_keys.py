@@ -179,7 +179,7 @@ KEYS: dict[str, tuple] = {
     "siamese.correlation.hidden_channels": (8, "train_siamese"),
     "siamese.correlation.descriptor_dim": (8, "train_siamese"),
     "siamese.correlation.kernel_size": (1, "train_siamese"),
-    "siamese.correlation.reduce_first": (True, "train_siamese"),
+    "siamese.correlation.reduce_first": (False, "train_siamese"),
     "siamese.correlation.temperature": (0.1, "train_siamese"),
     "siamese.correlation.cells_per_pair": (16, "train_siamese"),
     "siamese.correlation.target_sigma": (0.5, "train_siamese"),

@@ -13,8 +13,8 @@ Rows are (variant, stage, method):
   of each architecture, ``siamese.architecture``, trained on that variant's teacher; the
   configured one is the run's ``siamese/<variant>/model.pt``, the other is trained for the
   ablation under ``siamese/<variant>/architecture_<name>/``), each also ``_finetuned``, and
-  ``ours_network_geometric`` (the geometric matcher on the configured network's fine-tuned
-  descriptors);
+  ``ours_network_geometric`` (the configured network's read-out with the geometric
+  matcher's location prior);
 * the improved variant adds ``geo_raw`` (the geometric matcher on raw features alone: what the
   location prior gives without the manifold) and ``geo_concat`` (the geometric matcher on raw
   features + embedding: the improved pseudo ground truth without its validity mask).

@@ -20,10 +20,10 @@ This module imports no matcher at import time (the Snakefile reads :data:`METHOD
 ``ours_network``           the learned Siamese network's own read-out (siamese/<variant>/model.pt; the
                            correlation network: correlation + kernel soft-argmax, one forward pass)
 ``ours_finetuned``         the Siamese network fine-tuned (siamese/<variant>/finetuned.pt), its read-out
-``ours_network_geometric`` the fine-tuned network's read-out with the geometric matcher's location
+``ours_network_geometric`` the trained network's read-out with the geometric matcher's location
                            prior: affine models fitted to mutual matches of its learned descriptors
-                           (siamese/<variant>/finetuned.pt), the prior added to its correlation,
-                           read out by its kernel soft-argmax
+                           (siamese/<variant>/model.pt), the prior added to its correlation, read
+                           out by its kernel soft-argmax
 ``ours_geometric``         the improved variant's geometric matcher (raw features + embedding)
 ``arch_paper``             the paper's flow network (architecture paper) trained on the same teacher
                            (ablation; siamese/<variant>/model.pt when it is the configured one)
@@ -87,7 +87,7 @@ def _specs() -> dict[str, MethodSpec]:
         "convflow": MethodSpec("siftflow", "conv"),
         "ours_network": MethodSpec("siamese", checkpoint="model", image=True),
         "ours_finetuned": MethodSpec("siamese", checkpoint="finetuned", image=True),
-        "ours_network_geometric": MethodSpec("network_geometric", checkpoint="finetuned"),
+        "ours_network_geometric": MethodSpec("network_geometric", checkpoint="model"),
         **{f"arch_{a}{ft}": MethodSpec("siamese", checkpoint=f"{'finetuned' if ft else 'model'}_{a}", image=True)
            for a in ARCHITECTURES for ft in ("", "_finetuned")},
         "ours_geometric": MethodSpec("geometric", embedding="embedding"),

@@ -1,0 +1,84 @@
+"""Is a difference in pair-wise PCK within noise? A paired bootstrap over a finished run's pairs.
+
+For two methods of the pair-wise table (``results/<run>/eval/<cat>/pairs.json``, the records the
+``pair_pck`` table is built from) at one alpha: each pair's PCK over its keypoints visible in
+both images (the ``per_pair`` column's terms), the difference B - A per pair, and its 95 %
+interval from resampling the pairs with replacement within each category (seeded; the statistic
+is the mean over all pairs, as ``per_pair``). Also prints the pair and keypoint counts. A
+difference whose interval contains 0 is within noise.
+
+Usage (from the repository root):
+
+    .venv/bin/python benchmarks/pair_significance.py [--run results/default] [--a nn_raw]
+        [--b ours_network] [--alpha 0.1] [--resamples 10000] [--seed 0]
+
+Takes a second. Without a finished run it says what is missing and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import positive_int, require_paths  # noqa: E402
+
+
+def load(run: Path) -> dict:
+    """{category: [records]} of every eval/<cat>/pairs.json under ``run``."""
+    out = {}
+    for p in sorted(run.glob("eval/*/pairs.json")):
+        out[p.parent.name] = json.loads(p.read_text())["pairs"]
+    return out
+
+
+def per_pair(records: list, method: str, alpha: float):
+    for r in records:
+        if r["method"] == method and abs(float(r["alpha"]) - alpha) < 1e-9:
+            return np.asarray(r["per_pair"], float), int(r["total"])
+    return None, 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", default="results/default")
+    ap.add_argument("--a", default="nn_raw", help="the reference method")
+    ap.add_argument("--b", default="ours_network", help="the method compared with it")
+    ap.add_argument("--alpha", type=float, default=0.1)
+    ap.add_argument("--resamples", type=positive_int, default=10000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    run = Path(args.run)
+    require_paths(ap, [run / "eval"], "a finished run with pair-wise evaluation (snakemake --cores all)")
+    data = load(run)
+    if not data:
+        ap.error(f"needs a finished run with pair-wise evaluation: no {run}/eval/<cat>/pairs.json")
+    rng = np.random.default_rng(args.seed)
+    diffs, boot = [], np.zeros(args.resamples)
+    n_all = 0
+    print(f"# {run}: {args.b} - {args.a}, per-pair PCK@{args.alpha}")
+    print(f"{'category':12s} {'pairs':>5s} {'keypoints':>9s} {args.a:>12s} {args.b:>12s} {'diff':>6s}")
+    for cat, recs in data.items():
+        a, ka = per_pair(recs, args.a, args.alpha)
+        b, _ = per_pair(recs, args.b, args.alpha)
+        if a is None or b is None:
+            ap.error(f"{run}/eval/{cat}/pairs.json: no records of {args.a if a is None else args.b} at alpha {args.alpha}")
+        d = b - a
+        diffs.append(d)
+        n_all += len(d)
+        idx = rng.integers(0, len(d), (args.resamples, len(d)))
+        boot += d[idx].sum(1)
+        print(f"{cat:12s} {len(d):5d} {ka:9d} {a.mean():12.1f} {b.mean():12.1f} {d.mean():+6.1f}")
+    d = np.concatenate(diffs)
+    boot /= n_all
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    verdict = "within noise" if lo <= 0 <= hi else ("B above A" if lo > 0 else "B below A")
+    print(f"{'all pairs':12s} {n_all:5d} {'':9s} {'':12s} {'':12s} {d.mean():+6.1f}  95% [{lo:+.1f}, {hi:+.1f}]: {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
