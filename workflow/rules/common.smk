@@ -243,3 +243,13 @@ def ablation_inputs(wildcards):
 def ablation_matchers():
     """The ablation job's matcher settings per variant."""
     return {v: matcher_params(ABLATION_STAGES[v], v) for v in VARIANTS}
+
+
+def architecture_settings(finetune):
+    """The siamese settings of the ablation's network of architecture {architecture} (rules
+    train/finetune_siamese_architecture)."""
+    from sopcorr.workflow_support import siamese_settings
+
+    return lambda wildcards: siamese_settings(
+        {**config["siamese"], "architecture": wildcards.architecture}, finetune=finetune
+    )

@@ -98,13 +98,6 @@ rule finetune_siamese:
         "../scripts/finetune_siamese.py"
 
 
-def _architecture_settings(finetune):
-    """The siamese settings of the ablation's network of architecture {architecture}."""
-    return lambda wildcards: siamese_settings(
-        {**config["siamese"], "architecture": wildcards.architecture}, finetune=finetune
-    )
-
-
 rule train_siamese_architecture:
     """The ablation's Siamese network of the architecture that is not configured (the same
     teacher, data and budget keys as train_siamese); not part of `all`."""
@@ -126,7 +119,7 @@ rule train_siamese_architecture:
         gpu=1,
         mem_mb=_SIAMESE_MEM,
     params:
-        siamese=_architecture_settings(False),
+        siamese=architecture_settings(False),
         backbone=backbone_settings(config["backbone"]),
         seed=config["seed"],
         device=lambda wildcards, resources: config["siamese"]["device"],
@@ -162,7 +155,7 @@ rule finetune_siamese_architecture:
         gpu=1,
         mem_mb=_SIAMESE_MEM,
     params:
-        siamese=_architecture_settings(True),
+        siamese=architecture_settings(True),
         backbone=backbone_settings(config["backbone"]),
         seed=config["seed"],
         device=lambda wildcards, resources: config["siamese"]["device"],
