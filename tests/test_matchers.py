@@ -85,6 +85,23 @@ def test_geometric_on_identical_frames_is_the_identity():
     assert build("geometric", GeometricParams(embedding_weight=0.0)).descriptors(raw_only)[0].shape == (g, g, 16)
 
 
+def test_geometric_params_pass_every_matcher_setting_to_the_function():
+    """correspondence_kwargs: exactly the keyword parameters of geometric_correspondence
+    (embedding_weight only builds the descriptor), each with the params' value."""
+    import inspect
+
+    from sopcorr.flow.geometric import geometric_correspondence
+    from sopcorr.matchers.geometric import GeometricParams
+
+    p = GeometricParams(strength=3.0, max_models=2, seed=7, embedding_weight=0.25)
+    kw = p.correspondence_kwargs()
+    sig = inspect.signature(geometric_correspondence).parameters
+    assert set(kw) <= set(sig) and "embedding_weight" not in kw
+    assert kw["strength"] == 3.0 and kw["max_models"] == 2 and kw["seed"] == 7
+    optional = {k for k, v in sig.items() if v.default is not inspect.Parameter.empty}
+    assert optional - {"valid_src", "valid_tgt"} == set(kw)  # no setting of the function is left out
+
+
 def test_concat_descriptors_weights_the_embedding_share():
     from sopcorr.matchers.geometric import concat_descriptors
 

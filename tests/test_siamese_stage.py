@@ -96,6 +96,22 @@ def test_cached_grids_then_finetune_then_inference(run, tmp_path):
     assert np.abs(via.target_xy - corr.target_xy).max() < 0.5
     facade = SiameseMatcher(tmp_path / "ft.pt", SiameseParams(device="cpu"), backbone="efficientnet_lite0")
     assert facade.network is not None and facade.match_images(img0, img1).grid.stride == store.stride
+    # on frames: each image is encoded once (descriptors cached on the frame), and the read-out
+    # equals the batched pass of both images
+    from sopcorr.matchers.base import Frame
+
+    frames = [Frame(None, None, None, image_source=im, index=i) for i, im in enumerate((img0, img1))]
+    calls = []
+    encode = facade.network.model.encode
+    facade.network.model.encode = lambda x: calls.append(x.shape[0]) or encode(x)
+    a = facade.correspondence(frames[0], frames[1])
+    b = facade.correspondence(frames[1], frames[0])
+    facade.network.model.encode = encode
+    assert calls == [1, 1]
+    ref = facade.match_images(img0, img1)
+    assert np.abs(a.target_xy - ref.target_xy).max() < 1e-3 and np.array_equal(a.valid, ref.valid)
+    assert np.allclose(a.score, ref.score, atol=1e-5)
+    assert np.abs(b.target_xy - facade.match_images(img1, img0).target_xy).max() < 1e-3
 
 
 def test_end_to_end_from_images_on_the_cpu(run, tmp_path):
@@ -134,28 +150,48 @@ def test_architecture_mismatch_and_missing_pairs(run, tmp_path):
 
 
 def test_best_learned_matcher_of_a_run(run, tmp_path):
-    """sopcorr match --run's entry point: the run's fine-tuned network before its trained one;
-    one clear error when the run has none; frames need only their images."""
+    """sopcorr match --run's entry point: on a correlation network, ours_network_geometric on
+    the run's trained network (model.pt before finetuned.pt, the pipeline's method on the same
+    checkpoint); on the paper's network its own flow, fine-tuned first; one clear error when the
+    run has none; frames need only their images."""
     import shutil
 
     from sopcorr.data.generic import read_image
     from sopcorr.errors import SopcorrError
-    from sopcorr.matchers import Frame, best_learned_matcher
+    from sopcorr.matchers import Frame, best_learned_matcher, build
+    from sopcorr.matchers.geometric import GeometricParams
+    from sopcorr.matchers.network_geometric import NetworkGeometricMatcher
+    from sopcorr.matchers.siamese import SiameseMatcher
     from sopcorr.siamese.stage import run_training
 
     with pytest.raises(SopcorrError, match="no trained network"):
         best_learned_matcher(tmp_path / "empty")
     run_training(_sources(run), _section(), BACKBONE, 0, tmp_path / "model.pt", None, progress=False)
     rd = tmp_path / "results" / "r"
-    (rd / "siamese" / "improved").mkdir(parents=True)
-    shutil.copy(tmp_path / "model.pt", rd / "siamese" / "improved" / "model.pt")
+    sd = rd / "siamese" / "improved"
+    sd.mkdir(parents=True)
+    shutil.copy(tmp_path / "model.pt", sd / "finetuned.pt")
+    m, desc = best_learned_matcher(rd, None, device="cpu")  # only a fine-tuned network: that one
+    assert isinstance(m, NetworkGeometricMatcher) and "fine-tuned" in desc and "finetuned.pt" in desc
+    shutil.copy(tmp_path / "model.pt", sd / "model.pt")
     m, desc = best_learned_matcher(rd, "bird", device="cpu")
-    assert "correlation network" in desc and "trained" in desc and "model.pt" in desc
-    shutil.copy(tmp_path / "model.pt", rd / "siamese" / "improved" / "finetuned.pt")
-    m, desc = best_learned_matcher(rd, None, device="cpu")
-    assert "fine-tuned" in desc and "finetuned.pt" in desc
+    assert isinstance(m, NetworkGeometricMatcher) and m.readout == "soft"
+    assert desc.startswith("ours_network_geometric") and "trained" in desc and str(sd / "model.pt") in desc
     img0, img1 = read_image(run / "img" / "0.png"), read_image(run / "img" / "1.png")
     frame = lambda img, i: Frame(None, None, None, image_source=img, id=str(i))  # noqa: E731
+    corr = m.correspondence(frame(img0, 0), frame(img1, 1))
+    ref = build("network_geometric", GeometricParams(), checkpoint=sd / "model.pt", device="cpu")
+    assert np.array_equal(corr.target_xy, ref.correspondence(frame(img0, 0), frame(img1, 1)).target_xy)
+    # the paper's architecture: its own flow, the fine-tuned checkpoint before the trained one
+    pd = tmp_path / "results" / "p" / "siamese" / "improved"
+    pd.mkdir(parents=True)
+    run_training(_sources(run), _section(architecture="paper", steps=1, finetune_steps=1, batch_size=2),
+                 BACKBONE, 0, pd / "model.pt", None, progress=False)
+    m, desc = best_learned_matcher(pd.parents[1], None, device="cpu")
+    assert isinstance(m, SiameseMatcher) and m.network is None and "paper" in desc and "model.pt" in desc
+    shutil.copy(pd / "model.pt", pd / "finetuned.pt")
+    m, desc = best_learned_matcher(pd.parents[1], None, device="cpu")
+    assert "fine-tuned" in desc and "finetuned.pt" in desc
     corr = m.correspondence(frame(img0, 0), frame(img1, 1))
     assert np.array_equal(corr.target_xy, m.match_images(img0, img1).target_xy)
 

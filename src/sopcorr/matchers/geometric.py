@@ -9,7 +9,7 @@ prior-weighted argmax).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import numpy as np
@@ -47,6 +47,11 @@ class GeometricParams(Params):
         "seed": "seed",
     }
 
+    def correspondence_kwargs(self) -> dict:
+        """The keyword arguments of :func:`~sopcorr.flow.geometric.geometric_correspondence`
+        (every field but ``embedding_weight``, which only builds the descriptor)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "embedding_weight"}
+
     def __post_init__(self):
         if self.prior not in PRIORS:
             raise ConfigError(f"config error: flow.geometric.prior: unknown prior {self.prior!r} "
@@ -74,12 +79,7 @@ class GeometricMatcher:
 
     def __init__(self, params: GeometricParams = GeometricParams()):
         self.params = params
-        p = params
-        self._kw = dict(strength=p.strength, consensus_radius=p.consensus_radius,
-                        consensus_gate=p.consensus_gate, prior=p.prior, max_models=p.max_models,
-                        min_support=p.min_support, bandwidth=p.bandwidth,
-                        ransac_threshold=p.ransac_threshold, ransac_iterations=p.ransac_iterations,
-                        seed=p.seed)
+        self._kw = params.correspondence_kwargs()
 
     def descriptors(self, frame: Frame) -> tuple[np.ndarray, FeatureGrid]:
         """((H, W, C [+ D]) float32 per-block normalised raw features [+ weighted embedding],

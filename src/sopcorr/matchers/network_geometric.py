@@ -57,12 +57,7 @@ class NetworkGeometricMatcher:
             raise ValueError(f"readout: expected 'soft' or 'argmax', got {readout!r}")
         self.readout = readout if self.network is not None else "argmax"
         self.params = params
-        p = params
-        self._kw = dict(strength=p.strength, consensus_radius=p.consensus_radius,
-                        consensus_gate=p.consensus_gate, prior=p.prior, max_models=p.max_models,
-                        min_support=p.min_support, bandwidth=p.bandwidth,
-                        ransac_threshold=p.ransac_threshold, ransac_iterations=p.ransac_iterations,
-                        seed=p.seed)
+        self._kw = params.correspondence_kwargs()
 
     def _from_store(self, frame: Frame) -> bool:
         if self.network is None:

@@ -91,7 +91,13 @@ class SiameseMatcher:
 
     # ------------------------------------------------------------------ the matcher interface
     def correspondence(self, src: Frame, tgt: Frame) -> DenseCorrespondence:
-        """Dense correspondence of two frames' images (see :meth:`match_images`)."""
+        """Dense correspondence of two frames' images (see :meth:`match_images`). The
+        correlation network's two streams are independent up to the correlation, so each
+        frame's learned descriptors are computed once and cached on the frame
+        (:meth:`~sopcorr.matchers.network.NetworkMatcher.frame_correspondence`): the same
+        read-out as one batched pass of both images, without re-encoding an image per pair."""
+        if self.network is not None:
+            return self.network.frame_correspondence(src, tgt)
         return self.match_images(src.image, tgt.image)
 
     def descriptors(self, frame: Frame) -> tuple[np.ndarray, FeatureGrid]:
