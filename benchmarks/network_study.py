@@ -49,7 +49,7 @@ from sopcorr.data.generic import load_dataset  # noqa: E402
 from sopcorr.evaluate.pairs import pair_counts  # noqa: E402
 from sopcorr.features.store import FeatureStore  # noqa: E402
 from sopcorr.flow.geometric import geometric_correspondence  # noqa: E402
-from sopcorr.flow.pseudo import pseudo_flows  # noqa: E402
+from sopcorr.flow.pseudo import category_seed, pseudo_flows, sample_pairs  # noqa: E402
 from sopcorr.matchers.base import FrameSource  # noqa: E402
 from sopcorr.matchers.geometric import concat_descriptors  # noqa: E402
 from sopcorr.matchers.pseudo import PseudoGTParams, build_pseudo_gt  # noqa: E402
@@ -322,6 +322,9 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="nn_raw,teacher,network,network_bilinear,nn_learned,geo_learned,geo_readout",
                     help="comma list of the methods to evaluate (baselines' per-pair results are cached in --work)")
     ap.add_argument("--max-pairs", type=int, default=None, help="evaluate at most this many pairs per category (seeded)")
+    ap.add_argument("--teacher-pairs", type=int, default=None, metavar="N",
+                    help="with --teacher all: train on N ordered pairs per category drawn as the pipeline's "
+                         "flow.pairs_per_category draws them (N = the run's value reproduces --teacher store)")
     args = ap.parse_args(argv)
     run = Path(args.run)
     need = ["features/<cat>.zarr", "manifold/improved/<cat>/embedded.zarr", "data/<cat>/instances.json"]
@@ -351,7 +354,9 @@ def main(argv=None) -> int:
     gkw = geometric_params(gcfg)
     ew = float(gcfg["embedding_weight"])
     data = [Category(run, c) for c in cats]
-    print(f"# run {run}, categories {cats}, teacher {args.teacher}, overrides {overrides}, interpolation {interpolation}")
+    print(f"# run {run}, categories {cats}, teacher {args.teacher}"
+          + (f" ({args.teacher_pairs} pairs per category)" if args.teacher == "all" and args.teacher_pairs else "")
+          + f", overrides {overrides}, interpolation {interpolation}")
     if args.max_pairs:
         for c in data:
             if len(c.pairs) > args.max_pairs:
@@ -362,6 +367,9 @@ def main(argv=None) -> int:
         out = []
         for c in data:
             t = all_pairs_teacher(c, gcfg, seed, work) if args.teacher == "all" else teacher_from_store(c.flow, c.raw)
+            if args.teacher == "all" and args.teacher_pairs:
+                drawn = set(sample_pairs(len(c), args.teacher_pairs, category_seed(seed, c.name)))
+                t = t.subset(np.array([(int(a), int(b)) in drawn for a, b in t.pairs]))
             if keep_images is not None:
                 k = keep_images[c.name]
                 t = t.subset(k[t.pairs[:, 0]] & k[t.pairs[:, 1]])
