@@ -99,7 +99,38 @@ def test_geometric_params_pass_every_matcher_setting_to_the_function():
     assert set(kw) <= set(sig) and "embedding_weight" not in kw
     assert kw["strength"] == 3.0 and kw["max_models"] == 2 and kw["seed"] == 7
     optional = {k for k, v in sig.items() if v.default is not inspect.Parameter.empty}
-    assert optional - {"valid_src", "valid_tgt"} == set(kw)  # no setting of the function is left out
+    assert optional - {"valid_src", "valid_tgt", "consensus_src", "consensus_tgt"} == set(kw)  # no setting left out
+
+
+def test_geometric_matcher_keeps_consensus_per_frame_and_equals_the_function():
+    """The matcher's per-frame consensus descriptors give exactly the function's answer, and a
+    frame matched against several others computes them once."""
+    from sopcorr.flow import geometric as G
+    from sopcorr.matchers.geometric import GeometricParams, concat_descriptors
+
+    g = 8
+    rng = np.random.default_rng(3)
+    frames = []
+    for k in range(3):
+        valid = np.ones((g, g), bool)
+        valid[:, : k + 1] = False
+        frames.append(Frame(rng.normal(size=(g, g, 16)).astype(np.float32), valid, _grid(g),
+                            embedding=rng.normal(size=(g, g, 4)).astype(np.float32), index=k))
+    p = GeometricParams(ransac_iterations=50)
+    m = build("geometric", p)
+    calls = []
+    real = G.neighbourhood_descriptors
+    G.neighbourhood_descriptors = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        out = {(s, t): m.correspondence(frames[s], frames[t]) for s in range(3) for t in range(3) if s != t}
+    finally:
+        G.neighbourhood_descriptors = real
+    assert len(calls) == 3  # one per frame, not two per pair
+    for (s, t), corr in out.items():
+        d = [concat_descriptors(frames[k].features, frames[k].embedding, p.embedding_weight) for k in (s, t)]
+        ref = G.geometric_correspondence(d[0], d[1], _grid(g), _grid(g), frames[s].valid, frames[t].valid,
+                                         **p.correspondence_kwargs())
+        assert np.array_equal(corr.target_xy, ref.target_xy) and np.array_equal(corr.score, ref.score)
 
 
 def test_concat_descriptors_weights_the_embedding_share():

@@ -241,7 +241,8 @@ def geometric_correspondence(feat_src: np.ndarray, feat_tgt: np.ndarray, grid_sr
                              consensus_radius: int = 1, consensus_gate: float = 4.0,
                              prior: str = "piecewise", max_models: int = 3, min_support: float = 0.15,
                              bandwidth: float = 0.1, ransac_threshold: float = 0.08,
-                             ransac_iterations: int = 300, seed: int = 0) -> DenseCorrespondence:
+                             ransac_iterations: int = 300, seed: int = 0, consensus_src: torch.Tensor | None = None,
+                             consensus_tgt: torch.Tensor | None = None) -> DenseCorrespondence:
     """Dense matching under an affine location prior (see the module docstring).
 
     feat_src (Hs, Ws, C), feat_tgt (Ht, Wt, C); valid_* (H, W) bool (default: the grids' valid
@@ -250,16 +251,23 @@ def geometric_correspondence(feat_src: np.ndarray, feat_tgt: np.ndarray, grid_sr
     :func:`neighbourhood_descriptors`; ``prior`` 'global' (one affine) or 'piecewise'
     (:func:`fit_affine_models` + :func:`assign_models`, ``bandwidth`` as a fraction of the source
     grid side); ``ransac_threshold`` is the inlier distance as a fraction of the target grid
-    side. Returns the correspondence whose score is the cosine similarity of the chosen match
-    and whose valid mask is the source valid mask."""
+    side. ``consensus_src`` / ``consensus_tgt``: the images' consensus descriptors
+    ``neighbourhood_descriptors(feat, valid, consensus_radius, consensus_gate)`` (H, W, C') when
+    the caller keeps them per image (a matcher reusing an image across pairs); computed here
+    otherwise. Returns the correspondence whose score is the cosine similarity of the chosen
+    match and whose valid mask is the source valid mask."""
     if prior not in PRIORS:
         raise ValueError(f"flow.geometric.prior: unknown prior {prior!r} (expected one of {', '.join(PRIORS)})")
     hs, ws = feat_src.shape[:2]
     ht, wt = feat_tgt.shape[:2]
     vs = grid_src.valid_mask() if valid_src is None else np.asarray(valid_src, dtype=bool)
     vt = grid_tgt.valid_mask() if valid_tgt is None else np.asarray(valid_tgt, dtype=bool)
-    ds = neighbourhood_descriptors(feat_src, vs, consensus_radius, consensus_gate).reshape(hs * ws, -1)
-    dt = neighbourhood_descriptors(feat_tgt, vt, consensus_radius, consensus_gate).reshape(ht * wt, -1)
+    if consensus_src is None:
+        consensus_src = neighbourhood_descriptors(feat_src, vs, consensus_radius, consensus_gate)
+    if consensus_tgt is None:
+        consensus_tgt = neighbourhood_descriptors(feat_tgt, vt, consensus_radius, consensus_gate)
+    ds = consensus_src.reshape(hs * ws, -1)
+    dt = consensus_tgt.reshape(ht * wt, -1)
     vs_t = torch.as_tensor(vs.reshape(-1))
     vt_t = torch.as_tensor(vt.reshape(-1))
     sim = ds @ dt.T                                                    # (Ns, Nt)

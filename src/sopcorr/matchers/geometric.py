@@ -92,7 +92,20 @@ class GeometricMatcher:
 
         return frame.cached(("geometric.descriptors", w), make), frame.grid
 
+    def consensus(self, frame: Frame):
+        """The frame's consensus descriptors (H, W, C') of
+        :func:`~sopcorr.flow.geometric.neighbourhood_descriptors` on :meth:`descriptors`, cached
+        on the frame (an image is matched against many others)."""
+        from ..flow.geometric import neighbourhood_descriptors
+
+        p = self.params
+        key = ("geometric.consensus", float(p.embedding_weight), p.consensus_radius, p.consensus_gate)
+        valid = frame.valid if frame.valid is not None else frame.grid.valid_mask()
+        return frame.cached(key, lambda: neighbourhood_descriptors(
+            self.descriptors(frame)[0], np.asarray(valid, bool), p.consensus_radius, p.consensus_gate))
+
     def correspondence(self, src: Frame, tgt: Frame) -> DenseCorrespondence:
         ds, gs = self.descriptors(src)
         dt, gt = self.descriptors(tgt)
-        return geometric_correspondence(ds, dt, gs, gt, src.valid, tgt.valid, **self._kw)
+        return geometric_correspondence(ds, dt, gs, gt, src.valid, tgt.valid, **self._kw,
+                                        consensus_src=self.consensus(src), consensus_tgt=self.consensus(tgt))

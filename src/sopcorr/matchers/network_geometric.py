@@ -83,24 +83,39 @@ class NetworkGeometricMatcher:
 
         return frame.cached(("network_geometric.descriptors", str(self.siamese.path)), make)
 
+    def _consensus(self, frame: Frame):
+        """The frame's consensus descriptors (H, W, D') of the learned descriptors, cached."""
+        from ..flow.geometric import neighbourhood_descriptors
+
+        p = self.params
+
+        def make():
+            d, _, v = self._described(frame)
+            return neighbourhood_descriptors(d, v, p.consensus_radius, p.consensus_gate)
+
+        key = ("network_geometric.consensus", str(self.siamese.path), p.consensus_radius, p.consensus_gate)
+        return frame.cached(key, make)
+
     def correspondence(self, src: Frame, tgt: Frame) -> DenseCorrespondence:
         ds, gs, vs = self._described(src)
         dt, gt, vt = self._described(tgt)
+        cs, ct = self._consensus(src), self._consensus(tgt)
         if self.readout == "argmax":
-            return geometric_correspondence(ds, dt, gs, gt, vs, vt, **self._kw)
-        return self._soft_readout(ds, dt, gs, gt, vs, vt)
+            return geometric_correspondence(ds, dt, gs, gt, vs, vt, **self._kw, consensus_src=cs, consensus_tgt=ct)
+        return self._soft_readout(ds, dt, gs, gt, vs, vt, cs, ct)
 
     @torch.no_grad()
-    def _soft_readout(self, ds, dt, gs, gt, vs, vt) -> DenseCorrespondence:
-        from ..flow.geometric import neighbourhood_descriptors, prior_distance2, prior_target_cells
+    def _soft_readout(self, ds, dt, gs, gt, vs, vt, cs, ct) -> DenseCorrespondence:
+        """cs, ct: the consensus descriptors (H, W, D') of ds, dt."""
+        from ..flow.geometric import prior_distance2, prior_target_cells
         from ..siamese.correlation import kernel_soft_argmax
 
         p = self.params
         hs, ws = ds.shape[:2]
         ht, wt = dt.shape[:2]
         vs_t, vt_t = torch.as_tensor(vs.reshape(-1)), torch.as_tensor(vt.reshape(-1))
-        a = neighbourhood_descriptors(ds, vs, p.consensus_radius, p.consensus_gate).reshape(hs * ws, -1)
-        b = neighbourhood_descriptors(dt, vt, p.consensus_radius, p.consensus_gate).reshape(ht * wt, -1)
+        a = cs.reshape(hs * ws, -1)
+        b = ct.reshape(ht * wt, -1)
         corr = torch.as_tensor(ds.reshape(hs * ws, -1)) @ torch.as_tensor(dt.reshape(ht * wt, -1)).T
         objective = corr
         if p.strength > 0:
