@@ -5,12 +5,13 @@ For two methods of the pair-wise table (``results/<run>/eval/<cat>/pairs.json``,
 both images (the ``per_pair`` column's terms), the difference B - A per pair, and its 95 %
 interval from resampling the pairs with replacement within each category (seeded; the statistic
 is the mean over all pairs, as ``per_pair``). Also prints the pair and keypoint counts. A
-difference whose interval contains 0 is within noise.
+difference whose interval contains 0 is within noise. ``--run-b`` takes B from a second run of
+the same dataset (e.g. another backbone): its pairs must be the same, in the same order.
 
 Usage (from the repository root):
 
     .venv/bin/python benchmarks/pair_significance.py [--run results/default] [--a nn_raw]
-        [--b ours_network] [--alpha 0.1] [--resamples 10000] [--seed 0]
+        [--b ours_network] [--run-b RUN] [--alpha 0.1] [--resamples 10000] [--seed 0]
 
 Takes a second. Without a finished run it says what is missing and exits with status 2.
 """
@@ -47,6 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--run", default="results/default")
     ap.add_argument("--a", default="nn_raw", help="the reference method")
     ap.add_argument("--b", default="ours_network", help="the method compared with it")
+    ap.add_argument("--run-b", default=None, help="take B from this run (same dataset and pairs; default: --run)")
     ap.add_argument("--alpha", type=float, default=0.1)
     ap.add_argument("--resamples", type=positive_int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
@@ -56,16 +58,24 @@ def main(argv=None) -> int:
     data = load(run)
     if not data:
         ap.error(f"needs a finished run with pair-wise evaluation: no {run}/eval/<cat>/pairs.json")
+    run_b = Path(args.run_b) if args.run_b else run
+    data_b = load(run_b) if args.run_b else data
+    if set(data_b) != set(data):
+        ap.error(f"--run-b {run_b}: categories {sorted(data_b)} differ from {run}'s {sorted(data)}")
     rng = np.random.default_rng(args.seed)
     diffs, boot = [], np.zeros(args.resamples)
     n_all = 0
-    print(f"# {run}: {args.b} - {args.a}, per-pair PCK@{args.alpha}")
+    print(f"# {run}: {args.b}" + (f" of {run_b}" if args.run_b else "") + f" - {args.a}, per-pair PCK@{args.alpha}")
     print(f"{'category':12s} {'pairs':>5s} {'keypoints':>9s} {args.a:>12s} {args.b:>12s} {'diff':>6s}")
     for cat, recs in data.items():
         a, ka = per_pair(recs, args.a, args.alpha)
-        b, _ = per_pair(recs, args.b, args.alpha)
+        b, kb = per_pair(data_b[cat], args.b, args.alpha)
         if a is None or b is None:
-            ap.error(f"{run}/eval/{cat}/pairs.json: no records of {args.a if a is None else args.b} at alpha {args.alpha}")
+            where, name = (run, args.a) if a is None else (run_b, args.b)
+            ap.error(f"{where}/eval/{cat}/pairs.json: no records of {name} at alpha {args.alpha}")
+        if len(a) != len(b) or ka != kb:
+            ap.error(f"{run_b}/eval/{cat}/pairs.json: {len(b)} pairs with {kb} keypoints, not the "
+                     f"{len(a)} pairs with {ka} keypoints of {run}: not the same pairs")
         d = b - a
         diffs.append(d)
         n_all += len(d)

@@ -87,3 +87,29 @@ def test_bench_siamese_without_cuda_refuses_cuda_in_one_line(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     _assert_usage_exit(_py("bench_siamese.py", "--device", "cuda", cwd=tmp_path), "CUDA")
+
+
+def _pairs_run(root, per_pair):
+    """A finished run's pair records: {category: {method: per-pair PCK list}}."""
+    import json
+
+    for cat, methods in per_pair.items():
+        d = root / "eval" / cat
+        d.mkdir(parents=True)
+        recs = [{"method": m, "alpha": 0.1, "per_pair": v, "total": 10 * len(v)} for m, v in methods.items()]
+        (d / "pairs.json").write_text(json.dumps({"pairs": recs}))
+    return root
+
+
+def test_pair_significance_within_a_run_and_across_runs(tmp_path):
+    """B - A per pair: within one run, and B from a second run of the same pairs; runs whose
+    pairs differ are refused in one line."""
+    a = _pairs_run(tmp_path / "a", {"c": {"nn_raw": [0.0, 0.0, 50.0, 50.0], "m": [100.0] * 4}})
+    b = _pairs_run(tmp_path / "b", {"c": {"m": [50.0, 50.0, 50.0, 50.0]}})
+    out = _py("pair_significance.py", "--run", str(a), "--a", "nn_raw", "--b", "m", cwd=tmp_path)
+    assert out.returncode == 0 and "+75.0" in out.stdout and "B above A" in out.stdout, out.stderr
+    out = _py("pair_significance.py", "--run", str(a), "--a", "m", "--b", "m", "--run-b", str(b), cwd=tmp_path)
+    assert out.returncode == 0 and "-50.0" in out.stdout and "B below A" in out.stdout, out.stderr
+    c = _pairs_run(tmp_path / "c", {"c": {"m": [50.0, 50.0]}})
+    _assert_usage_exit(_py("pair_significance.py", "--run", str(a), "--a", "m", "--b", "m", "--run-b", str(c),
+                           cwd=tmp_path), "not the same pairs")
