@@ -24,8 +24,8 @@ def best_learned_matcher(run_dir: str | Path, category: str | None = None, devic
     is one for all categories, so it does not change the choice); seed: the prior's RANSAC.
 
     * A correlation network (``siamese.architecture: correlation``, the default): the method
-      ``ours_network_geometric``, the best learned method of the tables (dev split 76.0 vs the
-      network's own read-out 74.2 pair-wise PCK@0.1): a
+      ``ours_network_geometric``, the best learned method of the tables (dev split 75.9 vs the
+      network's own read-out 75.0 pair-wise PCK@0.1, docs/RESULTS.md): a
       :class:`~sopcorr.matchers.network_geometric.NetworkGeometricMatcher` on the first
       checkpoint of :data:`LEARNED_CHECKPOINTS` that exists, with the geometric matcher's
       schema-default settings (``flow.geometric``; a run does not record its config).
