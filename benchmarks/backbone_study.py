@@ -214,7 +214,7 @@ def study(label: str, dataset: Path, config_files: list[Path], backbones: list[s
           threads: int, work: Path) -> list[dict]:
     from sopcorr.config import load_config
     from sopcorr.data.generic import load_dataset
-    from sopcorr.features.backbones import job_memory_mb
+    from sopcorr.features.memory import job_memory_mb
     from sopcorr.matchers.geometric import GeometricParams
 
     cfg = load_config(*config_files)

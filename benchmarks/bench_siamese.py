@@ -52,7 +52,7 @@ def _with_random_vgg16(fn, backbone):
 
 def correlation_bench(a, dev) -> int:
     """Training step vs bare forward+backward of the correlation network (module docstring)."""
-    from sopcorr.features.backbones import get_spec
+    from sopcorr.features.registry import get_spec
     from sopcorr.siamese.correlation import NetworkSpec, build_network
     from sopcorr.siamese.fit import network_loss
     from sopcorr.siamese.grids import flip_batch

@@ -253,7 +253,7 @@ def test_no_run_features_are_the_default_configs():
 
     import yaml
 
-    from sopcorr.features.backbones import get_spec
+    from sopcorr.features.registry import get_spec
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["backbone"]
     s = FeatureSettings()

@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 
 from sopcorr.errors import ConfigError, DatasetError, WeightsError
-from sopcorr.features import backbones as bb
-from sopcorr.features.backbones import BACKBONES, build_backbone, get_spec
+from sopcorr.features import memory
+from sopcorr.features import registry as bb
+from sopcorr.features.backbones import _lite_architecture, build_backbone
+from sopcorr.features.registry import BACKBONES, get_spec
 from sopcorr.features.extract import (combine_layers, dense_maps, extract_category, extract_images,
                                       global_descriptor, preprocess)
 from sopcorr.features.store import FeatureStore
@@ -75,10 +77,31 @@ LITE_STAGES = {
 }
 
 
+def module_stages(model):
+    """The reference reading of a built EfficientNet(-Lite) module: its MBConv stages (blocks
+    grouped by ``num_repeat``) as (blocks, kernel, stride, expand, in, out), stem and head."""
+    stages, i = [], 0
+    while i < len(model._blocks):
+        a = model._blocks[i]._block_args
+        stages.append((a.num_repeat, a.kernel_size, int(model._blocks[i]._depthwise_conv.stride[0]),
+                       a.expand_ratio, a.input_filters, a.output_filters))
+        i += a.num_repeat
+    return stages, int(model._conv_stem.stride[0]), int(model._conv_stem.out_channels), \
+        int(model._conv_head.out_channels)
+
+
 @pytest.mark.parametrize("name", LITES)
-def test_lite_layers_read_from_the_module(name):
-    """Stage names, strides and channels come from the built module and equal the builder's
-    table; the stage is tapped at its last block."""
+def test_lite_registry_table_is_the_built_module(name):
+    """The registry's static stage table (read at parse time without torch) is exactly what
+    the package builds: stages, stem, head, parameter count; the exposed layers follow (stage
+    names, strides, channels, tapped at each stage's last block) and equal the builder's table."""
+    variant = bb.lite_variant(name)
+    with torch.device("meta"):
+        model = _lite_architecture(variant, 224)
+    stages, stem_stride, stem_ch, head_ch = module_stages(model)
+    assert [tuple(vars(st).values()) for st in bb.LITE_STAGES[variant]] == stages
+    assert (stem_stride, stem_ch, head_ch) == (2, bb.LITE_STEM_CHANNELS, bb.LITE_HEAD_CHANNELS)
+    assert get_spec(name).parameters == sum(p.numel() for p in model.parameters())
     spec = get_spec(name)
     channels, blocks = LITE_STAGES[name]
     assert spec.layer_names == ["stem"] + [f"stage{k}" for k in range(1, 8)] + ["head"]
@@ -86,6 +109,18 @@ def test_lite_layers_read_from_the_module(name):
     assert [spec.layer(f"stage{k}").channels for k in range(1, 8)] == channels
     assert [spec.layer(f"stage{k}").index for k in range(1, 8)] == list(np.cumsum(blocks) - 1)
     assert (spec.layer("stem").stride, spec.layer("head").stride, spec.layer("head").channels) == (2, 32, 1280)
+    assert spec.layer("head").index == len(model._blocks)
+
+
+def test_vgg16_registry_is_torchvisions():
+    import torchvision
+
+    with torch.device("meta"):
+        vgg = torchvision.models.vgg16(weights=None)
+    assert get_spec("vgg16").parameters == sum(p.numel() for p in vgg.parameters())
+    for layer in get_spec("vgg16").layers:
+        conv = vgg.features[layer.index]
+        assert isinstance(conv, torch.nn.Conv2d) and conv.out_channels == layer.channels, layer
 
 
 def test_lite0_default_layers_are_the_former_block10_block14():
@@ -133,23 +168,77 @@ def test_schema_lists_the_registry_and_default_config_fits_every_lite():
     assert cfg["layers"] == bb.default_feature_layers(cfg["name"])
 
 
-def test_memory_estimate_from_the_module():
-    """Activations read from the module: VGG16's largest map is conv1's 64 x S x S floats;
-    Lite0's is the expanded (96-channel) stride-2 map of stage 2, plus its "same" padding. The
-    request grows with batch, size and training and is a multiple of MEMORY_STEP_MB."""
-    largest, total, params = bb.activation_bytes("vgg16", 128, ("conv5_3",))
+def hooked_activation_elements(net, size: int) -> tuple[int, int]:
+    """The slow exact reference of sopcorr.features.memory: (largest, total) elements of the op
+    outputs of a built backbone on one image of side ``size``, read with forward hooks on every
+    convolution, batch norm, pool and activation that is not in place."""
+    kinds = (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.MaxPool2d, torch.nn.ReLU, torch.nn.ReLU6)
+    sizes: list[int] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out[0].numel()))
+             for m in net.modules() if isinstance(m, kinds) and not getattr(m, "inplace", False)]
+    with torch.inference_mode():
+        net(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return max(sizes), sum(sizes)
+
+
+@pytest.mark.parametrize("name, size, layers", [
+    ("efficientnet_lite0", 96, None), ("efficientnet_lite2", 64, ["stage3"]),
+    ("efficientnet_lite1", 64, ["head"]), ("vgg16", 64, ["conv5_3"]), ("vgg16", 32, ["conv3_1"]),
+])
+def test_memory_formula_counts_what_the_module_computes(name, size, layers):
+    """The parse-time formula (no network built) counts exactly the op outputs forward hooks
+    see on the built module; parameters are the whole model's."""
+    net = build_backbone(name, size, layers=layers, pretrained=False)
+    largest, total, params = memory.activation_bytes(name, size, layers)
+    assert (largest // 4, total // 4) == hooked_activation_elements(net, size)
+    assert params == get_spec(name).parameters * 4
+
+
+def test_memory_request_known_answers_and_monotone():
+    """VGG16's largest map is conv1's 64 x S x S floats; through conv5_3 the convs and pools sum
+    to 300 S^2 floats (the in-place ReLUs add nothing). Lite0's largest is the expanded
+    (96-channel) stride-2 map of stage 2. The request grows with batch, size and training and
+    is a multiple of MEMORY_STEP_MB."""
+    largest, total, params = memory.activation_bytes("vgg16", 128, ("conv5_3",))
     assert largest == 64 * 128 * 128 * 4
-    # conv outputs and pools through conv5_3 in S^2 floats (the in-place ReLUs add nothing):
     # 2*64 + 16 + 2*32 + 8 + 3*16 + 4 + 3*8 + 2 + 3*2
     assert total == 300 * 128 * 128 * 4
     assert params == 138_357_544 * 4  # the whole VGG16 state dict (with the classifier)
-    largest, _, params = bb.activation_bytes("efficientnet_lite0", 256, None)
-    assert 96 * 128 * 128 * 4 <= largest <= 1.1 * 96 * 128 * 128 * 4
-    assert params == sum(p.numel() for p in build_backbone("efficientnet_lite0", 64).model.parameters()) * 4
-    m = lambda *a, **k: bb.job_memory_mb("efficientnet_lite0", *a, **k)  # noqa: E731
-    assert m(256, 8) % bb.MEMORY_STEP_MB == 0 and m(256, 8) >= bb.RUNTIME_MB
+    largest, _, _ = memory.activation_bytes("efficientnet_lite0", 256, None)
+    assert largest == 96 * 128 * 128 * 4
+    m = lambda *a, **k: memory.job_memory_mb("efficientnet_lite0", *a, **k)  # noqa: E731
+    assert m(256, 8) % memory.MEMORY_STEP_MB == 0 and m(256, 8) >= memory.RUNTIME_MB
     assert m(256, 1) <= m(256, 64) and m(128, 8) <= m(448, 8) <= m(448, 8, training=True)
-    assert m(448, 8) <= bb.job_memory_mb("efficientnet_lite2", 448, 8, training=True)
+    assert m(448, 8) <= memory.job_memory_mb("efficientnet_lite2", 448, 8, training=True)
+
+
+_PEAK_SCRIPT = """
+import resource, sys, torch
+from sopcorr.features.backbones import build_backbone
+name, size, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(1)
+net = build_backbone(name, size)
+with torch.inference_mode():
+    net(torch.zeros(batch, 3, size, size))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.parametrize("name, size, batch", [("efficientnet_lite0", 448, 16)])
+def test_memory_request_covers_the_measured_peak(name, size, batch):
+    """A real extraction's peak resident memory (a fresh process: torch, the ImageNet weights,
+    one forward pass of ``batch`` images) lies below the request, and the request is not more
+    than 2.5 x that peak."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, name, str(size), str(batch)],
+                         capture_output=True, text=True, check=True, timeout=300)
+    peak_mb = int(out.stdout.split()[-1])
+    request = memory.job_memory_mb(name, size, batch)
+    assert peak_mb <= request <= 2.5 * peak_mb, (peak_mb, request)
 
 
 def test_unknown_backbone_lists_valid_names():

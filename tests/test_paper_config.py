@@ -49,7 +49,7 @@ def _base_and_paper():
 
 
 def test_paper_yaml_holds_the_papers_setting():
-    from sopcorr.features.backbones import get_spec
+    from sopcorr.features.registry import get_spec
 
     cfg = _merged(*_base_and_paper())
     assert cfg["dataset"]["kind"] == "voc_berkeley"

@@ -56,7 +56,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     ``config error: unknown key 'manifold.n_part'``,
     ``config error: backbone.name: 'resnet' is not one of ['efficientnet_lite0', 'vgg16']`` or
     ``config error: backbone.layers: unknown layer 'block99' ...`` (the backbone's own layer
-    names and input-size constraint, :func:`sopcorr.features.backbones.check_backbone_config`).
+    names and input-size constraint, :func:`sopcorr.features.registry.check_backbone_config`).
     """
     if not isinstance(config, dict):
         raise ConfigError(f"config error: the configuration must be a mapping, got {type(config).__name__}")
@@ -83,7 +83,7 @@ def _check_semantics(config: dict) -> None:
     if lo > hi:
         raise ConfigError(f"config error: siamese.scale_range: lower bound {lo} exceeds upper bound {hi}")
     # the backbone's layer names and stride constraint (cheap: no network is built)
-    from .features.backbones import check_backbone_config
+    from .features.registry import check_backbone_config
 
     check_backbone_config(config["backbone"])
 

@@ -2,9 +2,12 @@
 ``siamese.device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:<index>``) becomes a ``torch.device``."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported by the caller's first device resolution, not here
+    import torch
 
 __all__ = ["resolve_device"]
 
@@ -15,6 +18,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
     Raises ConfigError with one line when a GPU is asked for and none is visible (or the index
     is out of range), or when the name is not a device at all."""
+    import torch
+
     if isinstance(device, torch.device):
         return device
     name = "auto" if device is None else str(device).strip()

@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from typing import Callable
 
 from .errors import SopcorrError
@@ -31,10 +33,38 @@ def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> Non
                         handlers=handlers, force=True)
 
 
+#: the modules whose import is a job's largest fixed cost (docs/PERFORMANCE.md)
+HEAVY_MODULES = ("torch", "torchvision")
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: /proc), or None where that is unknown."""
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def startup_line(started: float | None, worked: float) -> str:
+    """The job log's last line: seconds before ``main`` (interpreter, Snakemake's preamble,
+    the script's imports), seconds of work, and which of :data:`HEAVY_MODULES` the job loaded
+    (``tests/test_startup.py`` reads it: a job that runs no tensor code loads none)."""
+    heavy = [m for m in HEAVY_MODULES if m in sys.modules]
+    before = "?" if started is None else f"{started:.2f}"
+    return (f"job time: {before} s start, {worked:.2f} s work; heavy modules loaded: "
+            f"{', '.join(heavy) if heavy else 'none'}")
+
+
 def run(main: Callable, smk) -> None:
     """Call ``main(smk)`` with logging to ``smk.log[0]`` (when the rule has a log). A
     :class:`SopcorrError` is printed once on stderr (one line) and written to the log file,
-    and the job exits with status 1."""
+    and the job exits with status 1. The log's last line is :func:`startup_line`."""
+    started = process_age()
+    t0 = time.perf_counter()
     log = smk.log[0] if len(smk.log) else None
     setup_logging(log)
     try:
@@ -44,6 +74,8 @@ def run(main: Callable, smk) -> None:
         logging.getLogger("sopcorr").error(msg, extra={"file_only": True})
         print(msg, file=sys.stderr, flush=True)
         sys.exit(1)
+    logging.getLogger("sopcorr").info(startup_line(started, time.perf_counter() - t0),
+                                      extra={"file_only": True})
 
 
 def limit_threads(smk) -> None:

@@ -1,5 +1,5 @@
 # features stage: dense CNN feature maps per category (sopcorr.features).
-from sopcorr.features.backbones import job_memory_mb
+from sopcorr.features.memory import job_memory_mb
 from sopcorr.workflow_support import backbone_settings
 
 

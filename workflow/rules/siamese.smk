@@ -5,10 +5,10 @@
 # the paper's flow network on images at siamese.input_size. GPU rules (resources gpu=1) that also
 # run on the CPU; a killed job resumes from siamese/<output>.state.pt on its next run.
 
-from sopcorr.features.backbones import job_memory_mb
+from sopcorr.features.memory import job_memory_mb
 from sopcorr.workflow_support import backbone_settings, siamese_settings
 
-#: the encoder's share (sopcorr.features.backbones.job_memory_mb) plus the pairs, flows and network
+#: the encoder's share (sopcorr.features.memory.job_memory_mb) plus the pairs, flows and network
 _SIAMESE_MEM = 2000 + job_memory_mb(
     config["backbone"]["name"],
     config["siamese"]["input_size"],

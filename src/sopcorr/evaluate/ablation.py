@@ -90,7 +90,8 @@ def extract_layer_set(cat, backbone: BackboneParams, layers: list[str]) -> Memor
     """Raw features of one category (an EvalCategory) for another layer set of the backbone."""
     import torch
 
-    from ..features.backbones import build_backbone, resolve_device
+    from ..device import resolve_device
+    from ..features.backbones import build_backbone
     from ..features.extract import dense_maps, preprocess
 
     dev = resolve_device(backbone.device)

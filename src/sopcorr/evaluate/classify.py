@@ -99,7 +99,7 @@ DESCRIPTOR_METHODS = {"ours_embed": "nn_embed", "ours_finetuned": "ours_finetune
 @dataclass(frozen=True)
 class ConvDescriptorParams:
     """The backbone of the conv4/conv5 rows: name, layers (the two layers; None: the
-    backbone's pair from :func:`sopcorr.features.backbones.conv_row_layers`), weights (a state-dict path or None), relu,
+    backbone's pair from :func:`sopcorr.features.registry.conv_row_layers`), weights (a state-dict path or None), relu,
     device (speed only)."""
 
     backbone: str = "efficientnet_lite0"
@@ -109,7 +109,7 @@ class ConvDescriptorParams:
     device: str = "auto"
 
     def conv_layers(self) -> list[str]:
-        from ..features.backbones import conv_row_layers
+        from ..features.registry import conv_row_layers
 
         lays = list(self.layers or conv_row_layers(self.backbone))
         if len(lays) != 2:

@@ -25,7 +25,9 @@ import torch.nn.functional as F
 
 from ..errors import DatasetError
 from ..geometry import FeatureGrid, Letterbox
-from .backbones import DEFAULT_BACKBONE, IMAGENET_MEAN, IMAGENET_STD, BackboneNet, build_backbone, resolve_device
+from ..device import resolve_device
+from .backbones import BackboneNet, build_backbone
+from .registry import DEFAULT_BACKBONE, IMAGENET_MEAN, IMAGENET_STD
 from .store import FeatureStoreWriter
 
 log = logging.getLogger(__name__)

@@ -55,9 +55,9 @@ def register_encoder(name: str, factory: Callable[..., nn.Module]) -> None:
 
 def default_layers(backbone: str) -> list[str] | None:
     """Encoder layers when ``siamese.encoder_layers`` is null: the backbone registry's
-    (``sopcorr.features.backbones.siamese_encoder_layers``: strides 8/16/32 on EfficientNet-Lite);
+    (``sopcorr.features.registry.siamese_encoder_layers``: strides 8/16/32 on EfficientNet-Lite);
     None for an encoder registered here."""
-    from ..features.backbones import BACKBONES, siamese_encoder_layers
+    from ..features.registry import BACKBONES, siamese_encoder_layers
 
     return siamese_encoder_layers(backbone) if backbone in BACKBONES else None
 
@@ -90,7 +90,7 @@ def normalisation(encoder: nn.Module) -> tuple[tuple[float, ...], tuple[float, .
     spec = getattr(encoder, "spec", None)
     if spec is not None and hasattr(spec, "mean"):
         return tuple(spec.mean), tuple(spec.std)
-    from ..features.backbones import IMAGENET_MEAN, IMAGENET_STD
+    from ..features.registry import IMAGENET_MEAN, IMAGENET_STD
 
     return IMAGENET_MEAN, IMAGENET_STD
 
