@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml --report results/default/report.html
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 test-slurm: $(STAMP)
 	bash tests/slurm/run.sh

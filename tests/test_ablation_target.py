@@ -8,13 +8,13 @@ import math
 import pandas as pd
 import pytest
 
-from integration.helpers import clone, reference_run, results, run_snakemake
+from integration.helpers import clone, results, run_snakemake
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.slow
 
 
-def test_ablation_target_covers_every_stage_of_both_variants(tmp_path_factory, tmp_path):
-    wd = clone(reference_run(tmp_path_factory), tmp_path / "run")
+def test_ablation_target_covers_every_stage_of_both_variants(reference_a, tmp_path):
+    wd = clone(reference_a, tmp_path / "run")
     res = results(wd)
     assert not (res / "manifold" / "paper").exists()       # the default run builds one variant
     run_snakemake(wd, targets=[f"results/{res.name}/tables/ablation.csv"], cores=2)

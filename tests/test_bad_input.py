@@ -19,7 +19,7 @@ import yaml
 from integration.helpers import (TINY, copy_workflow, leftover_temporaries, run_snakemake,
                                  write_dataset_json, write_generic_dataset)
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.slow
 
 RUN = "bad"
 

@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from integration.helpers import REPO, TINY, results, run_snakemake
-from integration.reported import reported_run
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 REPO_PREFIXES = ("src/", "workflow/", "config/", "docs/", "benchmarks/", "tests/", "profiles/", "envs/")
@@ -184,9 +183,9 @@ def test_extraction_and_expansion():
 
 # -- the check against a finished run (slow) ------------------------------------------------------
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(reference_a):
     """A finished tiny run with its HTML report, as `make demo` leaves the default run."""
-    return reported_run(tmp_path_factory)
+    return reference_a
 
 
 def _exists(root: Path, pattern: str, is_glob: bool) -> bool:
@@ -197,7 +196,6 @@ def _exists(root: Path, pattern: str, is_glob: bool) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("workflow")
 def test_every_named_path_exists_after_a_finished_run(finished_run):
     import yaml
 

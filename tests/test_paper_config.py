@@ -86,7 +86,6 @@ def test_miniature_overrides_only_sizes_and_paths():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("workflow")
 def test_paper_structure_on_a_miniature_voc_berkeley_tree(tmp_path):
     from integration.voc_mini import write_random_vgg16_features, write_voc_mini
 

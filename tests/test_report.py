@@ -10,14 +10,13 @@ import pandas as pd
 import pytest
 
 from integration.helpers import results
-from integration.reported import reported_run
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    wd = reported_run(tmp_path_factory)
+def report(reference_a):
+    wd = reference_a
     return wd, (results(wd) / "report.html").read_text()
 
 

@@ -8,10 +8,9 @@ import json
 
 import pytest
 
-from integration.helpers import (clone, copy_workflow, dry_run_jobs, reference_run,
-                                 results, run_snakemake)
+from integration.helpers import clone, copy_workflow, dry_run_jobs, results, run_snakemake
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflow")]
+pytestmark = pytest.mark.slow
 
 #: the stage rules these tests name (docs/ARCHITECTURE.md)
 FEATURES_RULE = "extract_features"
@@ -22,9 +21,9 @@ PER_CATEGORY_CHAIN = (FEATURES_RULE, MANIFOLD_RULE, "pseudo_flow")
 
 
 @pytest.fixture
-def done(tmp_path_factory, tmp_path):
+def done(reference_a, tmp_path):
     """A finished tiny run that the test may modify."""
-    return clone(reference_run(tmp_path_factory), tmp_path / "run")
+    return clone(reference_a, tmp_path / "run")
 
 
 def _dry(workdir, targets=(), extra=()):

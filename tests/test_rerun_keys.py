@@ -23,7 +23,7 @@ import sys
 import pytest
 import yaml
 
-from integration.helpers import HERE, TINY, clone, dry_run_jobs, env, reference_run, run_snakemake
+from integration.helpers import HERE, TINY, clone, dry_run_jobs, env, run_snakemake
 
 from sopcorr.config import SCHEMA_PATH, deep_merge, load_config, validate_config
 
@@ -305,9 +305,9 @@ def test_new_value_is_valid_and_different(tiny_config, key):
 
 # --------------------------------------------------------------------------- the dry runs
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(reference_a, tmp_path_factory):
     """A copy of the finished tiny run (dry runs only: nothing is written to results/)."""
-    return clone(reference_run(tmp_path_factory), tmp_path_factory.mktemp("rerun_keys") / "run")
+    return clone(reference_a, tmp_path_factory.mktemp("rerun_keys") / "run")
 
 
 @pytest.fixture(scope="module")
@@ -327,13 +327,11 @@ def dry_runs(finished):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("workflow")
 def test_the_finished_run_is_up_to_date(dry_runs):
     assert dry_runs["<unchanged>"] == {"jobs": [], "error": None}
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("workflow")
 @pytest.mark.parametrize("key", sorted(KEYS))
 def test_changing_a_key_reruns_exactly_its_rules(dry_runs, key):
     roots = KEYS[key][1]
@@ -348,7 +346,6 @@ def test_changing_a_key_reruns_exactly_its_rules(dry_runs, key):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("workflow")
 def test_in_process_dry_runs_agree_with_the_command_line(finished, dry_runs, tmp_path):
     # the API-built DAG is the one `snakemake -n` builds (a key that reruns a chain)
     key = "manifold.n_parts"

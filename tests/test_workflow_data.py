@@ -4,42 +4,20 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import shutil
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
 
+from integration.helpers import copy_workflow, run_snakemake
 from test_data_voc import make_keypoint_tree, make_voc_tree
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 DATA_RULES = {"generate_synthetic", "download_voc", "download_keypoints", "prepare_category",
               "data_summary", "contact_sheet"}
-
-
-def _workdir(tmp_path: Path) -> Path:
-    wd = tmp_path / "wf"
-    wd.mkdir()
-    shutil.copy(REPO / "Snakefile", wd)
-    for d in ("workflow", "config", "envs"):
-        if (REPO / d).exists():
-            shutil.copytree(REPO / d, wd / d, ignore=shutil.ignore_patterns("__pycache__"))
-    return wd
-
-
-def _snakemake(wd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=wd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def _summary(path: Path) -> dict[str, dict]:
@@ -48,7 +26,7 @@ def _summary(path: Path) -> dict[str, dict]:
 
 
 def test_synthetic_data_stage(tmp_path):
-    wd = _workdir(tmp_path)
+    wd = copy_workflow(tmp_path / "wf")
     (wd / "tiny.yaml").write_text(yaml.safe_dump({
         "run": "tiny", "seed": 3,
         "dataset": {"synthetic": {"categories": ["bird", "aircraft"], "images_per_category": 5,
@@ -56,7 +34,7 @@ def test_synthetic_data_stage(tmp_path):
     }))
     targets = ["results/tiny/data/summary.csv", "results/tiny/figures/contact_sheet_bird.png",
                "results/tiny/figures/contact_sheet_aircraft.png"]
-    _snakemake(wd, *targets, "--cores", "1", "--configfile", "config/config.yaml", "tiny.yaml")
+    run_snakemake(wd, targets=targets, configfiles=["config/config.yaml", "tiny.yaml"])
     rows = _summary(wd / "results/tiny/data/summary.csv")
     assert sorted(rows) == ["aircraft", "bird"]
     for r in rows.values():
@@ -81,10 +59,10 @@ def test_synthetic_data_stage(tmp_path):
     inst["keypoints"][name][0] = 500.0
     (user / "dataset.json").write_text(json.dumps(data))
     (wd / "user.yaml").write_text(yaml.safe_dump({"run": "user", "dataset": {"kind": "generic", "path": str(user)}}))
-    proc = _snakemake(wd, "results/user/data/summary.csv", "--cores", "1", "--configfile", "config/config.yaml",
-                      "user.yaml", check=False)
+    proc = run_snakemake(wd, targets=["results/user/data/summary.csv"],
+                         configfiles=["config/config.yaml", "user.yaml"], check=False)
     assert proc.returncode != 0
-    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("sopcorr error:")]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("sopcorr error:")]
     assert lines and f"instance '{inst['id']}'" in lines[0] and f"field 'keypoints.{name}'" in lines[0]
 
 
@@ -100,7 +78,7 @@ def test_voc_berkeley_data_stage_with_downloads(tmp_path):
     make_keypoint_tree(staging / "kp")
     voc_sha = _tar(staging / "VOC2012", tmp_path / "voc.tar", "VOCdevkit/VOC2012")
     kp_sha = _tar(staging / "kp", tmp_path / "kp.tar", "annotations")
-    wd = _workdir(tmp_path)
+    wd = copy_workflow(tmp_path / "wf")
     overlay = {
         "run": "voc", "categories": ["cat", "bird"],
         "dataset": {"kind": "voc_berkeley", "voc": {
@@ -108,7 +86,7 @@ def test_voc_berkeley_data_stage_with_downloads(tmp_path):
             "keypoints_url": (tmp_path / "kp.tar").as_uri(), "keypoints_sha256": kp_sha}},
     }
     (wd / "voc.yaml").write_text(yaml.safe_dump(overlay))
-    _snakemake(wd, "results/voc/data/summary.csv", "--cores", "1", "--configfile", "config/config.yaml", "voc.yaml")
+    run_snakemake(wd, targets=["results/voc/data/summary.csv"], configfiles=["config/config.yaml", "voc.yaml"])
     assert (wd / "resources/VOCdevkit/VOC2012/Annotations/2010_000218.xml").is_file()
     rows = _summary(wd / "results/voc/data/summary.csv")
     assert int(rows["cat"]["instances"]) == 1 and int(rows["cat"]["annotated"]) == 10
@@ -118,23 +96,21 @@ def test_voc_berkeley_data_stage_with_downloads(tmp_path):
     bad["dataset"] = {"kind": "voc_berkeley", "voc": dict(overlay["dataset"]["voc"], voc_sha256="0" * 64,
                                                           voc_root="other/VOCdevkit/VOC2012")}
     (wd / "bad.yaml").write_text(yaml.safe_dump(bad))
-    proc = _snakemake(wd, "results/bad/data/summary.csv", "--cores", "1", "--configfile", "config/config.yaml",
-                      "bad.yaml", check=False)
+    proc = run_snakemake(wd, targets=["results/bad/data/summary.csv"],
+                         configfiles=["config/config.yaml", "bad.yaml"], check=False)
     assert proc.returncode != 0
-    assert "checksum mismatch" in proc.stdout + proc.stderr
+    assert "checksum mismatch" in proc.stdout
     assert not (wd / "other/VOCdevkit").exists()
 
 
 def test_dry_run_and_lint_default_config(tmp_path):
-    wd = _workdir(tmp_path)
+    wd = copy_workflow(tmp_path / "wf")
     targets = ["results/default/data/summary.csv"] + [
         f"results/default/figures/contact_sheet_{c}.png" for c in ("bird", "quadruped", "car", "aircraft")]
-    proc = _snakemake(wd, *targets, "-n")
-    out = proc.stdout + proc.stderr
+    out = run_snakemake(wd, targets=targets, configfiles=[], extra=["-n"]).stdout
     for rule in ("generate_synthetic", "prepare_category", "data_summary", "contact_sheet"):
         assert rule in out
-    lint = _snakemake(wd, "--lint", check=False)
-    text = lint.stdout + lint.stderr
+    text = run_snakemake(wd, configfiles=[], extra=["--lint"], check=False).stdout
     assert "data.smk:" not in text.replace("Lints for rule", "")  # no file-level lint on data.smk
     for rule in DATA_RULES:
         assert f"Lints for rule {rule} " not in text, text

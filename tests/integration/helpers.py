@@ -3,8 +3,10 @@
 ``copy_workflow(dest)`` copies the Snakefile, workflow/, config/ and profiles/ into ``dest`` (the
 library is imported from the installed package, ``src/`` is linked), ``run_snakemake(workdir,
 ...)`` runs ``python -m snakemake`` there with one thread per library, and the helpers below
-read the tables and parse dry-run job lists. Used by tests/test_rerun.py, test_kill_resume.py,
-test_determinism.py, test_bad_input.py, test_paper_config.py and tests/slurm/run.sh.
+read the tables and parse dry-run job lists; :func:`write_generic_dataset` writes a small
+dataset in the generic format. The finished runs the tests share are in
+:mod:`integration.references` (fixtures ``reference_a``, ``reference_b`` in tests/conftest.py).
+The one home of these helpers: every test and tests/slurm/run.sh use them.
 """
 from __future__ import annotations
 
@@ -121,29 +123,6 @@ def kill_when(proc: subprocess.Popen, predicate, delay: float = 0.0, timeout: fl
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     raise AssertionError(f"the kill condition did not hold within {timeout} s")
-
-
-_REFERENCE: dict = {}
-
-
-def reference_run(tmp_path_factory) -> Path:
-    """One uninterrupted run of tiny.yaml per test process (the integration tests share it;
-    they carry ``xdist_group("workflow")`` so that pytest-xdist keeps them in one process).
-    Tests must not modify it: copy it with :func:`clone` first."""
-    if "error" in _REFERENCE:
-        raise AssertionError(f"the reference run failed earlier:\n{_REFERENCE['error']}")
-    reuse = os.environ.get("SOPCORR_IT_REFERENCE")  # development: a finished reference dir
-    if "dir" not in _REFERENCE and reuse and (Path(reuse) / "results" / TINY_RUN).is_dir():
-        _REFERENCE["dir"] = Path(reuse)
-    if "dir" not in _REFERENCE:
-        wd = copy_workflow(tmp_path_factory.mktemp("reference"))
-        try:
-            run_snakemake(wd, cores=2)
-        except AssertionError as err:
-            _REFERENCE["error"] = str(err)
-            raise
-        _REFERENCE["dir"] = wd
-    return _REFERENCE["dir"]
 
 
 def clone(workdir: Path, dest: Path) -> Path:
