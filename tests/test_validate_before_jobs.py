@@ -8,9 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
-from integration.helpers import TINY, copy_workflow, run_snakemake, write_dataset_json, write_generic_dataset
+from integration.helpers import copy_workflow, dry_runs, write_dataset_json, write_generic_dataset
 from sopcorr.config import validate_config
 from sopcorr.data.generic import load_dataset
 from sopcorr.errors import ConfigError, DatasetError
@@ -126,38 +125,48 @@ def test_missing_dataset_json_names_the_config_key(tmp_path):
 
 # ---------------------------------------------------------------- snakemake -n: one line, exit 1
 _SNAKEMAKE_NOTE = re.compile(r"^Config file \S+ is extended by additional config")
+#: the dataset defects also checked through the workflow's parse
+WORKFLOW_DEFECTS = ["dup_ids", "pair_unknown", "empty_category"]
 
 
-def _dry_run_fails_with_one_line(wd, overlay, expected: str):
-    proc = run_snakemake(wd, configfiles=[TINY, overlay], extra=["-n"], check=False)
-    out = proc.stdout
-    assert proc.returncode == 1, out[-3000:]
+@pytest.fixture(scope="module")
+def parse_failures(generic, tmp_path_factory):
+    """The workflow's parse (``snakemake -n`` through Snakemake's API, all cases in one process:
+    tests/integration/dryrun_many.py) on a bad backbone layer and on broken datasets: {case:
+    (result, the line expected)}."""
+    tmp = tmp_path_factory.mktemp("parse_failures")
+    wd = copy_workflow(tmp / "wf")
+    cases, expected = {}, {}
+    with pytest.raises(ConfigError) as exc:
+        validate_config({"backbone": {"layers": ["block99"]}})
+    cases["block99"], expected["block99"] = {"backbone": {"layers": ["block99"]}}, str(exc.value)
+    for defect in WORKFLOW_DEFECTS:
+        (tmp / defect).mkdir()
+        root = _broken_copy(generic, tmp / defect, JSON_DEFECTS[defect])
+        with pytest.raises(DatasetError) as loader:
+            load_dataset(root / "dataset.json")
+        cases[defect] = {"run": "bad", "dataset": {"kind": "generic", "path": str(root)}}
+        expected[defect] = str(loader.value)
+    out = dry_runs(wd, cases)
+    assert not (wd / "results").exists()  # nothing was run or written
+    return {k: (out[k], expected[k]) for k in cases}
+
+
+def _fails_with_one_line(result, expected: str):
+    out = result["output"]
+    assert result["exit"] == 1, (result["error"], out[-3000:])
     assert "Traceback" not in out and "Exception" not in out, out[-3000:]
     # the whole output is the error, once (besides Snakemake's note that an overlay was given)
     lines = [line for line in out.splitlines() if line.strip() and not _SNAKEMAKE_NOTE.match(line)]
     assert lines == [expected], out[-3000:]
-    # nothing was run or written
-    assert not (wd / "results").exists()
 
 
 @pytest.mark.slow
-def test_snakemake_dry_run_rejects_an_unknown_backbone_layer(tmp_path):
-    wd = copy_workflow(tmp_path / "wf")
-    overlay = tmp_path / "bad.yaml"
-    overlay.write_text(yaml.safe_dump({"backbone": {"layers": ["block99"]}}))
-    with pytest.raises(ConfigError) as exc:
-        validate_config({"backbone": {"layers": ["block99"]}})
-    _dry_run_fails_with_one_line(wd, overlay, str(exc.value))
+def test_snakemake_dry_run_rejects_an_unknown_backbone_layer(parse_failures):
+    _fails_with_one_line(*parse_failures["block99"])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("defect", ["dup_ids", "pair_unknown", "empty_category"])
-def test_snakemake_dry_run_rejects_a_broken_dataset(generic, tmp_path, defect):
-    (tmp_path / "dataset").mkdir()
-    root = _broken_copy(generic, tmp_path / "dataset", JSON_DEFECTS[defect])
-    with pytest.raises(DatasetError) as loader:
-        load_dataset(root / "dataset.json")
-    wd = copy_workflow(tmp_path / "wf")
-    overlay = tmp_path / "bad.yaml"
-    overlay.write_text(yaml.safe_dump({"run": "bad", "dataset": {"kind": "generic", "path": str(root)}}))
-    _dry_run_fails_with_one_line(wd, overlay, str(loader.value))
+@pytest.mark.parametrize("defect", WORKFLOW_DEFECTS)
+def test_snakemake_dry_run_rejects_a_broken_dataset(parse_failures, defect):
+    _fails_with_one_line(*parse_failures[defect])

@@ -7,8 +7,11 @@ config key costs a Python start, the imports and a parse each; here only the par
 CASES.json: {"configfiles": [base configfile, ...], "cases": {name: overlay mapping}}. For each
 case the overlay is written next to OUT.json and the default target's DAG is built on top of
 the base configfiles, as ``snakemake -n --configfile BASE... OVERLAY`` would. OUT.json:
-{name: {"jobs": [[rule, {wildcard: value}], ...], "error": null | message}}: the jobs a run
-would execute (Snakemake's default rerun triggers), the same list a dry run prints.
+{name: {"jobs": [[rule, {wildcard: value}], ...], "error": null | message, "exit": 0 | status,
+"output": what the parse printed}}: the jobs a run would execute (Snakemake's default rerun
+triggers), the same list a dry run prints; a config or dataset error caught at parse time
+(common.smk prints one line and exits 1) gives its exit status and output.
+:func:`integration.helpers.dry_runs` runs it.
 """
 from __future__ import annotations
 
@@ -53,11 +56,13 @@ def main(workdir: str, cases_json: str, out_json: str) -> None:
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 jobs = needrun_jobs(workdir, files)
-            results[name] = {"jobs": jobs, "error": None}
+            results[name] = {"jobs": jobs, "error": None, "exit": 0, "output": log.getvalue()}
         except SystemExit as exc:  # common.smk: a config error, one line, exit 1
-            results[name] = {"jobs": [], "error": f"exit {exc.code}: {log.getvalue().strip()[-500:]}"}
+            results[name] = {"jobs": [], "error": f"exit {exc.code}: {log.getvalue().strip()[-500:]}",
+                             "exit": exc.code, "output": log.getvalue()}
         except Exception as exc:  # noqa: BLE001 (reported per case)
-            results[name] = {"jobs": [], "error": f"{type(exc).__name__}: {exc}"[-800:]}
+            results[name] = {"jobs": [], "error": f"{type(exc).__name__}: {exc}"[-800:], "exit": None,
+                             "output": log.getvalue()}
     Path(out_json).write_text(json.dumps(results, indent=1))
 
 

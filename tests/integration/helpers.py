@@ -84,6 +84,22 @@ def run_snakemake(workdir: Path, targets=(), configfiles=(TINY,), cores: int = 1
     return proc
 
 
+def dry_runs(workdir: Path, cases: dict[str, dict], configfiles=(TINY,)) -> dict[str, dict]:
+    """Many dry runs of ``workdir`` in one process (tests/integration/dryrun_many.py: a Python
+    start and the imports once, then one parse and DAG per case). ``cases``: {name: overlay
+    mapping on top of ``configfiles``}. Returns {name: {"jobs", "error", "exit", "output"}}."""
+    workdir = Path(workdir)
+    spec = {"configfiles": [str(p) for p in configfiles], "cases": cases}
+    (workdir / "dry_cases.json").write_text(json.dumps(spec))
+    out = workdir / "dry_results.json"
+    proc = subprocess.run([sys.executable, str(HERE / "dryrun_many.py"), str(workdir),
+                           str(workdir / "dry_cases.json"), str(out)], cwd=workdir, env=env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT)
+    if proc.returncode != 0:
+        raise AssertionError(f"dryrun_many failed (exit {proc.returncode}):\n{tail(proc.stdout, 60)}")
+    return json.loads(out.read_text())
+
+
 def tail(text: str, n: int = 40) -> str:
     return "\n".join(text.splitlines()[-n:])
 
