@@ -112,12 +112,19 @@ def _build_once(root: Path, name: str) -> None:
         (root / f"{name}.done").write_text("")
 
 
-def reference(tmp_path_factory, name: str = "a") -> Path:
-    """The finished reference run ``name`` (built now, or waited for while another test process
-    builds it). Read only: tests that write clone it first."""
+def reused(name: str) -> Path | None:
+    """A finished ``a`` given by ``SOPCORR_IT_REFERENCE`` (development), else None."""
     reuse = os.environ.get("SOPCORR_IT_REFERENCE")
     if name == "a" and reuse and (Path(reuse) / "results" / TINY_RUN).is_dir():
         return Path(reuse)
+    return None
+
+
+def reference(tmp_path_factory, name: str = "a") -> Path:
+    """The finished reference run ``name`` (built now, or waited for while another test process
+    builds it). Read only: tests that write clone it first."""
+    if reused(name):
+        return reused(name)
     root = shared_root(tmp_path_factory)
     try:
         _build_once(root, name)
@@ -143,7 +150,7 @@ def start_in_background(tmp_path_factory, names) -> None:
             pass
 
     for n in names:
-        if n not in _STARTED:
+        if n not in _STARTED and not reused(n):
             _STARTED[n] = threading.Thread(target=build, args=(n,), name=f"reference-{n}", daemon=True)
             _STARTED[n].start()
 
