@@ -170,7 +170,7 @@ def test_download_copy_reports_bytes(caplog, tmp_path):
 
 
 def test_evaluation_jobs_write_progress_into_their_log(tmp_path, capfd):
-    """eval_pairs / eval_keypoints / eval_dense-style jobs: the evaluation loop's count and rate
+    """Evaluation-style jobs (rule evaluate, ablation_category): the evaluation loop's count and rate
     land in the job's log file (the console keeps the bar)."""
     from evaluate_toys import exact_method, toy_context
 

@@ -28,26 +28,21 @@ from sopcorr.config import SCHEMA_PATH, deep_merge, load_config, validate_config
 # ---------------------------------------------------------------------------------------------
 # the tiny run's rule graph, by hand: rule -> the rules that read its outputs
 # ---------------------------------------------------------------------------------------------
-_EVAL_CATEGORY = ["eval_keypoints", "eval_classify", "eval_pairs", "eval_dense", "eval_figures"]
 DOWNSTREAM: dict[str, list[str]] = {
     "generate_synthetic": ["prepare_category"],
     "prepare_category": ["data_summary", "contact_sheet", "extract_features", "manifold", "pseudo_flow",
-                         "train_siamese", "finetune_siamese", *_EVAL_CATEGORY],
+                         "train_siamese", "finetune_siamese", "evaluate"],
     "data_summary": [],
     "contact_sheet": [],
-    "extract_features": ["manifold", "pseudo_flow", "train_siamese", "finetune_siamese", *_EVAL_CATEGORY],
-    "manifold": ["pseudo_flow", *_EVAL_CATEGORY],       # embedded.zarr (+ labels.zarr)
+    "extract_features": ["manifold", "pseudo_flow", "train_siamese", "finetune_siamese", "evaluate"],
+    "manifold": ["pseudo_flow", "evaluate"],            # embedded.zarr (+ labels.zarr)
     "pseudo_flow": ["train_siamese", "finetune_siamese"],
-    "train_siamese": ["finetune_siamese", "eval_keypoints", "eval_pairs", "eval_dense", "eval_figures"],
-    "finetune_siamese": _EVAL_CATEGORY,                  # ours_finetuned (+ its SVM descriptor)
-    "eval_keypoints": ["eval_table", "eval_figures"],    # keypoints.json (Table 2, transfer rows)
-    "eval_classify": ["eval_table"],
-    "eval_pairs": ["eval_table"],
-    "eval_dense": ["eval_table"],
+    "train_siamese": ["finetune_siamese", "evaluate"],
+    "finetune_siamese": ["evaluate"],                   # ours_finetuned (+ its SVM descriptor)
+    "evaluate": ["eval_table", "report_description"],   # every protocol's records and the figures
     "eval_table": ["eval_bars", "report_description"],
-    "eval_figures": ["report_description"],
     "eval_bars": ["report_description"],
-    "report_description": [],                            # the report's first screen
+    "report_description": [],                           # the report's first screen
 }
 #: every rule of the tiny run's default target
 EVERY = "generate_synthetic"
@@ -70,8 +65,7 @@ def closure(roots: str) -> set[str]:
 # keys the value needs to be valid]); "" = no job's result depends on it in the tiny run. The
 # values are checked against the schema.
 # ---------------------------------------------------------------------------------------------
-_KP = "eval_keypoints"                                   # keypoint localisation / transfer
-_SIFTFLOW = "eval_keypoints eval_pairs"                  # the siftflow / convflow methods
+_EV = "evaluate"                                         # every protocol of a category (one job)
 KEYS: dict[str, tuple] = {
     "run": ("tiny_other", EVERY),                        # a new results/<run>/: every job
     "seed": (1, EVERY),
@@ -144,15 +138,15 @@ KEYS: dict[str, tuple] = {
     "flow.refine": ("softargmax", ""),
     "flow.pseudo_method": ("siftflow", ""),
     "flow.device": ("cpu", ""),
-    "flow.siftflow_levels": (2, _SIFTFLOW),
-    "flow.siftflow_iterations": (3, _SIFTFLOW),
-    "flow.siftflow_window": (3, _SIFTFLOW),
-    "flow.siftflow_fine_window": (2, _SIFTFLOW),
-    "flow.siftflow_alpha": (0.02, _SIFTFLOW),
-    "flow.siftflow_d": (0.2, _SIFTFLOW),
-    "flow.siftflow_eta": (0.002, _SIFTFLOW),
-    "flow.siftflow_data_trunc": (0.7, _SIFTFLOW),
-    "flow.siftflow_schedule": ("sequential", _SIFTFLOW),
+    "flow.siftflow_levels": (2, _EV),
+    "flow.siftflow_iterations": (3, _EV),
+    "flow.siftflow_window": (3, _EV),
+    "flow.siftflow_fine_window": (2, _EV),
+    "flow.siftflow_alpha": (0.02, _EV),
+    "flow.siftflow_d": (0.2, _EV),
+    "flow.siftflow_eta": (0.002, _EV),
+    "flow.siftflow_data_trunc": (0.7, _EV),
+    "flow.siftflow_schedule": ("sequential", _EV),
     "flow.geometric.strength": (4.0, "pseudo_flow"),     # + the ours_geometric and pseudo_gt rows
     "flow.geometric.consensus_radius": (0, "pseudo_flow"),
     "flow.geometric.consensus_gate": (2.0, "pseudo_flow"),
@@ -209,26 +203,26 @@ KEYS: dict[str, tuple] = {
     "siamese.keypoint_weight": (0.5, "finetune_siamese"),  # a fine-tuning setting (used with supervision)
     "siamese.grad_clip": (5.0, "train_siamese"),
     # evaluate
-    "evaluate.k_neighbors": (3, _KP),
-    "evaluate.alpha": (0.15, f"{_KP} eval_bars"),        # + the bars' alpha row
-    "evaluate.pair_alphas": ([0.1], "eval_pairs"),
-    "evaluate.sift_radii": ([30], "eval_classify"),
-    "evaluate.crop_size": (64, "eval_classify"),
-    "evaluate.max_eval_pairs": (3, "eval_pairs eval_dense"),
-    "evaluate.figures_per_category": (1, "eval_figures"),
-    "evaluate.siftflow_radius": (30, _SIFTFLOW),         # dense SIFT of the siftflow methods
-    "evaluate.localisation_methods": (["nn_raw", "nn_embed"], _KP),
-    "evaluate.pair_methods": (["nn_raw", "nn_embed"], "eval_pairs"),
-    "evaluate.dense_methods": (["nn_raw", "nn_embed"], "eval_dense"),
-    "evaluate.figure_methods": (["nn_raw"], "eval_figures"),
-    "evaluate.classification_descriptors": (["sift"], "eval_classify"),
-    "evaluate.conv_layers": (["stage4", "stage6"], "eval_classify"),
-    "evaluate.svm_c": (2.0, "eval_classify"),
-    "evaluate.threshold_queries": (4, _KP),
-    "evaluate.prior_sigma_min": (0.2, _KP),              # the *_prior localisation rows
-    "evaluate.vote_sigma": (0.2, _KP),                   # classification by transfer
-    "evaluate.dense_alphas": ([0.1], "eval_dense"),
-    "evaluate.dense_stride": (8, "eval_dense"),
+    "evaluate.k_neighbors": (3, _EV),
+    "evaluate.alpha": (0.15, f"{_EV} eval_bars"),        # + the bars' alpha row
+    "evaluate.pair_alphas": ([0.1], _EV),
+    "evaluate.sift_radii": ([30], _EV),
+    "evaluate.crop_size": (64, _EV),
+    "evaluate.max_eval_pairs": (3, _EV),
+    "evaluate.figures_per_category": (1, _EV),
+    "evaluate.siftflow_radius": (30, _EV),         # dense SIFT of the siftflow methods
+    "evaluate.localisation_methods": (["nn_raw", "nn_embed"], _EV),
+    "evaluate.pair_methods": (["nn_raw", "nn_embed"], _EV),
+    "evaluate.dense_methods": (["nn_raw", "nn_embed"], _EV),
+    "evaluate.figure_methods": (["nn_raw"], _EV),
+    "evaluate.classification_descriptors": (["sift"], _EV),
+    "evaluate.conv_layers": (["stage4", "stage6"], _EV),
+    "evaluate.svm_c": (2.0, _EV),
+    "evaluate.threshold_queries": (4, _EV),
+    "evaluate.prior_sigma_min": (0.2, _EV),              # the *_prior localisation rows
+    "evaluate.vote_sigma": (0.2, _EV),                   # classification by transfer
+    "evaluate.dense_alphas": ([0.1], _EV),
+    "evaluate.dense_stride": (8, _EV),
     "evaluate.ablation_layer_sets": ([["stage4"]], ""),  # the ablation target only
 }
 

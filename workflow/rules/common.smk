@@ -220,6 +220,65 @@ def eval_inputs(methods):
     }
 
 
+def _union(*groups):
+    out = []
+    for g in groups:
+        out += [m for m in g if m not in out]
+    return out
+
+
+#: every method the per-category evaluation job runs (sopcorr.evaluate.protocols)
+EVAL_METHODS = _union(
+    EVAL["localisation_methods"],
+    EVAL["pair_methods"] if EVAL_PAIRS else [],
+    EVAL["dense_methods"] if EVAL_DENSE else [],
+    EVAL["figure_methods"],
+    descriptor_methods(EVAL["classification_descriptors"]),
+)
+
+
+def evaluation_protocols():
+    """The ``protocols`` params of rule evaluate: per protocol exactly the config keys it uses
+    (pairs / dense only where the dataset has pairs / dense ground truth;
+    sopcorr.evaluate.protocols.CategoryEvaluation.from_params)."""
+    descriptors = EVAL["classification_descriptors"]
+    out = {
+        "keypoints": {
+            "methods": EVAL["localisation_methods"],
+            "k_neighbors": EVAL["k_neighbors"],
+            "alpha": EVAL["alpha"],
+            "prior_sigma_min": EVAL["prior_sigma_min"],
+            "vote_sigma": EVAL["vote_sigma"],
+            "threshold_queries": EVAL["threshold_queries"],
+        },
+        "classify": {
+            "descriptors": descriptors,
+            "sift_radii": EVAL["sift_radii"] if "sift" in descriptors else [],
+            "conv": conv_params(descriptors),
+            "crop_size": EVAL["crop_size"],
+            "svm_c": EVAL["svm_c"],
+        },
+        "figures": {
+            "methods": EVAL["figure_methods"],
+            "n_pairs": EVAL["figures_per_category"],
+        },
+    }
+    if EVAL_PAIRS:
+        out["pairs"] = {
+            "methods": EVAL["pair_methods"],
+            "alphas": EVAL["pair_alphas"],
+            "max_pairs": EVAL["max_eval_pairs"],
+        }
+    if EVAL_DENSE:
+        out["dense"] = {
+            "methods": EVAL["dense_methods"],
+            "alphas": EVAL["dense_alphas"],
+            "stride": EVAL["dense_stride"],
+            "max_pairs": EVAL["max_eval_pairs"],
+        }
+    return out
+
+
 # ---- ablation (used by ablation.smk)
 #: the ablation's stages of each variant (sopcorr.evaluate.ablation)
 from sopcorr.evaluate.ablation import variant_stages

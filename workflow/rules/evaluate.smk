@@ -1,125 +1,63 @@
 # evaluate stage: the paper's keypoint tables (1, 2), pair-wise PCK, the dense synthetic table and
-# the evaluation figures (sopcorr.evaluate, sopcorr.viz). Per-category jobs write
-# results/<run>/eval/<category>/*.json; gather rules write results/<run>/tables/*.{csv,md,tex}.
+# the evaluation figures (sopcorr.evaluate, sopcorr.viz). One job per category runs every protocol
+# (results/<run>/eval/<category>/*.json and its figures); gather rules write
+# results/<run>/tables/*.{csv,md,tex}.
 
-# EVAL, EVAL_PAIRS, EVAL_DENSE, eval_inputs() and matcher_params() live in common.smk (lint: no
-# functions beside rules). Every job's params are exactly the config keys it uses: the methods'
-# matchers (matcher_params) and the protocol's own keys.
+# EVAL, EVAL_PAIRS, EVAL_DENSE, EVAL_METHODS, eval_inputs(), evaluation_protocols() and
+# matcher_params() live in common.smk (lint: no functions beside rules). The job's params are
+# exactly the config keys its protocols and matchers use.
+
+#: the per-category job's outputs (pairs / dense only where the dataset has them)
+_EVAL_OUTPUTS = {
+    "keypoints": results("eval", "{category}", "keypoints.json"),
+    "classify": results("eval", "{category}", "classify_svm.json"),
+}
+if EVAL_PAIRS:
+    _EVAL_OUTPUTS["pairs"] = results("eval", "{category}", "pairs.json")
+if EVAL_DENSE:
+    _EVAL_OUTPUTS["dense"] = results("eval", "{category}", "dense.json")
 
 
-rule eval_keypoints:
-    """Keypoint localisation PCK (paper Table 2) and classification by transfer (Table 1 (b))
-    of one category: retrieve K training objects, transfer their keypoints through each
-    method's dense correspondence, average, threshold absence."""
+rule evaluate:
+    """Every evaluation protocol of one category in one process, sharing its frames and
+    matchers: keypoint localisation PCK (Table 2) and classification by transfer (Table 1
+    (b)), the SVM descriptor baselines (Table 1 (a)), pair-wise PCK, dense metrics against the
+    synthetic ground truth, the dense correspondence colour maps (Fig. 1/2) and the keypoint
+    predictions (Fig. 6 right)."""
     input:
-        **eval_inputs(EVAL["localisation_methods"]),
+        **eval_inputs(EVAL_METHODS),
     output:
-        results("eval", "{category}", "keypoints.json"),
-    log:
-        results("logs", "eval_keypoints", "{category}.log"),
-    benchmark:
-        results("benchmarks", "eval_keypoints", "{category}.tsv")
-    conda:
-        "../../envs/sopcorr.yaml"
-    threads: 1
-    resources:
-        mem_mb=3000,
-    params:
-        methods=EVAL["localisation_methods"],
-        matchers=matcher_params(EVAL["localisation_methods"]),
-        devices=execution_devices,
-        k_neighbors=EVAL["k_neighbors"],
-        alpha=EVAL["alpha"],
-        prior_sigma_min=EVAL["prior_sigma_min"],
-        vote_sigma=EVAL["vote_sigma"],
-        threshold_queries=EVAL["threshold_queries"],
-        seed=config["seed"],
-    script:
-        "../scripts/eval_keypoints.py"
-
-
-rule eval_classify:
-    """Keypoint classification with descriptor baselines and linear SVMs (paper Table 1 (a),
-    Long et al.'s protocol) of one category."""
-    input:
-        **eval_inputs(descriptor_methods(EVAL["classification_descriptors"])),
-    output:
-        results("eval", "{category}", "classify_svm.json"),
-    log:
-        results("logs", "eval_classify", "{category}.log"),
-    benchmark:
-        results("benchmarks", "eval_classify", "{category}.tsv")
-    conda:
-        "../../envs/sopcorr.yaml"
-    threads: 1
-    resources:
-        mem_mb=3000,
-    params:
-        descriptors=EVAL["classification_descriptors"],
-        matchers=matcher_params(descriptor_methods(EVAL["classification_descriptors"])),
-        devices=execution_devices,
-        sift_radii=(
-            EVAL["sift_radii"] if "sift" in EVAL["classification_descriptors"] else []
+        **_EVAL_OUTPUTS,
+        correspondence=report(
+            results("figures", "correspondence_{category}.png"),
+            caption="../report/correspondence.rst",
+            category="Figures",
+            subcategory="Dense correspondence",
+            labels={"category": "{category}"},
         ),
-        conv=conv_params(EVAL["classification_descriptors"]),
-        crop_size=EVAL["crop_size"],
-        svm_c=EVAL["svm_c"],
-        seed=config["seed"],
-    script:
-        "../scripts/eval_classify.py"
-
-
-rule eval_pairs:
-    """Pair-wise PCK of one category over the dataset's pairs."""
-    input:
-        **eval_inputs(EVAL["pair_methods"]),
-    output:
-        results("eval", "{category}", "pairs.json"),
+        keypoint_figure=report(
+            results("figures", "keypoints_{category}.png"),
+            caption="../report/keypoints.rst",
+            category="Figures",
+            subcategory="Keypoint predictions",
+            labels={"category": "{category}"},
+        ),
     log:
-        results("logs", "eval_pairs", "{category}.log"),
+        results("logs", "evaluate", "{category}.log"),
     benchmark:
-        results("benchmarks", "eval_pairs", "{category}.tsv")
+        results("benchmarks", "evaluate", "{category}.tsv")
     conda:
         "../../envs/sopcorr.yaml"
     threads: 1
     resources:
         mem_mb=3000,
     params:
-        methods=EVAL["pair_methods"],
-        matchers=matcher_params(EVAL["pair_methods"]),
+        protocols=evaluation_protocols(),
+        matchers=matcher_params(EVAL_METHODS),
         devices=execution_devices,
-        alphas=EVAL["pair_alphas"],
-        max_pairs=EVAL["max_eval_pairs"],
         seed=config["seed"],
     script:
-        "../scripts/eval_pairs.py"
-
-
-rule eval_dense:
-    """Dense end-point error and PCK of one category against the synthetic ground truth."""
-    input:
-        **eval_inputs(EVAL["dense_methods"]),
-    output:
-        results("eval", "{category}", "dense.json"),
-    log:
-        results("logs", "eval_dense", "{category}.log"),
-    benchmark:
-        results("benchmarks", "eval_dense", "{category}.tsv")
-    conda:
-        "../../envs/sopcorr.yaml"
-    threads: 1
-    resources:
-        mem_mb=3000,
-    params:
-        methods=EVAL["dense_methods"],
-        matchers=matcher_params(EVAL["dense_methods"]),
-        devices=execution_devices,
-        alphas=EVAL["dense_alphas"],
-        stride=EVAL["dense_stride"],
-        max_pairs=EVAL["max_eval_pairs"],
-        seed=config["seed"],
-    script:
-        "../scripts/eval_dense.py"
+        "../scripts/evaluate.py"
 
 
 _TABLE_INPUTS = {
@@ -175,45 +113,6 @@ rule eval_table:
         paper_rows=config["dataset"]["kind"] == "voc_berkeley",
     script:
         "../scripts/eval_table.py"
-
-
-rule eval_figures:
-    """Dense correspondence colour maps (paper Fig. 1/2) and keypoint predictions against ground
-    truth (Fig. 6 right) of one category."""
-    input:
-        **eval_inputs(EVAL["figure_methods"]),
-        keypoints=results("eval", "{category}", "keypoints.json"),
-    output:
-        correspondence=report(
-            results("figures", "correspondence_{category}.png"),
-            caption="../report/correspondence.rst",
-            category="Figures",
-            subcategory="Dense correspondence",
-            labels={"category": "{category}"},
-        ),
-        keypoints=report(
-            results("figures", "keypoints_{category}.png"),
-            caption="../report/keypoints.rst",
-            category="Figures",
-            subcategory="Keypoint predictions",
-            labels={"category": "{category}"},
-        ),
-    log:
-        results("logs", "eval_figures", "{category}.log"),
-    benchmark:
-        results("benchmarks", "eval_figures", "{category}.tsv")
-    conda:
-        "../../envs/sopcorr.yaml"
-    threads: 1
-    resources:
-        mem_mb=3000,
-    params:
-        methods=EVAL["figure_methods"],
-        matchers=matcher_params(EVAL["figure_methods"]),
-        devices=execution_devices,
-        n_pairs=EVAL["figures_per_category"],
-    script:
-        "../scripts/eval_figures.py"
 
 
 _BARS = {  # figure name -> (table, key column, key value, y label)

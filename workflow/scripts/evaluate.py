@@ -1,0 +1,20 @@
+"""Every evaluation protocol of one category (sopcorr.evaluate.protocols): Tables 1 and 2,
+pair-wise PCK, the dense table and the category's figures, in one process."""
+from sopcorr.evaluate.protocols import CategoryEvaluation, CategoryOutputs, evaluate_category
+from sopcorr.matchers.methods import MatcherSettings
+from sopcorr.scriptutil import evaluation_inputs, limit_threads, run
+
+
+def main(smk):
+    limit_threads(smk)
+    p = smk.params
+    frames, checkpoints = evaluation_inputs(smk)
+    out = smk.output
+    outputs = CategoryOutputs(keypoints=out.keypoints, classify=out.classify,
+                              correspondence_figure=out.correspondence, keypoint_figure=out.keypoint_figure,
+                              pairs=getattr(out, "pairs", None), dense=getattr(out, "dense", None))
+    evaluation = CategoryEvaluation.from_params(p.protocols, p.seed, p.devices["backbone"])
+    evaluate_category(frames, checkpoints, MatcherSettings.from_params(p.matchers, p.devices), evaluation, outputs)
+
+
+run(main, snakemake)  # noqa: F821
