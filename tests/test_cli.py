@@ -17,7 +17,7 @@ from sopcorr.cli import main, position_colours
 from sopcorr.geometry import DenseCorrespondence, FeatureGrid, Letterbox
 from sopcorr.match import (FeatureSettings, PhotoFeatures, no_run_matcher, read_correspondence,
                            run_instance)
-from test_matchers_siamese import make_checkpoint
+from test_matchers_paper_network import make_checkpoint
 
 
 def _photo(h, w, seed, shift=0):

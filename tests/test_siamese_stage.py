@@ -44,12 +44,13 @@ def run(tmp_path_factory):
     return tmp
 
 
-def _section(**kw):
+def _section(paper=None, **kw):
     from sopcorr.config import validate_config
 
     sec = {"device": "cpu", "checkpoint_every": 1,
            "correlation": {"steps": 3, "batch_size": 2, "finetune_steps": 2, "hidden_channels": 8,
-                           "descriptor_dim": 8, "cells_per_pair": 6}}
+                           "descriptor_dim": 8, "cells_per_pair": 6},
+           "paper": paper or {}}
     sec.update(kw)
     return validate_config({"siamese": sec})["siamese"]
 
@@ -61,9 +62,9 @@ def _sources(run):
 def test_cached_grids_then_finetune_then_inference(run, tmp_path):
     from sopcorr.data.generic import read_image
     from sopcorr.features.store import FeatureStore
+    from sopcorr.matchers.correlation_network import CorrelationNetworkMatcher, CorrelationNetworkParams
+    from sopcorr.matchers.networks import NetworkParams, network_matcher
     from sopcorr.siamese.checkpoint import load_checkpoint
-    from sopcorr.matchers.network import NetworkMatcher
-    from sopcorr.matchers.siamese import SiameseMatcher, SiameseParams
     from sopcorr.siamese.stage import run_training
 
     sec = _section()
@@ -78,35 +79,35 @@ def test_cached_grids_then_finetune_then_inference(run, tmp_path):
                       init_checkpoint=tmp_path / "model.pt", progress=False)
     ft = load_checkpoint(tmp_path / "ft.pt")
     assert len(h2) == 2 and ft["config"]["train"]["keypoint_weight"] == 2.0
-    assert ft["config"]["extra"]["pairs"] == 3  # (3, 0) has a test image
+    assert ft["config"]["extra"]["data"]["n_pairs"] == 3  # (3, 0) has a test image
     assert any(not torch.equal(ck["model"][k], ft["model"][k]) for k in ck["model"])
     # inference from images: the encoder reproduces the feature store; one read-out per pair
     store = FeatureStore.open(run / "features.zarr")
-    mt = NetworkMatcher(tmp_path / "model.pt", device="cpu")
+    mt = CorrelationNetworkMatcher(CorrelationNetworkParams(device="cpu"), tmp_path / "model.pt")
     img0, img1 = read_image(run / "img" / "0.png"), read_image(run / "img" / "1.png")
     grid, fg = mt.grid(img0)
     assert np.allclose(grid, store.load(0), atol=2e-3) and fg == store.grid(0)
-    corr = mt.correspondence(img0, img1)
+    corr = mt.match_images(img0, img1)
     assert corr.target_xy.shape == (*store.valid.shape[1:], 2) and corr.valid.shape == store.valid.shape[1:]
-    desc, _ = mt.features(img0)
+    desc, _ = mt.image_descriptors(img0)
     assert desc.shape[-1] == 8 and np.allclose(np.linalg.norm(desc, axis=-1), 1, atol=1e-4)
     # the descriptors of the cached grid are the image's
     assert np.allclose(mt.describe(store.load(0)), desc, atol=1e-2)
     via = mt.match_descriptors(mt.describe(store.load(0)), mt.describe(store.load(1)), store.grid(0), store.grid(1))
     assert np.abs(via.target_xy - corr.target_xy).max() < 0.5
-    facade = SiameseMatcher(tmp_path / "ft.pt", SiameseParams(device="cpu"), backbone="efficientnet_lite0")
-    assert facade.network is not None and facade.match_images(img0, img1).grid.stride == store.stride
+    facade = network_matcher(tmp_path / "ft.pt", NetworkParams(device="cpu"), backbone="efficientnet_lite0")
+    assert isinstance(facade, CorrelationNetworkMatcher) and facade.match_images(img0, img1).grid.stride == store.stride
     # on frames: each image is encoded once (descriptors cached on the frame), and the read-out
     # equals the batched pass of both images
     from sopcorr.matchers.base import Frame
 
     frames = [Frame(None, None, None, image_source=im, index=i) for i, im in enumerate((img0, img1))]
     calls = []
-    encode = facade.network.model.encode
-    facade.network.model.encode = lambda x: calls.append(x.shape[0]) or encode(x)
+    encode = facade.model.encode
+    facade.model.encode = lambda x: calls.append(x.shape[0]) or encode(x)
     a = facade.correspondence(frames[0], frames[1])
     b = facade.correspondence(frames[1], frames[0])
-    facade.network.model.encode = encode
+    facade.model.encode = encode
     assert calls == [1, 1]
     ref = facade.match_images(img0, img1)
     assert np.abs(a.target_xy - ref.target_xy).max() < 1e-3 and np.array_equal(a.valid, ref.valid)
@@ -117,8 +118,8 @@ def test_cached_grids_then_finetune_then_inference(run, tmp_path):
 def test_end_to_end_from_images_on_the_cpu(run, tmp_path):
     from sopcorr.data.generic import read_image
     from sopcorr.features.backbones import build_backbone
+    from sopcorr.matchers.networks import NetworkParams, network_matcher
     from sopcorr.siamese.checkpoint import load_checkpoint
-    from sopcorr.matchers.siamese import SiameseMatcher, SiameseParams
     from sopcorr.siamese.stage import run_training
 
     sec = _section(freeze_encoder=False)
@@ -128,7 +129,7 @@ def test_end_to_end_from_images_on_the_cpu(run, tmp_path):
     enc = {k[len("encoder.backbone."):]: v for k, v in ck["model"].items() if k.startswith("encoder.backbone.")}
     ref = build_backbone("efficientnet_lite0", S).state_dict()
     assert enc and any(not torch.equal(ref[k], v) for k, v in enc.items() if k in ref)  # the encoder learned
-    mt = SiameseMatcher(tmp_path / "e2e.pt", SiameseParams(device="cpu"))
+    mt = network_matcher(tmp_path / "e2e.pt", NetworkParams(device="cpu"))
     img = read_image(run / "img" / "2.png")
     assert np.isfinite(mt.match_images(img, img).target_xy).all()
     # the trained encoder is the checkpoint's, not the registry's
@@ -137,7 +138,7 @@ def test_end_to_end_from_images_on_the_cpu(run, tmp_path):
 
 
 def test_architecture_mismatch_and_missing_pairs(run, tmp_path):
-    from sopcorr.siamese.model import CheckpointError
+    from sopcorr.siamese.checkpoint import CheckpointError
     from sopcorr.siamese.stage import run_training
 
     run_training(_sources(run), _section(), BACKBONE, 0, tmp_path / "model.pt", None, progress=False)
@@ -160,8 +161,8 @@ def test_best_learned_matcher_of_a_run(run, tmp_path):
     from sopcorr.errors import SopcorrError
     from sopcorr.matchers import Frame, best_learned_matcher, build
     from sopcorr.matchers.geometric import GeometricParams
-    from sopcorr.matchers.network_geometric import NetworkGeometricMatcher
-    from sopcorr.matchers.siamese import SiameseMatcher
+    from sopcorr.matchers.network_geometric import NetworkGeometricMatcher, NetworkGeometricParams
+    from sopcorr.matchers.paper_network import PaperNetworkMatcher
     from sopcorr.siamese.stage import run_training
 
     with pytest.raises(SopcorrError, match="no trained network"):
@@ -180,15 +181,15 @@ def test_best_learned_matcher_of_a_run(run, tmp_path):
     img0, img1 = read_image(run / "img" / "0.png"), read_image(run / "img" / "1.png")
     frame = lambda img, i: Frame(None, None, None, image_source=img, id=str(i))  # noqa: E731
     corr = m.correspondence(frame(img0, 0), frame(img1, 1))
-    ref = build("network_geometric", GeometricParams(), checkpoint=sd / "model.pt", device="cpu")
+    ref = build("network_geometric", NetworkGeometricParams(GeometricParams(), device="cpu"), checkpoint=sd / "model.pt")
     assert np.array_equal(corr.target_xy, ref.correspondence(frame(img0, 0), frame(img1, 1)).target_xy)
     # the paper's architecture: its own flow, the fine-tuned checkpoint before the trained one
     pd = tmp_path / "results" / "p" / "siamese" / "improved"
     pd.mkdir(parents=True)
-    run_training(_sources(run), _section(architecture="paper", steps=1, finetune_steps=1, batch_size=2),
+    run_training(_sources(run), _section(architecture="paper", paper={"steps": 1, "finetune_steps": 1, "batch_size": 2}),
                  BACKBONE, 0, pd / "model.pt", None, progress=False)
     m, desc = best_learned_matcher(pd.parents[1], None, device="cpu")
-    assert isinstance(m, SiameseMatcher) and m.network is None and "paper" in desc and "model.pt" in desc
+    assert isinstance(m, PaperNetworkMatcher) and "paper" in desc and "model.pt" in desc
     shutil.copy(pd / "model.pt", pd / "finetuned.pt")
     m, desc = best_learned_matcher(pd.parents[1], None, device="cpu")
     assert "fine-tuned" in desc and "finetuned.pt" in desc
@@ -205,6 +206,7 @@ def test_geometric_matcher_on_the_learned_descriptors(run, tmp_path):
     from sopcorr.flow.geometric import geometric_correspondence
     from sopcorr.matchers import Frame, build
     from sopcorr.matchers.geometric import GeometricParams
+    from sopcorr.matchers.network_geometric import NetworkGeometricParams
     from sopcorr.siamese.stage import run_training
     from dataclasses import replace
 
@@ -212,7 +214,7 @@ def test_geometric_matcher_on_the_learned_descriptors(run, tmp_path):
     store = FeatureStore.open(run / "features.zarr")
     imgs = [read_image(run / "img" / f"{k}.png") for k in (0, 1)]
     p = GeometricParams(ransac_iterations=20, embedding_weight=0.0)
-    m = build("network_geometric", p, checkpoint=tmp_path / "model.pt", device="cpu", readout="argmax")
+    m = build("network_geometric", NetworkGeometricParams(p, device="cpu", readout="argmax"), checkpoint=tmp_path / "model.pt")
 
     def stored(k):
         return Frame(store.load(k), store.valid[k], store.grid(k), image_source=imgs[k], id=str(k))
@@ -234,16 +236,18 @@ def test_geometric_matcher_on_the_learned_descriptors(run, tmp_path):
                                    seed=p.seed)
     assert np.array_equal(corr.target_xy, ref.target_xy) and np.array_equal(corr.valid, ref.valid)
     # the soft read-out without the prior is the network's own read-out on the same descriptors
-    soft0 = build("network_geometric", replace(p, strength=0.0), checkpoint=tmp_path / "model.pt", device="cpu")
+    soft0 = build("network_geometric", NetworkGeometricParams(replace(p, strength=0.0), device="cpu"),
+                  checkpoint=tmp_path / "model.pt")
     own = soft0.network.match_descriptors(da, m.descriptors(b)[0], store.grid(0), store.grid(1))
     got = soft0.correspondence(stored(0), stored(1))
     assert got.interpolation == "bilinear" and np.allclose(got.target_xy, own.target_xy, atol=1e-3)
     # with a strong prior the soft read-out stays finite everywhere
-    soft = build("network_geometric", replace(p, strength=50.0), checkpoint=tmp_path / "model.pt", device="cpu")
+    soft = build("network_geometric", NetworkGeometricParams(replace(p, strength=50.0), device="cpu"),
+                 checkpoint=tmp_path / "model.pt")
     assert np.isfinite(soft.correspondence(stored(0), stored(1)).target_xy).all()
     # an end-to-end checkpoint: the stored grids are not its encoder's, so the images are used
     run_training(_sources(run), _section(freeze_encoder=False), BACKBONE, 0, tmp_path / "e2e.pt", None,
                  progress=False)
-    e2e = build("network_geometric", p, checkpoint=tmp_path / "e2e.pt", device="cpu")
+    e2e = build("network_geometric", NetworkGeometricParams(p, device="cpu"), checkpoint=tmp_path / "e2e.pt")
     de, _ = e2e.descriptors(stored(0))
-    assert np.allclose(de, e2e.network.features(imgs[0])[0], atol=1e-5)
+    assert np.allclose(de, e2e.network.image_descriptors(imgs[0])[0], atol=1e-5)

@@ -117,11 +117,9 @@ def _matcher(args, method: str, category: str | None):
         matcher, desc = learned_matcher(args.run, category)
         return matcher, image_frames, f"learned matcher of run {args.run}: {desc}"
     if method == LEARNED:
-        from .matchers import build
-        from .matchers.siamese import SiameseParams
+        from .matchers.networks import NetworkParams, network_matcher
 
-        matcher = build("siamese", SiameseParams(device=args.device), checkpoint=args.checkpoint,
-                        backbone=args.backbone)
+        matcher = network_matcher(args.checkpoint, NetworkParams(device=args.device), backbone=args.backbone)
         return matcher, image_frames, (f"learned: the Siamese network of {args.checkpoint} "
                                        f"({matcher.spec.backbone}, {matcher.size} px)")
     matcher, desc = no_run_matcher(method, device=args.device)

@@ -61,6 +61,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"config error: the configuration must be a mapping, got {type(config).__name__}")
     schema = schema or load_schema()
+    _check_moved_keys(config, schema)
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: (len(e.path), list(map(str, e.path))))
     if errors:
         err = errors[0]
@@ -75,13 +76,32 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     return config
 
 
+#: keys that moved into a sub-section: section -> the sub-section that holds its former keys (the
+#: paper network's settings were siamese.* until each architecture had its own sub-section)
+MOVED_INTO = {"siamese": "paper"}
+
+
+def _check_moved_keys(config: dict, schema: dict) -> None:
+    """A key written where it used to live (``siamese.steps``) -> one line naming its new place."""
+    for section, sub in MOVED_INTO.items():
+        given = config.get(section)
+        props = schema["properties"][section]["properties"]
+        if not isinstance(given, dict):
+            continue
+        for key in given:
+            if key not in props and key in props[sub]["properties"]:
+                raise ConfigError(f"config error: {section}.{key}: moved to {section}.{sub}.{key} (the paper "
+                                  f"network's keys live in {section}.{sub}, the correlation network's in "
+                                  f"{section}.correlation)")
+
+
 def _check_semantics(config: dict) -> None:
     ds = config["dataset"]
     if ds["kind"] == "generic" and not ds.get("path"):
         raise ConfigError("config error: dataset.path: required when dataset.kind is 'generic'")
-    lo, hi = config["siamese"]["scale_range"]
+    lo, hi = config["siamese"]["paper"]["scale_range"]
     if lo > hi:
-        raise ConfigError(f"config error: siamese.scale_range: lower bound {lo} exceeds upper bound {hi}")
+        raise ConfigError(f"config error: siamese.paper.scale_range: lower bound {lo} exceeds upper bound {hi}")
     # the backbone's layer names and stride constraint (cheap: no network is built)
     from .features.registry import check_backbone_config
 

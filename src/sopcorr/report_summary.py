@@ -21,7 +21,7 @@ from typing import Iterable, Mapping, Sequence
 import pandas as pd
 
 from .errors import SopcorrError
-from .matchers.methods import method_descriptions, parse_name_table  # noqa: F401 - re-exported
+from .matchers.methods import method_descriptions
 
 #: tables in the order the page lists them; the first one the run has is the headline
 TABLE_ORDER = ("pair_pck", "keypoint_pck", "dense_synthetic", "keypoint_classification",

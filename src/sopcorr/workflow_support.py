@@ -112,16 +112,62 @@ SIAMESE_RUNTIME_KEYS = ("device", "checkpoint_every")
 _SIAMESE_TUNE_KEYS = ("keypoint_supervision", "keypoint_weight")
 
 
-def siamese_settings(siamese: dict, finetune: bool) -> dict:
-    """The ``siamese`` settings a training (``finetune=False``) or fine-tuning job uses: the
-    configured architecture's keys only, without :data:`SIAMESE_RUNTIME_KEYS`; training leaves
-    the fine-tuning keys out, so changing them reruns only ``finetune_siamese``."""
-    s = siamese
-    if s["architecture"] == "paper":
-        out = {k: v for k, v in s.items()
-               if k != "correlation" and (finetune or (not k.startswith("finetune_") and k not in _SIAMESE_TUNE_KEYS))}
-    else:
-        shared = ("architecture", "freeze_encoder", "grad_clip") + (_SIAMESE_TUNE_KEYS if finetune else ())
-        out = {k: s[k] for k in shared}
-        out["correlation"] = {k: v for k, v in s["correlation"].items() if finetune or not k.startswith("finetune_")}
-    return stable({k: v for k, v in out.items() if k not in SIAMESE_RUNTIME_KEYS})
+def siamese_settings(siamese: dict, finetune: bool, architecture: str | None = None) -> dict:
+    """The ``siamese`` settings a training (``finetune=False``) or fine-tuning job of
+    ``architecture`` (default: the configured one) uses: the shared keys but
+    :data:`SIAMESE_RUNTIME_KEYS` and that architecture's sub-section (``siamese.paper`` or
+    ``siamese.correlation``); training leaves the fine-tuning keys out, so changing them reruns
+    only ``finetune_siamese``."""
+    arch = architecture or siamese["architecture"]
+    shared = ("freeze_encoder", "grad_clip") + (_SIAMESE_TUNE_KEYS if finetune else ())
+    out = {"architecture": arch, **{k: siamese[k] for k in shared}}
+    out[arch] = {k: v for k, v in siamese[arch].items() if finetune or not k.startswith("finetune_")}
+    return stable(out)
+
+
+#: images per category assumed for PASCAL VOC before it is downloaded (the largest single-object
+#: categories of VOC 2012 trainval hold a few hundred; an upper bound for memory requests)
+VOC_IMAGES_PER_CATEGORY = 1000
+
+
+def images_per_category(config: dict, categories: list[str]) -> dict[str, int]:
+    """How many images each category has (synthetic: the generator's count; generic: the
+    dataset's; voc_berkeley: ``max_instances_per_category`` or :data:`VOC_IMAGES_PER_CATEGORY`)."""
+    ds = config["dataset"]
+    if ds["kind"] == "synthetic":
+        return {c: int(ds["synthetic"]["images_per_category"]) for c in categories}
+    if ds["kind"] == "generic":
+        counts: dict[str, int] = {}
+        for inst in check_dataset(config).instances:
+            counts[inst.category] = counts.get(inst.category, 0) + 1
+        return {c: counts.get(c, 0) for c in categories}
+    cap = ds["voc"].get("max_instances_per_category")
+    return {c: int(cap or VOC_IMAGES_PER_CATEGORY) for c in categories}
+
+
+def siamese_memory_mb(config: dict, categories: list[str], architecture: str | None = None) -> int:
+    """The ``mem_mb`` of a Siamese training job of ``architecture`` (default: the configured one),
+    a formula of the config (:mod:`sopcorr.features.memory`; no network is built):
+
+    * paper: the encoder's share at ``siamese.paper.input_size`` for both images of a batch
+      (trained end to end unless ``freeze_encoder``) plus 2 GB for the pairs, flows and network;
+    * correlation with a frozen encoder: the cached grids of every image, the teacher and the head
+      (:func:`~sopcorr.features.memory.correlation_training_mb`), no backbone;
+    * correlation end to end: that plus the backbone trained at the features' input size."""
+    from .features.memory import correlation_training_mb, grid_shape, job_memory_mb
+
+    s, bb = config["siamese"], config["backbone"]
+    arch = architecture or s["architecture"]
+    train_encoder = not s["freeze_encoder"]
+    if arch == "paper":
+        p = s["paper"]
+        return 2000 + job_memory_mb(bb["name"], p["input_size"], 2 * p["batch_size"], training=train_encoder)
+    c = s["correlation"]
+    counts = images_per_category(config, categories)
+    pairs = sum(min(int(config["flow"]["pairs_per_category"]), n * (n - 1)) for n in counts.values())
+    side, channels = grid_shape(bb["name"], bb["input_size"], bb["layers"])
+    mb = correlation_training_mb(side, channels, sum(counts.values()), pairs, c["batch_size"], c["cells_per_pair"],
+                                 c["hidden_channels"], c["descriptor_dim"])
+    if train_encoder:
+        mb += job_memory_mb(bb["name"], bb["input_size"], 2 * c["batch_size"], bb["layers"], training=True)
+    return mb

@@ -310,5 +310,5 @@ def architecture_settings(finetune):
     from sopcorr.workflow_support import siamese_settings
 
     return lambda wildcards: siamese_settings(
-        {**config["siamese"], "architecture": wildcards.architecture}, finetune=finetune
+        config["siamese"], finetune=finetune, architecture=wildcards.architecture
     )

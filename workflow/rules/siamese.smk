@@ -2,19 +2,20 @@
 # matches (flow/<variant>/<cat>.zarr), then fine-tuned on the keypoint training split
 # (sopcorr.siamese, docs/SIAMESE.md). siamese.architecture: correlation (default) trains the
 # correlation network's head on the cached feature grids (features/<cat>.zarr); paper trains
-# the paper's flow network on images at siamese.input_size. GPU rules (resources gpu=1) that also
+# the paper's flow network on images at siamese.paper.input_size. GPU rules (resources gpu=1) that also
 # run on the CPU; a killed job resumes from siamese/<output>.state.pt on its next run.
 
-from sopcorr.features.memory import job_memory_mb
-from sopcorr.workflow_support import backbone_settings, siamese_settings
+from sopcorr.workflow_support import backbone_settings, siamese_memory_mb, siamese_settings
 
-#: the encoder's share (sopcorr.features.memory.job_memory_mb) plus the pairs, flows and network
-_SIAMESE_MEM = 2000 + job_memory_mb(
-    config["backbone"]["name"],
-    config["siamese"]["input_size"],
-    2 * config["siamese"]["batch_size"],
-    training=not config["siamese"]["freeze_encoder"],
-)
+#: memory of the configured architecture's training: the paper network's encoder, pairs and
+#: flows, or the correlation network's cached grids, teacher and head (no backbone with a frozen
+#: encoder); a formula of the config (sopcorr.workflow_support.siamese_memory_mb)
+_SIAMESE_MEM = siamese_memory_mb(config, CATEGORIES)
+
+
+def architecture_memory(wildcards):
+    """mem_mb of the ablation's network of architecture {architecture}."""
+    return siamese_memory_mb(config, CATEGORIES, wildcards.architecture)
 
 
 rule train_siamese:
@@ -117,7 +118,7 @@ rule train_siamese_architecture:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=_SIAMESE_MEM,
+        mem_mb=architecture_memory,
     params:
         siamese=architecture_settings(False),
         backbone=backbone_settings(config["backbone"]),
@@ -153,7 +154,7 @@ rule finetune_siamese_architecture:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=_SIAMESE_MEM,
+        mem_mb=architecture_memory,
     params:
         siamese=architecture_settings(True),
         backbone=backbone_settings(config["backbone"]),

@@ -253,8 +253,8 @@ def category_spec(category: str) -> CategorySpec:
 
 
 @dataclass
-class Frame:
-    """A part's placed frame: origin (2,), axis angle (rad), length, half-width."""
+class PartPose:
+    """A part's placed local frame (its pose): origin (2,), axis angle (rad), length, half-width."""
 
     origin: np.ndarray
     angle: float
@@ -289,15 +289,16 @@ def _order(t: Template) -> list[int]:
 
 
 def pose(t: Template, angles: np.ndarray | None = None, length_scale: np.ndarray | None = None,
-         width_scale: np.ndarray | None = None) -> list[Frame]:
-    """Forward kinematics: one Frame per part (template units). angles: (P,) articulation
-    offsets in degrees; length_scale, width_scale: (P,) proportion factors (default 0 / 1)."""
+         width_scale: np.ndarray | None = None) -> list[PartPose]:
+    """Forward kinematics: one PartPose (placed local frame) per part (template units).
+    angles: (P,) articulation offsets in degrees; length_scale, width_scale: (P,) proportion
+    factors (default 0 / 1)."""
     n = len(t.parts)
     angles = np.zeros(n) if angles is None else angles
     ls = np.ones(n) if length_scale is None else length_scale
     ws = np.ones(n) if width_scale is None else width_scale
     idx = t.part_index()
-    frames: list[Frame | None] = [None] * n
+    frames: list[PartPose | None] = [None] * n
     for i in _order(t):
         p = t.parts[i]
         if p.parent is None:
@@ -305,7 +306,7 @@ def pose(t: Template, angles: np.ndarray | None = None, length_scale: np.ndarray
         else:
             pf = frames[idx[p.parent]]
             origin, base = pf.point(*p.joint), pf.angle
-        frames[i] = Frame(origin, base + math.radians(p.angle + angles[i]), p.length * ls[i], p.width * ws[i] / 2)
+        frames[i] = PartPose(origin, base + math.radians(p.angle + angles[i]), p.length * ls[i], p.width * ws[i] / 2)
     return frames  # type: ignore[return-value]
 
 
@@ -335,7 +336,7 @@ def _shape_r(p: Part, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(p.shape)
 
 
-def _outline(t: Template, frames: list[Frame]) -> np.ndarray:
+def _outline(t: Template, frames: list[PartPose]) -> np.ndarray:
     """(K, 2) points bounding every part (the corners of each local extent box)."""
     pts = []
     for p, f in zip(t.parts, frames):
@@ -476,7 +477,7 @@ def _random_primitive(rng, size_px: float, centre: np.ndarray):
     length = size_px * rng.uniform(0.6, 1.4)
     half = length * rng.uniform(0.15, 0.6)
     ang = rng.uniform(0, 2 * np.pi)
-    f = Frame(np.zeros(2), ang, length, half)
+    f = PartPose(np.zeros(2), ang, length, half)
     m = f.matrix()
     u0, u1, v0, v1 = _local_extent(p)
     mid = m @ np.array([(u0 + u1) / 2, (v0 + v1) / 2])

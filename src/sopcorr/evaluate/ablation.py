@@ -87,25 +87,23 @@ class BackboneParams:
 
 
 def extract_layer_set(cat, backbone: BackboneParams, layers: list[str]) -> MemoryStore:
-    """Raw features of one category (an EvalCategory) for another layer set of the backbone."""
+    """Raw features of one category (an EvalCategory) for another layer set of the backbone: the
+    feature stage's extraction (:func:`sopcorr.features.extract.dense_batches`, one image per
+    batch), kept in memory as float32."""
     import torch
 
     from ..device import resolve_device
     from ..features.backbones import build_backbone
-    from ..features.extract import dense_maps, preprocess
+    from ..features.extract import dense_batches
 
-    dev = resolve_device(backbone.device)
     net = build_backbone(backbone.name, backbone.input_size, layers=list(layers), weights=backbone.weights,
-                         device=str(dev))
+                         device=str(resolve_device(backbone.device)))
     feats, valid, grids = [], [], []
     with torch.inference_mode():
-        for i in range(len(cat.instances)):
-            x, lb = preprocess(cat.image(i), backbone.input_size, net.spec.mean, net.spec.std)
-            m = dense_maps(net, x[None].to(dev), relu=backbone.relu)[0].cpu().numpy()
-            g = FeatureGrid(lb, net.out_stride)
-            feats.append(m.astype(np.float32))
-            valid.append(g.valid_mask())
-            grids.append(g)
+        for _, maps, ok, lbs in dense_batches(net, cat.image, len(cat.instances), relu=backbone.relu, batch_size=1):
+            feats.append(maps[0].cpu().numpy().astype(np.float32))
+            valid.append(ok[0])
+            grids.append(FeatureGrid(lbs[0], net.out_stride))
     return MemoryStore(np.stack(feats), np.stack(valid), grids, [inst.id for inst in cat.instances])
 
 

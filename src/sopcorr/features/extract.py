@@ -9,14 +9,15 @@
   L2-normalised per location again (so every layer weighs the same). Differentiable and
   device-agnostic (the Siamese encoder and the evaluation reuse it).
 * :func:`global_descriptor` pools a dense map over the valid cells into one unit vector.
-* :func:`extract_images` / :func:`extract_category` write a feature store
+* :func:`dense_batches` runs the backbone over images a batch at a time;
+  :func:`extract_images` / :func:`extract_category` write its maps as a feature store
   (:mod:`sopcorr.features.store`).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -133,6 +134,24 @@ def backbone_attrs(net: BackboneNet, relu: bool) -> dict:
     }
 
 
+def dense_batches(net: BackboneNet, load_image: Callable[[int], np.ndarray], n: int, relu: bool = True,
+                  batch_size: int = 8) -> Iterator[tuple[list[int], torch.Tensor, np.ndarray, list[Letterbox]]]:
+    """The dense maps of images 0 .. n-1, ``batch_size`` at a time: per batch (image indices,
+    (B, H, W, C) maps on the net's device (:func:`dense_maps`), (B, H, W) bool valid cells, the
+    images' Letterboxes). load_image(i) -> (H_i, W_i, 3) uint8. Run it under
+    ``torch.inference_mode`` (or ``no_grad``)."""
+    device = next(net.parameters()).device
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(n, start + batch_size)))
+        xs, lbs = [], []
+        for i in idx:
+            x, lb = preprocess(load_image(i), net.input_size, net.spec.mean, net.spec.std)
+            xs.append(x)
+            lbs.append(lb)
+        maps = dense_maps(net, torch.stack(xs).to(device, non_blocking=True), relu=relu)
+        yield idx, maps, np.stack([valid_mask(lb, net.out_stride) for lb in lbs]), lbs
+
+
 def extract_images(net: BackboneNet, load_image: Callable[[int], np.ndarray], ids: Sequence[str],
                    out_zarr: str | Path, relu: bool = True, batch_size: int = 8,
                    progress: bool = True, extra_attrs: dict | None = None,
@@ -140,49 +159,34 @@ def extract_images(net: BackboneNet, load_image: Callable[[int], np.ndarray], id
     """Extract dense maps of N images and write a feature store at ``out_zarr``.
 
     load_image(i) -> (H_i, W_i, 3) uint8 image of ``ids[i]``. Images are read, letterboxed and
-    forwarded ``batch_size`` at a time under ``torch.inference_mode`` on the net's device.
+    forwarded ``batch_size`` at a time under ``torch.inference_mode`` on the net's device
+    (:func:`dense_batches`).
     """
     from ..progress import Progress
 
     n = len(ids)
     device = next(net.parameters()).device
-    size = net.input_size
     hw_grid = (net.out_size, net.out_size)
-    # image sizes are needed for the attrs before writing: load lazily but remember shapes
-    images_hw: list[tuple[int, int]] = [None] * n  # type: ignore[list-item]
-
-    def batches() -> Iterable[tuple[list[int], torch.Tensor, list[Letterbox]]]:
-        for start in range(0, n, batch_size):
-            idx = list(range(start, min(n, start + batch_size)))
-            xs, lbs = [], []
-            for i in idx:
-                x, lb = preprocess(load_image(i), size, net.spec.mean, net.spec.std)
-                images_hw[i] = (lb.height, lb.width)
-                xs.append(x)
-                lbs.append(lb)
-            yield idx, torch.stack(xs), lbs
-
     attrs = backbone_attrs(net, relu)
     attrs.update(extra_attrs or {})
     attrs["image_ids"] = list(ids)
     attrs["image_hw"] = [[0, 0]] * n  # filled in below, before the store is finalised
+    images_hw: list[list[int]] = [[0, 0]] * n
 
     writer = FeatureStoreWriter(out_zarr, n, hw_grid, net.out_channels, attrs, dtype=dtype)
     with writer, torch.inference_mode():
         bar = Progress(total=n, desc=f"features {Path(out_zarr).stem}", unit="img", disable=not progress,
                        logger=log)
-        for idx, xb, lbs in batches():
-            xb = xb.to(device, non_blocking=True)
-            maps = dense_maps(net, xb, relu=relu)
-            valid = np.stack([valid_mask(lb, net.out_stride) for lb in lbs])
+        for idx, maps, valid, lbs in dense_batches(net, load_image, n, relu=relu, batch_size=batch_size):
             glob = global_descriptor(maps, torch.from_numpy(valid).to(device))
             maps_np = maps.to(torch.float16 if np.dtype(dtype) == np.float16 else torch.float32).cpu().numpy()
             glob_np = glob.float().cpu().numpy()
             for j, i in enumerate(idx):
+                images_hw[i] = [lbs[j].height, lbs[j].width]
                 writer.write(i, maps_np[j], valid[j], glob_np[j])
             bar.update(len(idx))
         bar.close()
-        writer.attrs["image_hw"] = [list(hw) for hw in images_hw]
+        writer.attrs["image_hw"] = images_hw
     return Path(out_zarr)
 
 

@@ -102,3 +102,38 @@ def job_memory_mb(name: str, input_size: int, batch_size: int, layers=None, trai
 def round_up_mb(mb: float) -> int:
     """``mb`` rounded up to a multiple of :data:`MEMORY_STEP_MB`."""
     return int(math.ceil(mb / MEMORY_STEP_MB) * MEMORY_STEP_MB)
+
+
+def grid_shape(name: str, input_size: int, layers=None) -> tuple[int, int]:
+    """(side, channels) of the feature stage's grid: backbone ``name`` at ``input_size``, the
+    ``layers`` (None: its default ones) upsampled to the finest and concatenated."""
+    spec = get_spec(name)
+    chosen = list(layers) if layers else list(spec.default_layers)
+    stride = min(spec.layer(n).stride for n in chosen)
+    return int(input_size) // stride, sum(spec.layer(n).channels for n in chosen)
+
+
+def correlation_training_mb(grid_side: int, channels: int, images: int, pairs: int, batch_size: int,
+                            cells_per_pair: int | None, hidden_channels: int, descriptor_dim: int) -> int:
+    """Memory (MB) to request for training the correlation network's head on the cached grids
+    (``siamese.freeze_encoder: true``: no backbone is built), rounded up to
+    :data:`MEMORY_STEP_MB`: ``RUNTIME_MB`` +
+
+    * the grids of every image (float16 ``images x side^2 x channels``), twice: the stores'
+      arrays and their concatenation exist together while they are loaded;
+    * the teacher: float32 target cells and weights per cell of every pair (12 bytes), twice
+      (per-category arrays and their concatenation), plus one float64 read of the coordinates;
+    * a batch of ``batch_size`` pairs through the head: both grids in float32, the hidden and
+      descriptor maps, kept for the backward pass (x 2);
+    * the correlations of the drawn cells (``cells_per_pair``, None: every cell) against every
+      target cell, forward and reverse, with their logits, softmax and read-out kernel (x 12),
+      kept for the backward pass (x 2).
+    """
+    cells = int(grid_side) ** 2
+    b = max(1, int(batch_size))
+    n = cells if cells_per_pair is None else min(int(cells_per_pair), cells)
+    grids = 2 * images * cells * channels * 2
+    teacher = 2 * pairs * cells * 12 + pairs * cells * 2 * 8
+    head = 2 * (2 * b * cells * (channels + hidden_channels + 2 * descriptor_dim) * FLOAT_BYTES)
+    corr = 2 * 12 * b * n * cells * FLOAT_BYTES
+    return round_up_mb(RUNTIME_MB + (grids + teacher + head + corr) / 2 ** 20)

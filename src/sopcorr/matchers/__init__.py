@@ -4,20 +4,20 @@ dataclass (whose defaults are the schema's) and, where the method has one, a mod
 Every matcher offers ``correspondence(src: Frame, tgt: Frame) -> DenseCorrespondence`` and,
 where the method has them, ``descriptors(frame) -> ((H', W', D) array, FeatureGrid)``.
 
-=============  ===========================================  ==================================
-kind           class (module)                               params
-=============  ===========================================  ==================================
-``nn``         :class:`.nn.NearestNeighbourMatcher`          :class:`.nn.NNParams`
-``siftflow``   :class:`.siftflow.SiftFlowMatcher`            :class:`.siftflow.SiftFlowParams`
-``geometric``  :class:`.geometric.GeometricMatcher`          :class:`.geometric.GeometricParams`
-``siamese``    :class:`.siamese.SiameseMatcher` (checkpoint) :class:`.siamese.SiameseParams`
-``network_``   :class:`.network_geometric.                   :class:`.geometric.GeometricParams`
-``geometric``  NetworkGeometricMatcher` (checkpoint)
-=============  ===========================================  ==================================
+=======================  ==========================================================  =====================================================
+kind                     class (module)                                              params
+=======================  ==========================================================  =====================================================
+``nn``                   :class:`.nn.NearestNeighbourMatcher`                        :class:`.nn.NNParams`
+``siftflow``             :class:`.siftflow.SiftFlowMatcher`                          :class:`.siftflow.SiftFlowParams`
+``geometric``            :class:`.geometric.GeometricMatcher`                        :class:`.geometric.GeometricParams`
+``paper_network``        :class:`.paper_network.PaperNetworkMatcher` (checkpoint)    :class:`.paper_network.PaperNetworkParams`
+``correlation_network``  :class:`.correlation_network.CorrelationNetworkMatcher`     :class:`.correlation_network.CorrelationNetworkParams`
+``network_geometric``    :class:`.network_geometric.NetworkGeometricMatcher`         :class:`.network_geometric.NetworkGeometricParams`
+=======================  ==========================================================  =====================================================
 
-A ``siamese`` checkpoint of ``siamese.architecture: correlation`` is served by
-:class:`.network.NetworkMatcher`; :func:`.learned.best_learned_matcher` is a finished run's best
-learned matcher (``sopcorr match --run``).
+A trained network's checkpoint picks its own class: :func:`.networks.network_matcher` reads the
+architecture it records; :func:`.learned.best_learned_matcher` is a finished run's best learned
+matcher (``sopcorr match --run``).
 
 ``build(kind, params, **models)`` is the selector every consumer uses;
 :func:`.pseudo.build_pseudo_gt` composes the pseudo-ground-truth matcher,
@@ -35,7 +35,8 @@ MATCHERS: dict[str, tuple[str, str]] = {
     "nn": ("nn", "NearestNeighbourMatcher"),
     "siftflow": ("siftflow", "SiftFlowMatcher"),
     "geometric": ("geometric", "GeometricMatcher"),
-    "siamese": ("siamese", "SiameseMatcher"),
+    "paper_network": ("paper_network", "PaperNetworkMatcher"),
+    "correlation_network": ("correlation_network", "CorrelationNetworkMatcher"),
     "network_geometric": ("network_geometric", "NetworkGeometricMatcher"),
 }
 
@@ -45,9 +46,11 @@ _LAZY = {
     "NNParams": "nn", "NearestNeighbourMatcher": "nn",
     "SiftFlowParams": "siftflow", "SiftFlowMatcher": "siftflow",
     "GeometricParams": "geometric", "GeometricMatcher": "geometric",
-    "SiameseParams": "siamese", "SiameseMatcher": "siamese",
-    "NetworkMatcher": "network", "best_learned_matcher": "learned",
-    "NetworkGeometricMatcher": "network_geometric",
+    "NetworkParams": "networks", "NetworkMatcher": "networks", "network_matcher": "networks",
+    "PaperNetworkParams": "paper_network", "PaperNetworkMatcher": "paper_network",
+    "CorrelationNetworkParams": "correlation_network", "CorrelationNetworkMatcher": "correlation_network",
+    "NetworkGeometricParams": "network_geometric", "NetworkGeometricMatcher": "network_geometric",
+    "best_learned_matcher": "learned",
     "PseudoGTParams": "pseudo", "build_pseudo_gt": "pseudo",
     "METHODS": "methods", "Method": "methods", "MatcherSettings": "methods",
     "build_method": "methods", "build_methods": "methods",
@@ -68,7 +71,7 @@ def matcher_class(kind: str):
 
 def build(kind: str, params=None, **models):
     """The matcher ``kind`` built from ``params`` (default: its params class's defaults) and
-    ``models`` (e.g. ``checkpoint=`` for the Siamese network)."""
+    ``models`` (e.g. ``checkpoint=`` for a trained network)."""
     cls = matcher_class(kind)
     return cls(params=params if params is not None else cls.params_class(), **models)
 

@@ -22,6 +22,10 @@ from .base import Frame, Params
 __all__ = ["GeometricParams", "GeometricMatcher", "concat_descriptors"]
 
 
+#: the fields of GeometricParams that fit the location prior's affine models
+PRIOR_FIELDS = ("prior", "max_models", "min_support", "bandwidth", "ransac_threshold", "ransac_iterations", "seed")
+
+
 @dataclass(frozen=True)
 class GeometricParams(Params):
     """Settings of :func:`~sopcorr.flow.geometric.geometric_correspondence` (the schema's
@@ -51,6 +55,12 @@ class GeometricParams(Params):
         """The keyword arguments of :func:`~sopcorr.flow.geometric.geometric_correspondence`
         (every field but ``embedding_weight``, which only builds the descriptor)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "embedding_weight"}
+
+    def prior_kwargs(self) -> dict:
+        """The keyword arguments of :func:`~sopcorr.flow.geometric.prior_target_cells` (the
+        location prior's models: prior, max_models, min_support, bandwidth, RANSAC settings,
+        seed)."""
+        return {k: getattr(self, k) for k in PRIOR_FIELDS}
 
     def __post_init__(self):
         if self.prior not in PRIORS:

@@ -29,30 +29,48 @@ def best_learned_matcher(run_dir: str | Path, category: str | None = None, devic
       :class:`~sopcorr.matchers.network_geometric.NetworkGeometricMatcher` on the first
       checkpoint of :data:`LEARNED_CHECKPOINTS` that exists, with the geometric matcher's
       schema-default settings (``flow.geometric``; a run does not record its config).
-    * The paper's flow network: its own flow (:class:`~sopcorr.matchers.siamese.SiameseMatcher`),
-      the fine-tuned checkpoint first.
+    * The paper's flow network: its own flow
+      (:class:`~sopcorr.matchers.paper_network.PaperNetworkMatcher`), the fine-tuned checkpoint
+      first.
 
     ``correspondence(src, tgt)`` needs only the frames' images. SopcorrError (one line) when the
     run has no trained network."""
     from ..errors import SopcorrError
-    from ..siamese.checkpoint import architecture_of, load_checkpoint
-    from .geometric import GeometricParams
-    from .network_geometric import NetworkGeometricMatcher
-    from .siamese import SiameseMatcher, SiameseParams
+    from ..siamese.checkpoint import read_checkpoint
 
     run_dir = Path(run_dir)
     found = [run_dir / rel for rel in LEARNED_CHECKPOINTS if (run_dir / rel).is_file()]
     if not found:
         raise SopcorrError(f"--run {run_dir}: no trained network under it (looked for "
                            f"{', '.join(LEARNED_CHECKPOINTS)}); finish the run's siamese stage first")
-    ck = found[0]
-    stage = lambda p: "fine-tuned" if p.name == "finetuned.pt" else "trained"  # noqa: E731
-    if architecture_of(load_checkpoint(ck)) == "correlation":
-        m = NetworkGeometricMatcher(GeometricParams(seed=int(seed)), checkpoint=ck, device=device)
-        return m, ("ours_network_geometric: the correlation network's read-out (learned descriptors, "
-                   f"correlation + kernel soft-argmax) with the geometric matcher's affine prior, "
-                   f"{stage(ck)}, checkpoint {ck}")
-    # the paper's architecture: its own flow, the fine-tuned network first
-    ck = next((p for p in found if p.parent == ck.parent and p.name == "finetuned.pt"), ck)
-    m = SiameseMatcher(ck, SiameseParams(device=device))
-    return m, f"the paper's flow-regressing Siamese network, {stage(ck)}, checkpoint {ck}"
+    ck = read_checkpoint(found[0])
+    return _BEST[ck.architecture](ck, found, device, int(seed))
+
+
+def _stage(path: Path) -> str:
+    return "fine-tuned" if path.name == "finetuned.pt" else "trained"
+
+
+def _best_correlation(ck, found, device: str, seed: int):
+    """ours_network_geometric on the first checkpoint found."""
+    from .geometric import GeometricParams
+    from .network_geometric import NetworkGeometricMatcher, NetworkGeometricParams
+
+    m = NetworkGeometricMatcher(NetworkGeometricParams(geometric=GeometricParams(seed=seed), device=device),
+                                checkpoint=ck)
+    return m, ("ours_network_geometric: the correlation network's read-out (learned descriptors, "
+               f"correlation + kernel soft-argmax) with the geometric matcher's affine prior, "
+               f"{_stage(ck.path)}, checkpoint {ck.path}")
+
+
+def _best_paper(ck, found, device: str, seed: int):
+    """The paper network's own flow, the fine-tuned checkpoint of the same variant first."""
+    from .paper_network import PaperNetworkMatcher, PaperNetworkParams
+
+    path = next((p for p in found if p.parent == ck.path.parent and p.name == "finetuned.pt"), ck.path)
+    m = PaperNetworkMatcher(PaperNetworkParams(device=device), checkpoint=path)
+    return m, f"the paper's flow-regressing Siamese network, {_stage(path)}, checkpoint {path}"
+
+
+#: the architecture of a run's first checkpoint -> its best learned matcher
+_BEST = {"correlation": _best_correlation, "paper": _best_paper}

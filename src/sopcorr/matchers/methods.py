@@ -1,64 +1,47 @@
 """The named methods of the evaluation tables, each one matcher over one set of frames.
 
-A method name (``nn_raw``, ``ours_geometric_prior``, ...) is a matcher kind, the params it is
-built with, the frames it reads (which embedding) and whether keypoint localisation applies the
-location prior. :func:`build_method` builds it from :class:`MatcherSettings` (the typed
-settings of a job, built once from its rule's params) and the job's frames and checkpoints.
-This module imports no matcher at import time (the Snakefile reads :data:`METHODS` and
-:func:`method_inputs` at parse time).
-
-========================== =========================================================================
-``nn_raw``                 nearest neighbour (cosine) on the raw backbone features
-``nn_embed_iter1``         nearest neighbour on the embedding after the loop's first iteration
-``nn_embed``               nearest neighbour on the final manifold embedding
-``nn_embed_labels``        as nn_embed, a cell matching only cells of its own SOP label
-``pseudo_gt``              the pseudo-ground-truth matcher of the variant (:mod:`.pseudo`): the same
-                           object, settings and validity that wrote flow/<variant>/<cat>.zarr
-``siftflow``               SIFT flow on dense SIFT (radius ``evaluate.siftflow_radius`` px at the cell
-                           centres of the raw feature grid)
-``convflow``               SIFT flow on the raw backbone features
-``ours_network``           the learned Siamese network's own read-out (siamese/<variant>/model.pt; the
-                           correlation network: correlation + kernel soft-argmax, one forward pass)
-``ours_finetuned``         the Siamese network fine-tuned (siamese/<variant>/finetuned.pt), its read-out
-``ours_network_geometric`` the trained network's read-out with the geometric matcher's location
-                           prior: affine models fitted to mutual matches of its learned descriptors
-                           (siamese/<variant>/model.pt), the prior added to its correlation, read
-                           out by its kernel soft-argmax
-``ours_geometric``         the improved variant's geometric matcher (raw features + embedding)
-``arch_paper``             the paper's flow network (architecture paper) trained on the same teacher
-                           (ablation; siamese/<variant>/model.pt when it is the configured one)
-``arch_paper_finetuned``   the same fine-tuned (ablation)
-``arch_correlation``       the correlation network (architecture correlation) trained on the same
-                           teacher (ablation; siamese/<variant>/model.pt when it is the configured one)
-``arch_correlation_finetuned`` the same fine-tuned (ablation)
-``geo_raw``                the geometric matcher on raw features alone (ablation)
-``geo_concat``             = ours_geometric without the pseudo ground truth's validity (ablation)
-``<m>_prior``              method m with the keypoint location prior (localisation only)
-========================== =========================================================================
+A method name (``nn_raw``, ``ours_geometric_prior``, ...) is a :class:`MethodSpec`: a matcher
+kind, the params it is built with, the frames it reads (which embedding), whether keypoint
+localisation applies the location prior, and its description (the report's front page and
+``sopcorr match`` print it). :func:`build_method` builds it from :class:`MatcherSettings` (the
+typed settings of a job, built once from its rule's params) and the job's frames and
+checkpoints, through the builder of its kind (:data:`BUILDERS`). A ``<m>_prior`` method is
+method m with the keypoint location prior (localisation only). This module imports no matcher
+at import time (the Snakefile reads :data:`METHODS` and :func:`method_inputs` at parse time).
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SopcorrError
 from ..geometry import DenseCorrespondence
+from ..siamese.settings import ARCHITECTURES
 
-__all__ = ["ARCHITECTURES", "CHECKPOINTS", "MethodSpec", "METHODS", "Method", "MatcherSettings", "build_method", "method_inputs",
-           "method_kinds", "method_descriptions", "parse_name_table"]
+if TYPE_CHECKING:  # the params classes, for the annotations only (no import at parse time)
+    from .geometric import GeometricParams
+    from .networks import NetworkParams
+    from .nn import NNParams
+    from .pseudo import PseudoGTParams
+    from .siftflow import SiftFlowParams
+
+__all__ = ["CHECKPOINTS", "MethodSpec", "METHODS", "Method", "MatcherSettings", "BUILDERS", "build_method",
+           "build_matcher", "method_inputs", "method_kinds", "method_descriptions"]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """kind: the matcher ('nn', 'siftflow', 'geometric', 'pseudo_gt', 'siamese'); variant: a
-    fixed variation of the kind's params ('raw' / 'embedding' / 'labels' for nn, 'sift' /
-    'conv' for siftflow, 'raw' for geometric without the embedding); embedding: which
-    embedding the frames carry ('embedding', 'embedding_iter1' or None); labels: the frames
-    carry SOP labels; checkpoint: 'model' | 'finetuned' | None; prior: the location prior in
-    keypoint localisation; base: the method whose correspondences it shares."""
+    """kind: the matcher ('nn', 'siftflow', 'geometric', 'pseudo_gt', 'siamese': a trained
+    network, its class chosen by its checkpoint, 'network_geometric'); description: what the
+    method is, one line; variant: a fixed variation of the kind's params ('raw' / 'embedding'
+    / 'labels' for nn, 'sift' / 'conv' for siftflow, 'raw' for geometric without the
+    embedding); embedding: which embedding the frames carry ('embedding', 'embedding_iter1' or
+    None); labels: the frames carry SOP labels; checkpoint: a key of :data:`CHECKPOINTS` or
+    None; image: the method reads the frames' images; prior: the location prior in keypoint
+    localisation; base: the method whose correspondences it shares."""
 
     kind: str
+    description: str
     variant: str = ""
     embedding: str | None = None
     labels: bool = False
@@ -68,37 +51,60 @@ class MethodSpec:
     base: str = ""
 
 
-#: the Siamese architectures (siamese.architecture) the ablation trains side by side
-ARCHITECTURES = ("paper", "correlation")
-
 #: checkpoint inputs a method may read: the configured network ('model', 'finetuned') and the
 #: ablation's network of each architecture ('model_<architecture>', 'finetuned_<architecture>')
 CHECKPOINTS = ("model", "finetuned", *(f"{k}_{a}" for a in ARCHITECTURES for k in ("model", "finetuned")))
 
+_PRIOR = ", with the keypoint location prior (localisation only)"
+_ARCH = {"paper": "the paper's flow network (architecture paper)",
+         "correlation": "the correlation network (architecture correlation)"}
+
+
+def _arch_spec(arch: str, finetuned: bool) -> MethodSpec:
+    """The ablation's network of architecture ``arch`` (checkpoint ``<model|finetuned>_<arch>``)."""
+    kind = "finetuned" if finetuned else "model"
+    where = (f"siamese/<variant>/{kind}.pt when it is the configured one, else "
+             f"siamese/<variant>/architecture_{arch}/{kind}.pt")
+    return MethodSpec("siamese", f"{_ARCH[arch]} trained on the same teacher{' and fine-tuned' if finetuned else ''} "
+                      f"(ablation; {where})", checkpoint=f"{kind}_{arch}", image=True)
+
 
 def _specs() -> dict[str, MethodSpec]:
     s = {
-        "nn_raw": MethodSpec("nn", "raw"),
-        "nn_embed_iter1": MethodSpec("nn", "embedding", embedding="embedding_iter1"),
-        "nn_embed": MethodSpec("nn", "embedding", embedding="embedding"),
-        "nn_embed_labels": MethodSpec("nn", "labels", embedding="embedding", labels=True),
-        "pseudo_gt": MethodSpec("pseudo_gt", embedding="embedding"),
-        "siftflow": MethodSpec("siftflow", "sift", image=True),
-        "convflow": MethodSpec("siftflow", "conv"),
-        "ours_network": MethodSpec("siamese", checkpoint="model", image=True),
-        "ours_finetuned": MethodSpec("siamese", checkpoint="finetuned", image=True),
-        "ours_network_geometric": MethodSpec("network_geometric", checkpoint="model"),
-        **{f"arch_{a}{ft}": MethodSpec("siamese", checkpoint=f"{'finetuned' if ft else 'model'}_{a}", image=True)
-           for a in ARCHITECTURES for ft in ("", "_finetuned")},
-        "ours_geometric": MethodSpec("geometric", embedding="embedding"),
-        "geo_raw": MethodSpec("geometric", "raw"),
-        "geo_concat": MethodSpec("geometric", embedding="embedding"),
+        "nn_raw": MethodSpec("nn", "nearest neighbour (cosine) on the raw backbone features", "raw"),
+        "nn_embed_iter1": MethodSpec("nn", "nearest neighbour on the embedding after the loop's first iteration",
+                                     "embedding", embedding="embedding_iter1"),
+        "nn_embed": MethodSpec("nn", "nearest neighbour on the final manifold embedding", "embedding",
+                               embedding="embedding"),
+        "nn_embed_labels": MethodSpec("nn", "as nn_embed, a cell matching only cells of its own SOP label",
+                                      "labels", embedding="embedding", labels=True),
+        "pseudo_gt": MethodSpec("pseudo_gt", "the pseudo-ground-truth matcher of the variant (``.pseudo``): the same "
+                                "object, settings and validity that wrote flow/<variant>/<cat>.zarr",
+                                embedding="embedding"),
+        "siftflow": MethodSpec("siftflow", "SIFT flow on dense SIFT (radius ``evaluate.siftflow_radius`` px at the "
+                               "cell centres of the raw feature grid)", "sift", image=True),
+        "convflow": MethodSpec("siftflow", "SIFT flow on the raw backbone features", "conv"),
+        "ours_network": MethodSpec("siamese", "the learned Siamese network's own read-out "
+                                   "(siamese/<variant>/model.pt; the correlation network: correlation + kernel "
+                                   "soft-argmax, one forward pass)", checkpoint="model", image=True),
+        "ours_finetuned": MethodSpec("siamese", "the Siamese network fine-tuned (siamese/<variant>/finetuned.pt), "
+                                     "its read-out", checkpoint="finetuned", image=True),
+        "ours_network_geometric": MethodSpec(
+            "network_geometric", "the trained network's read-out with the geometric matcher's location prior: "
+            "affine models fitted to mutual matches of its learned descriptors (siamese/<variant>/model.pt), the "
+            "prior added to its correlation, read out by its kernel soft-argmax", checkpoint="model"),
+        **{f"arch_{a}{ft}": _arch_spec(a, bool(ft)) for a in ARCHITECTURES for ft in ("", "_finetuned")},
+        "ours_geometric": MethodSpec("geometric", "the improved variant's geometric matcher (raw features + "
+                                     "embedding)", embedding="embedding"),
+        "geo_raw": MethodSpec("geometric", "the geometric matcher on raw features alone (ablation)", "raw"),
+        "geo_concat": MethodSpec("geometric", "= ours_geometric without the pseudo ground truth's validity "
+                                 "(ablation)", embedding="embedding"),
     }
     out = {}
     for name, spec in s.items():
         out[name] = replace(spec, base=name)
     for name in ("siftflow", "convflow", "ours_network", "ours_finetuned", "ours_geometric"):
-        out[f"{name}_prior"] = replace(out[name], prior=True)
+        out[f"{name}_prior"] = replace(out[name], prior=True, description=out[name].description + _PRIOR)
     return out
 
 
@@ -148,13 +154,14 @@ class Method:
 @dataclass(frozen=True)
 class MatcherSettings:
     """The typed settings of one job's matchers (each None when the job does not use that
-    kind); build with :meth:`from_params` from a rule's ``matchers`` params entry."""
+    kind); build with :meth:`from_params` from a rule's ``matchers`` params entry. ``siamese``:
+    how the job's trained networks run (whichever architecture their checkpoints record)."""
 
-    nn: Any = None
-    siftflow: Any = None
-    geometric: Any = None
-    pseudo_gt: Any = None
-    siamese: Any = None
+    nn: NNParams | None = None
+    siftflow: SiftFlowParams | None = None
+    geometric: GeometricParams | None = None
+    pseudo_gt: PseudoGTParams | None = None
+    siamese: NetworkParams | None = None
 
     @classmethod
     def from_params(cls, values: dict, devices: dict | None = None) -> "MatcherSettings":
@@ -164,13 +171,13 @@ class MatcherSettings:
         'flow' for nearest neighbours and the pseudo ground truth, 'siamese' for the network;
         default 'auto')."""
         from .geometric import GeometricParams
+        from .networks import NetworkParams
         from .nn import NNParams
         from .pseudo import PseudoGTParams
-        from .siamese import SiameseParams
         from .siftflow import SiftFlowParams
 
         classes = {"nn": NNParams, "siftflow": SiftFlowParams, "geometric": GeometricParams,
-                   "pseudo_gt": PseudoGTParams, "siamese": SiameseParams}
+                   "pseudo_gt": PseudoGTParams, "siamese": NetworkParams}
         unknown = sorted(set(values) - set(classes))
         if unknown:
             raise SopcorrError(f"matcher settings: unknown matcher '{unknown[0]}' (valid: {', '.join(classes)})")
@@ -187,37 +194,66 @@ def _need(settings: MatcherSettings, kind: str, name: str):
     return val
 
 
+def _checkpoint(sp: MethodSpec, name: str, checkpoints: dict | None):
+    ck = (checkpoints or {}).get(sp.checkpoint)
+    if ck is None:
+        raise SopcorrError(f"method {name}: the job was given no '{sp.checkpoint}' checkpoint")
+    return ck
+
+
+def _build_nn(name, sp, settings, checkpoints):
+    from . import build
+
+    descriptor = "features" if sp.variant == "raw" else "embedding"
+    return build("nn", replace(_need(settings, "nn", name), descriptor=descriptor, mutual=False, labels=sp.labels,
+                               refine="none"))
+
+
+def _build_siftflow(name, sp, settings, checkpoints):
+    from . import build
+
+    descriptor = "sift" if sp.variant == "sift" else "features"
+    return build("siftflow", replace(_need(settings, "siftflow", name), descriptor=descriptor))
+
+
+def _build_geometric(name, sp, settings, checkpoints):
+    from . import build
+
+    p = _need(settings, "geometric", name)
+    return build("geometric", replace(p, embedding_weight=0.0) if sp.variant == "raw" else p)
+
+
+def _build_pseudo_gt(name, sp, settings, checkpoints):
+    from .pseudo import build_pseudo_gt
+
+    return build_pseudo_gt(_need(settings, "pseudo_gt", name))
+
+
+def _build_network(name, sp, settings, checkpoints):
+    from .networks import network_matcher
+
+    return network_matcher(_checkpoint(sp, name, checkpoints), _need(settings, "siamese", name))
+
+
+def _build_network_geometric(name, sp, settings, checkpoints):
+    from . import build
+    from .network_geometric import NetworkGeometricParams
+
+    geometric = replace(_need(settings, "geometric", name), embedding_weight=0.0)
+    params = NetworkGeometricParams(geometric=geometric, device=_need(settings, "siamese", name).device)
+    return build("network_geometric", params, checkpoint=_checkpoint(sp, name, checkpoints))
+
+
+#: method kind -> its builder ``(name, spec, settings, checkpoints) -> matcher``
+BUILDERS = {"nn": _build_nn, "siftflow": _build_siftflow, "geometric": _build_geometric,
+            "pseudo_gt": _build_pseudo_gt, "siamese": _build_network, "network_geometric": _build_network_geometric}
+
+
 def build_matcher(name: str, settings: MatcherSettings, checkpoints: dict | None = None):
     """The matcher of method ``name`` (a SopcorrError when a setting or checkpoint it needs
     was not given)."""
-    from . import build
-    from .pseudo import build_pseudo_gt
-
     sp = _spec(name)
-    if sp.kind == "nn":
-        p = _need(settings, "nn", name)
-        descriptor = "features" if sp.variant == "raw" else "embedding"
-        return build("nn", replace(p, descriptor=descriptor, mutual=False, labels=sp.labels, refine="none"))
-    if sp.kind == "siftflow":
-        p = _need(settings, "siftflow", name)
-        return build("siftflow", replace(p, descriptor="sift" if sp.variant == "sift" else "features"))
-    if sp.kind == "geometric":
-        p = _need(settings, "geometric", name)
-        return build("geometric", replace(p, embedding_weight=0.0) if sp.variant == "raw" else p)
-    if sp.kind == "pseudo_gt":
-        return build_pseudo_gt(_need(settings, "pseudo_gt", name))
-    if sp.kind == "siamese":
-        ck = (checkpoints or {}).get(sp.checkpoint)
-        if ck is None:
-            raise SopcorrError(f"method {name}: the job was given no '{sp.checkpoint}' checkpoint")
-        return build("siamese", _need(settings, "siamese", name), checkpoint=ck)
-    if sp.kind == "network_geometric":
-        ck = (checkpoints or {}).get(sp.checkpoint)
-        if ck is None:
-            raise SopcorrError(f"method {name}: the job was given no '{sp.checkpoint}' checkpoint")
-        p = replace(_need(settings, "geometric", name), embedding_weight=0.0)
-        return build("network_geometric", p, checkpoint=ck, device=_need(settings, "siamese", name).device)
-    raise SopcorrError(f"method {name}: unknown matcher kind '{sp.kind}'")  # pragma: no cover
+    return BUILDERS[sp.kind](name, sp, settings, checkpoints)
 
 
 def build_method(name: str, settings: MatcherSettings, frames: dict, checkpoints: dict | None = None,
@@ -247,39 +283,7 @@ def build_methods(names, settings: MatcherSettings, frames: dict, checkpoints: d
     return [build_method(n, settings, frames, checkpoints, cache) for n in names]
 
 
-def parse_name_table(doc: str) -> dict[str, str]:
-    """{name: description} from an RST simple table whose rows start with ````name````
-    (continuation lines indented) between ``====`` rules. Sphinx roles (``:mod:`x```) become
-    plain literals (````x````): the descriptions are rendered by plain docutils too."""
-    out: dict[str, str] = {}
-    inside = False
-    current = None
-    for line in doc.splitlines():
-        if re.fullmatch(r"=+( +=+)+\s*", line):
-            inside = not inside
-            current = None
-            continue
-        if not inside:
-            continue
-        m = re.match(r"``([A-Za-z0-9_]+)``\s+(.*)", line)
-        if m:
-            current = m.group(1)
-            out[current] = m.group(2).strip()
-        elif current and line.strip():
-            out[current] += " " + line.strip()
-    return {k: re.sub(r":[a-z]+:`([^`]+)`", r"``\1``", v) for k, v in out.items()}
-
-
 def method_descriptions() -> dict[str, str]:
-    """{method name: one-line description} of the methods of :data:`METHODS` that this
-    module's table describes (the one place they are written: the report's front page and
-    ``sopcorr match`` read them here); a ``<m>_prior`` method is its base's description with
-    the location prior."""
-    table = parse_name_table(__doc__ or "")
-    out = {}
-    for name, spec in METHODS.items():
-        if name in table:
-            out[name] = table[name]
-        elif spec.prior and spec.base in table:
-            out[name] = f"{table[spec.base]}, with the keypoint location prior (localisation only)"
-    return out
+    """{method name: one-line description} of every method of :data:`METHODS` (the report's
+    front page and ``sopcorr match`` read them here)."""
+    return {name: spec.description for name, spec in METHODS.items()}

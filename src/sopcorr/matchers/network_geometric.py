@@ -1,73 +1,80 @@
-"""The geometric matcher on the learned Siamese network's descriptors (method
+"""The geometric matcher on a trained Siamese network's descriptors (method
 ``ours_network_geometric``): the network's L2-normalised dense descriptors replace the teacher's
 raw features + embedding in the geometric matcher (:mod:`sopcorr.flow.geometric`: edge-aware
 consensus, mutual matches, the RANSAC affine location prior).
 
-``readout``:
+``readout`` (:class:`NetworkGeometricParams`):
 
 * ``'soft'`` (default, the correlation network): the prior is added to the network's own
   correlation of the learned descriptors, ``corr - strength * d^2 / side^2``, and read out as
-  the network reads out its correlation, by its kernel soft-argmax (its temperature and kernel
-  sigma), with bilinear transfer: the network's read-out with the geometric prior.
+  the network reads out its correlation, by its kernel soft-argmax
+  (:meth:`~sopcorr.matchers.correlation_network.CorrelationNetworkMatcher.readout`), with
+  bilinear transfer: the network's read-out with the geometric prior.
 * ``'argmax'``: :func:`~sopcorr.flow.geometric.geometric_correspondence` on the learned
   descriptors (prior-weighted arg-max of the consensus similarity), as the teacher does on raw
-  features + embedding; the paper's architecture always uses it.
+  features + embedding; the paper's architecture, whose network has no such read-out, always
+  uses it.
 
-Descriptors ``(H, W, D)`` come from the frame's stored raw feature grid through the head
-(:meth:`~sopcorr.matchers.network.NetworkMatcher.describe`) when that grid is the network's
-encoder output: a checkpoint whose encoder was not trained end to end, and a grid of the
-network's size. Otherwise (an end-to-end checkpoint, a frame without features) they come from
-the frame's image through the whole network, on the network's own grid. A checkpoint of the
-paper's architecture (``siamese.architecture: paper``) gives its fused encoder descriptor
-(:meth:`~sopcorr.matchers.siamese.SiameseMatcher.image_descriptors`) from the image.
+Descriptors ``(H, W, D)`` come from the frame's stored raw feature grid through the head when
+that grid is the network's encoder output
+(:meth:`~sopcorr.matchers.correlation_network.CorrelationNetworkMatcher.store_descriptors`).
+Otherwise (an end-to-end checkpoint, a frame without features, the paper's network) they come
+from the frame's image through the whole network, on the network's own grid.
 """
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..flow.geometric import geometric_correspondence
 from ..geometry import DenseCorrespondence, FeatureGrid
-from .base import Frame
+from .base import Frame, Params
 from .geometric import GeometricParams
 
-__all__ = ["NetworkGeometricMatcher"]
+__all__ = ["NetworkGeometricParams", "NetworkGeometricMatcher"]
+
+READOUTS = ("soft", "argmax")
+
+
+@dataclass(frozen=True)
+class NetworkGeometricParams(Params):
+    """geometric: the geometric matcher's settings (``embedding_weight`` is not used: the
+    descriptor is the network's); device: the network's ('auto' | 'cpu' | 'cuda', speed only);
+    readout: 'soft' (the network's kernel soft-argmax with the prior) or 'argmax' (module
+    docstring)."""
+
+    geometric: GeometricParams = field(default_factory=GeometricParams)
+    device: str = "auto"
+    readout: str = "soft"
+
+    SCHEMA: ClassVar[dict[str, str]] = {"device": "siamese.device"}
+
+    def __post_init__(self):
+        if self.readout not in READOUTS:
+            raise ConfigError(f"config error: readout: expected one of {', '.join(READOUTS)}, got {self.readout!r}")
 
 
 class NetworkGeometricMatcher:
-    """params: GeometricParams (``embedding_weight`` is not used: the descriptor is the
-    network's); checkpoint: ``siamese/<variant>/model.pt`` / ``finetuned.pt`` of either
-    architecture; device: 'auto' | 'cpu' | 'cuda'."""
+    """The geometric matcher on the descriptors of the network of ``checkpoint``
+    (``siamese/<variant>/model.pt`` / ``finetuned.pt`` of either architecture, served by
+    :func:`~sopcorr.matchers.networks.network_matcher`)."""
 
     name = "network_geometric"
-    params_class = GeometricParams
+    params_class = NetworkGeometricParams
 
-    def __init__(self, params: GeometricParams = GeometricParams(), checkpoint: str | Path | None = None,
-                 device: str = "auto", readout: str = "soft"):
-        from .siamese import SiameseMatcher, SiameseParams
+    def __init__(self, params: NetworkGeometricParams = NetworkGeometricParams(), checkpoint=None):
+        from .networks import network_matcher
 
         if checkpoint is None:
             raise TypeError("NetworkGeometricMatcher needs a checkpoint")
-        self.siamese = SiameseMatcher(checkpoint, SiameseParams(device=device))
-        #: the correlation network (None for the paper's architecture)
-        self.network = self.siamese.network
-        if readout not in ("soft", "argmax"):
-            raise ValueError(f"readout: expected 'soft' or 'argmax', got {readout!r}")
-        self.readout = readout if self.network is not None else "argmax"
         self.params = params
-        self._kw = params.correspondence_kwargs()
-
-    def _from_store(self, frame: Frame) -> bool:
-        if self.network is None:
-            return False
-        spec = self.network.spec
-        if frame.features is None or frame.grid is None or bool(getattr(spec, "encoder_trained", False)):
-            return False
-        g = spec.grid_size
-        return (frame.grid.stride == spec.stride and frame.features.shape[:2] == (g, g)
-                and frame.features.shape[-1] == spec.in_channels)
+        self.network = network_matcher(checkpoint, params)
+        self.readout = params.readout if self.network.soft_readout else "argmax"
+        self._kw = params.geometric.correspondence_kwargs()
 
     def descriptors(self, frame: Frame) -> tuple[np.ndarray, FeatureGrid]:
         """((H, W, D) float32 learned descriptors, FeatureGrid); cached on the frame."""
@@ -75,25 +82,26 @@ class NetworkGeometricMatcher:
 
     def _described(self, frame: Frame) -> tuple[np.ndarray, FeatureGrid, np.ndarray]:
         def make():
-            if self._from_store(frame):
+            d = self.network.store_descriptors(frame)
+            if d is not None:
                 valid = frame.valid if frame.valid is not None else frame.grid.valid_mask()
-                return self.network.describe(frame.features), frame.grid, np.asarray(valid, bool)
-            d, grid = self.siamese.image_descriptors(frame.image)
+                return d, frame.grid, np.asarray(valid, bool)
+            d, grid = self.network.image_descriptors(frame.image)
             return d, grid, grid.valid_mask()
 
-        return frame.cached(("network_geometric.descriptors", str(self.siamese.path)), make)
+        return frame.cached(("network_geometric.descriptors", str(self.network.path)), make)
 
     def _consensus(self, frame: Frame):
         """The frame's consensus descriptors (H, W, D') of the learned descriptors, cached."""
         from ..flow.geometric import neighbourhood_descriptors
 
-        p = self.params
+        p = self.params.geometric
 
         def make():
             d, _, v = self._described(frame)
             return neighbourhood_descriptors(d, v, p.consensus_radius, p.consensus_gate)
 
-        key = ("network_geometric.consensus", str(self.siamese.path), p.consensus_radius, p.consensus_gate)
+        key = ("network_geometric.consensus", str(self.network.path), p.consensus_radius, p.consensus_gate)
         return frame.cached(key, make)
 
     def correspondence(self, src: Frame, tgt: Frame) -> DenseCorrespondence:
@@ -108,9 +116,8 @@ class NetworkGeometricMatcher:
     def _soft_readout(self, ds, dt, gs, gt, vs, vt, cs, ct) -> DenseCorrespondence:
         """cs, ct: the consensus descriptors (H, W, D') of ds, dt."""
         from ..flow.geometric import prior_distance2, prior_target_cells
-        from ..siamese.correlation import kernel_soft_argmax
 
-        p = self.params
+        p = self.params.geometric
         hs, ws = ds.shape[:2]
         ht, wt = dt.shape[:2]
         vs_t, vt_t = torch.as_tensor(vs.reshape(-1)), torch.as_tensor(vt.reshape(-1))
@@ -119,16 +126,12 @@ class NetworkGeometricMatcher:
         corr = torch.as_tensor(ds.reshape(hs * ws, -1)) @ torch.as_tensor(dt.reshape(ht * wt, -1)).T
         objective = corr
         if p.strength > 0:
-            pred = prior_target_cells(a, b, a @ b.T, vs_t, vt_t, (hs, ws), (ht, wt), prior=p.prior,
-                                      max_models=p.max_models, min_support=p.min_support, bandwidth=p.bandwidth,
-                                      ransac_threshold=p.ransac_threshold, ransac_iterations=p.ransac_iterations,
-                                      seed=p.seed)
+            pred = prior_target_cells(a, b, a @ b.T, vs_t, vt_t, (hs, ws), (ht, wt), **p.prior_kwargs())
             objective = corr - p.strength * prior_distance2(pred, (ht, wt)) / float(max(ht, wt)) ** 2
-        spec = self.network.spec
-        cells, _ = kernel_soft_argmax(objective[None], (ht, wt), vt_t[None], spec.temperature, spec.readout_sigma)
+        cells = self.network.readout(objective, (ht, wt), vt_t)
         idx = torch.where(vt_t[None], objective, torch.tensor(-float("inf"))).argmax(1)
         score = corr.gather(1, idx[:, None])[:, 0].numpy().reshape(hs, ws)
-        cells = cells[0].numpy().astype(np.float64)
+        cells = cells.numpy().astype(np.float64)
         return DenseCorrespondence(target_xy=gt.cell_to_image(cells).reshape(hs, ws, 2).astype(np.float32),
                                    score=score.astype(np.float32), valid=np.asarray(vs, bool).copy(), grid=gs,
                                    interpolation="bilinear")

@@ -1,21 +1,34 @@
-"""Checkpoint I/O of both Siamese architectures.
+"""The checkpoint format both Siamese architectures share.
 
 A checkpoint is a ``torch.save`` dict written atomically: ``model`` (state dict), ``spec`` (the
-network's record: :class:`~sopcorr.siamese.model.ModelSpec` for ``architecture: paper``,
-:class:`~sopcorr.siamese.correlation.NetworkSpec` for ``architecture: correlation``; a spec
+network's record: :class:`~sopcorr.siamese.paper.net.ModelSpec` for ``architecture: paper``,
+:class:`~sopcorr.siamese.correlation.net.NetworkSpec` for ``architecture: correlation``; a spec
 without ``architecture`` is the paper's), ``step``, ``config``, ``history`` and, in resumable
-states, ``optimizer``, ``scheduler``, ``scaler``, ``rng``.
+states and final checkpoints of the loop, ``optimizer``, ``scheduler``, ``scaler``, ``rng``.
+The format is the one the project has written since the correlation network arrived: files
+written before the architectures became packages load unchanged (tests/test_checkpoints.py).
+
+:func:`read_checkpoint` reads a file once into a :class:`Checkpoint` (its architecture and
+spec); :func:`model_from_checkpoint` rebuilds the recorded network through its architecture's
+``net`` module (:data:`NETS`).
 """
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import SopcorrError
 from ..io import atomic_path
-from .model import CheckpointError, ModelSpec
+from .settings import ARCHITECTURES
+
+
+class CheckpointError(SopcorrError):
+    """A Siamese checkpoint is missing, unreadable or does not fit the request."""
 
 
 def rng_state() -> dict:
@@ -60,43 +73,63 @@ def architecture_of(ck: dict) -> str:
     return str(spec.get("architecture", "paper"))
 
 
+def _paper_net():
+    from .paper import net
+
+    return net
+
+
+def _correlation_net():
+    from .correlation import net
+
+    return net
+
+
+#: architecture -> its network module, which offers ``SPEC`` (the spec class, ``from_dict``) and
+#: ``model_for_state(spec, state, device, with_encoder) -> (model, state, strict)``
+NETS = {"paper": _paper_net, "correlation": _correlation_net}
+
+
 def spec_from_checkpoint(ck: dict, path: str | Path = "<checkpoint>"):
     """The checkpoint's ModelSpec (paper) or NetworkSpec (correlation)."""
     arch = architecture_of(ck)
+    if arch not in NETS:
+        raise CheckpointError(f"{path}: unknown architecture {arch!r} (expected {' or '.join(ARCHITECTURES)})")
     try:
-        if arch == "correlation":
-            from .correlation import NetworkSpec
-
-            return NetworkSpec.from_dict(ck["spec"])
-        if arch == "paper":
-            return ModelSpec.from_dict(ck["spec"])
+        return NETS[arch]().SPEC.from_dict(ck["spec"])
     except (TypeError, KeyError) as exc:
         raise CheckpointError(f"{path}: unreadable network record ({exc})") from None
-    raise CheckpointError(f"{path}: unknown architecture {arch!r} (expected paper or correlation)")
 
 
-def model_from_checkpoint(ck: dict, device="cpu", path: str | Path = "<checkpoint>", with_encoder: bool = True):
-    """Rebuild the network recorded in a checkpoint dict and load its weights.
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint read once: its file, the dict, the architecture and the network's spec."""
 
-    paper: :class:`~sopcorr.siamese.model.SiameseFlowNet` (encoder weights from the checkpoint).
-    correlation: :class:`~sopcorr.siamese.correlation.CorrelationNet`; its encoder comes from the
-    backbone registry (ImageNet weights) unless the checkpoint carries trained encoder weights;
-    ``with_encoder=False`` builds the head only (training on cached grids)."""
-    spec = spec_from_checkpoint(ck, path)
-    state = ck["model"]
-    if isinstance(spec, ModelSpec):
-        from .model import build_model
+    path: Path
+    data: dict
+    architecture: str
+    spec: Any
 
-        model = build_model(spec, device=device, pretrained=False)
-        strict = True
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """:func:`load_checkpoint` and the record it holds (CheckpointError naming the file)."""
+    ck = load_checkpoint(path)
+    return Checkpoint(Path(path), ck, architecture_of(ck), spec_from_checkpoint(ck, path))
+
+
+def model_from_checkpoint(ck: dict | Checkpoint, device="cpu", path: str | Path = "<checkpoint>",
+                          with_encoder: bool = True):
+    """Rebuild the network recorded in a checkpoint and load its weights.
+
+    paper: :class:`~sopcorr.siamese.paper.net.SiameseFlowNet` (encoder weights from the checkpoint).
+    correlation: :class:`~sopcorr.siamese.correlation.net.CorrelationNet`; its encoder comes from
+    the backbone registry (ImageNet weights) unless the checkpoint carries trained encoder
+    weights; ``with_encoder=False`` builds the head only (training on cached grids)."""
+    if isinstance(ck, Checkpoint):
+        path, spec, arch, ck = ck.path, ck.spec, ck.architecture, ck.data
     else:
-        from .correlation import build_network
-
-        has_encoder = any(k.startswith("encoder.") for k in state)
-        model = build_network(spec, device=device, with_encoder=with_encoder, pretrained=not has_encoder)
-        if not with_encoder:
-            state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
-        strict = has_encoder or not with_encoder
+        spec, arch = spec_from_checkpoint(ck, path), architecture_of(ck)
+    model, state, strict = NETS[arch]().model_for_state(spec, ck["model"], device, with_encoder)
     try:
         missing, unexpected = model.load_state_dict(state, strict=strict)
     except RuntimeError as exc:

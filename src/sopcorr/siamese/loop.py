@@ -19,14 +19,11 @@ import math
 import random
 import zlib
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
 
-from ..device import resolve_device  # noqa: F401 (one resolve_device for the project)
-
-from ..errors import SopcorrError
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 log = logging.getLogger("sopcorr.siamese")
@@ -51,27 +48,33 @@ def step_generator(seed: int, step: int, salt: str = "") -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step) * 7919 + zlib.crc32(salt.encode())) % (2**63))
 
 
-def run_loop(model: torch.nn.Module, params: Iterable[torch.nn.Parameter],
-             step_loss: Callable[[int, torch.Generator], torch.Tensor], cfg, out_path: str | Path,
-             record: dict, spec: dict | None, device: torch.device, state_path: str | Path | None = None,
-             resume: bool = True, progress: bool = True, stop_after: int | None = None,
-             salt: str = "train", desc: str = "siamese", on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """Optimise ``params`` of ``model`` for ``cfg.steps`` steps of ``step_loss(step, generator)``
-    (a scalar loss); write the final checkpoint (``model``, ``spec``, ``step``, ``config`` =
-    ``record``, ``history``, optimiser states) to ``out_path``. Returns the per-step losses of the
-    whole run (resumed steps included).
+def run_loop(model: torch.nn.Module, step_loss: Callable[[int, torch.Generator], torch.Tensor], cfg,
+             out_path: str | Path, spec: dict | None, device: torch.device, extra: dict | None = None,
+             salt: str = "train", state_path: str | Path | None = None, resume: bool = True,
+             progress: bool = True, stop_after: int | None = None, desc: str = "siamese",
+             on_step: Callable[[int, float], None] | None = None) -> list[float]:
+    """Optimise ``model`` (its ``trainable_parameters(cfg.freeze_encoder)``, in training mode
+    with its encoder's batch-norm statistics frozen: ``set_mode``) on ``device`` for
+    ``cfg.steps`` steps of ``step_loss(step, generator)`` (a scalar loss); write the final
+    checkpoint (``model``, ``spec``, ``step``, ``config`` = the run's record, ``history``,
+    optimiser states) to ``out_path``. Returns the per-step losses of the whole run (resumed
+    steps included).
 
-    cfg: ``steps``, ``lr``, ``weight_decay``, ``warmup_steps``, ``min_lr_ratio``, ``grad_clip``,
-    ``checkpoint_every``, ``seed``. state_path: resumable state (default
-    ``<out_path>.state.pt``); resume: continue from it when its record equals ``record``;
-    stop_after: stop (after checkpointing) once this step is reached -- simulates a kill in
-    tests. on_step(step, loss): called after every step (e.g. for logging)."""
+    cfg: a :class:`~sopcorr.siamese.settings.LoopSettings`. The record ``{train: cfg.to_dict(),
+    spec, extra, salt}`` identifies the run: state_path (default ``<out_path>.state.pt``) holds
+    the resumable state, continued when its record equals this one (resume); extra: what else
+    identifies the run (the training data, the initial checkpoint); salt: the stage ('train',
+    'finetune'), part of every step's seed. stop_after: stop (after checkpointing) once this
+    step is reached -- simulates a kill in tests. on_step(step, loss): called after every step
+    (e.g. for logging)."""
+    model.to(device).set_mode(True, cfg.freeze_encoder)
+    params = list(model.trainable_parameters(cfg.freeze_encoder))
+    record = dict(train=cfg.to_dict(), spec=spec, extra=extra or {}, salt=salt)
     out_path = Path(out_path)
     state_path = Path(state_path) if state_path else out_path.with_name(out_path.name + ".state.pt")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2**32))
     random.seed(cfg.seed)
-    params = list(params)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     use_amp = device.type == "cuda"

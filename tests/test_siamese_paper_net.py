@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from sopcorr.siamese.model import ModelSpec, SiameseFlowNet, build_model, truncated_euclidean_loss
-from test_siamese_stub import tiny_model
+from siamese_helpers import tiny_model
+from sopcorr.siamese.paper.net import ModelSpec, SiameseFlowNet, build_model, truncated_euclidean_loss
 
 
 def test_tiny_output_shapes_and_zero_init():
@@ -58,9 +58,9 @@ def test_truncated_loss_known_answers():
 
 def test_truncation_settings():
     from sopcorr.errors import SopcorrError
-    from sopcorr.siamese.model import truncation_T2
+    from sopcorr.siamese.settings import truncation_T2
 
     assert truncation_T2("paper", 128) == 128.0
     assert truncation_T2(0.25, 128) == 32.0 ** 2
-    with pytest.raises(SopcorrError, match="siamese.truncation"):
+    with pytest.raises(SopcorrError, match="siamese truncation"):
         truncation_T2("half", 128)

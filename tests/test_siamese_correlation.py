@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from sopcorr.siamese.correlation import (MASKED, NetworkSpec, build_network, cell_coordinates, correlation,
+from sopcorr.siamese.correlation.net import (MASKED, NetworkSpec, build_network, cell_coordinates, correlation,
                                          kernel_soft_argmax)
-from sopcorr.siamese.grids import GridPairs, Teacher, add_keypoints, flip_batch, teacher_from_arrays
-from sopcorr.siamese.losses import (dense_infonce, readout_flow_loss, sample_cells, soft_cross_entropy,
+from sopcorr.siamese.correlation.data import GridPairs, Teacher, add_keypoints, flip_batch, teacher_from_arrays
+from sopcorr.siamese.correlation.losses import (dense_infonce, readout_flow_loss, sample_cells, soft_cross_entropy,
                                     target_distribution)
-from sopcorr.siamese.settings import FitConfig
+from sopcorr.siamese.correlation.train import CorrelationSettings
 
 
 def _spec(C=8, H=6, **kw):
@@ -206,7 +206,7 @@ def _readout_accuracy(model, src, tgt, shift):
 
 
 def test_head_trained_on_a_synthetic_shift_learns_it(tmp_path):
-    from sopcorr.siamese.fit import fit
+    from sopcorr.siamese.correlation.train import fit
 
     H = W = 6
     C = 16
@@ -224,7 +224,7 @@ def test_head_trained_on_a_synthetic_shift_learns_it(tmp_path):
                                 temperature=0.1, readout_sigma=1.0), with_encoder=False)
     test_src, test_tgt = _shift_task(4, H, W, C, shift, seed=1)   # unseen grids
     before = _readout_accuracy(model, test_src, test_tgt, shift)
-    cfg = FitConfig(steps=150, batch_size=4, lr=1e-2, flip=False, checkpoint_every=1000, target_sigma=0.5)
+    cfg = CorrelationSettings(steps=150, batch_size=4, lr=1e-2, flip=False, checkpoint_every=1000, target_sigma=0.5)
     hist = fit(model, data, cfg, tmp_path / "m.pt", device="cpu", progress=False)
     after = _readout_accuracy(model.eval(), test_src, test_tgt, shift)
     assert np.mean(hist[-10:]) < np.mean(hist[:10])
@@ -242,10 +242,10 @@ def _toy_data(n=6, H=4, C=8, seed=0):
 
 def test_fit_resume_after_kill_equals_uninterrupted_and_round_trips(tmp_path):
     from sopcorr.siamese.checkpoint import load_checkpoint, model_from_checkpoint
-    from sopcorr.siamese.fit import fit
+    from sopcorr.siamese.correlation.train import fit
 
     data = _toy_data()
-    cfg = FitConfig(steps=4, batch_size=2, lr=1e-2, checkpoint_every=100, seed=3, cells_per_pair=5)
+    cfg = CorrelationSettings(steps=4, batch_size=2, lr=1e-2, checkpoint_every=100, seed=3, cells_per_pair=5)
 
     def net(seed):
         torch.manual_seed(seed)

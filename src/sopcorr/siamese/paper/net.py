@@ -1,4 +1,5 @@
-"""The Siamese flow network, its truncated Euclidean loss and the checkpoint's model record.
+"""The paper's Siamese flow network (``siamese.architecture: paper``), its truncated Euclidean
+loss and its checkpoint record.
 
 Architecture (paper section 5, Fig. 5; FCN-8 style decoder):
 
@@ -27,85 +28,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import SopcorrError
+from ...errors import SopcorrError
+from ..encoder import EncoderTraining, build_encoder
 
 
-class CheckpointError(SopcorrError):
-    """A Siamese checkpoint is missing, unreadable or does not fit the request."""
+def encoder_for(spec: "ModelSpec", device="cpu", weights=None, pretrained: bool = True) -> nn.Module:
+    """The shared encoder of ``spec`` (:func:`sopcorr.siamese.encoder.build_encoder`) at the
+    layers ``spec.encoder_layers`` (None: the backbone registry's Siamese layers, strides
+    8/16/32 on EfficientNet-Lite, :func:`sopcorr.features.registry.siamese_encoder_layers`)."""
+    from ...features.registry import siamese_encoder_layers
 
-
-# --------------------------------------------------------------------------- encoders
-
-#: name -> factory(input_size, layers, weights, device, pretrained) returning an encoder module
-#: whose forward(x (B,3,S,S)) returns a dict layer -> (B, C, S/s, S/s). Backbone names resolve
-#: to ``sopcorr.features.backbones.build_backbone``; tests may register small stand-ins.
-ENCODERS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_encoder(name: str, factory: Callable[..., nn.Module]) -> None:
-    """Register an encoder factory ``factory(input_size, layers, weights, device, pretrained)``."""
-    ENCODERS[name] = factory
-
-
-def default_layers(backbone: str) -> list[str] | None:
-    """Encoder layers when ``siamese.encoder_layers`` is null: the backbone registry's
-    (``sopcorr.features.registry.siamese_encoder_layers``: strides 8/16/32 on EfficientNet-Lite);
-    None for an encoder registered here."""
-    from ..features.registry import BACKBONES, siamese_encoder_layers
-
-    return siamese_encoder_layers(backbone) if backbone in BACKBONES else None
-
-
-def build_encoder(name: str, input_size: int, layers=None, weights=None, device="cpu",
-                  pretrained: bool = True) -> nn.Module:
-    """The shared encoder: a registered factory or the project's backbone registry
-    (``sopcorr.features.backbones.build_backbone``; ImageNet weights are always loaded there).
-
-    ``pretrained=False`` is used when the weights come from a checkpoint right after. An unused
-    classifier (VGG16's 120M-parameter fully connected layers) is dropped to keep checkpoints
-    small."""
-    if name in ENCODERS:
-        return ENCODERS[name](input_size=input_size, layers=layers, weights=weights, device=device,
-                              pretrained=pretrained)
-    from ..features.backbones import build_backbone  # the project's backbone registry
-
-    kwargs = dict(layers=layers if layers else default_layers(name), weights=weights, device=device)
-    if not pretrained:
-        kwargs.update(_no_pretrained_kwargs(build_backbone))
-    enc = build_backbone(name, input_size, **kwargs)
-    inner = getattr(enc, "model", None)
-    if inner is not None and isinstance(getattr(inner, "classifier", None), nn.Module):
-        inner.classifier = nn.Identity()
-    return enc
-
-
-def normalisation(encoder: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) the encoder expects its [0, 1] RGB inputs normalised with."""
-    spec = getattr(encoder, "spec", None)
-    if spec is not None and hasattr(spec, "mean"):
-        return tuple(spec.mean), tuple(spec.std)
-    from ..features.registry import IMAGENET_MEAN, IMAGENET_STD
-
-    return IMAGENET_MEAN, IMAGENET_STD
-
-
-def _no_pretrained_kwargs(fn) -> dict:
-    """Keyword arguments asking ``build_backbone`` not to load pretrained weights, if it has one."""
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return {}
-    if "pretrained" in params:
-        return {"pretrained": False}
-    return {}
+    layers = spec.encoder_layers or siamese_encoder_layers(spec.backbone)
+    return build_encoder(spec.backbone, spec.input_size, layers, weights=weights, device=device, pretrained=pretrained)
 
 
 # --------------------------------------------------------------------------- model record
@@ -153,7 +92,7 @@ def _bilinear_kernel(channels: int, k: int) -> torch.Tensor:
     return w.expand(channels, 1, k, k).clone()
 
 
-class SiameseFlowNet(nn.Module):
+class SiameseFlowNet(EncoderTraining, nn.Module):
     """Siamese dense-flow network (see the module docstring).
 
     encoder: module, forward(x (B,3,S,S)) -> dict layer -> (B, C_l, S/s_l, S/s_l)
@@ -265,46 +204,26 @@ class SiameseFlowNet(nn.Module):
             flow = F.interpolate(flow, size=(S, S), mode="bilinear", align_corners=False)
         return flow * self.flow_unit
 
-    def trainable_parameters(self, freeze_encoder: bool):
-        """Parameters to optimise (the encoder's are left out when frozen)."""
-        for name, p in self.named_parameters():
-            if freeze_encoder and name.startswith("encoder."):
-                continue
-            yield p
-
-    def set_mode(self, training: bool, freeze_encoder: bool) -> "SiameseFlowNet":
-        """Train/eval mode. The encoder's batch-norm statistics stay frozen (eval mode) always:
-        the pairs per batch are few and the statistics come from ImageNet."""
-        self.train(training)
-        self.encoder.eval()
-        for p in self.encoder.parameters():
-            p.requires_grad_(not freeze_encoder)
-        return self
-
 
 def build_model(spec: ModelSpec, device="cpu", weights=None, pretrained: bool = True) -> SiameseFlowNet:
     """Build the network described by ``spec`` on ``device``."""
-    enc = build_encoder(spec.backbone, spec.input_size, layers=spec.encoder_layers, weights=weights,
-                        device=device, pretrained=pretrained)
+    enc = encoder_for(spec, device=device, weights=weights, pretrained=pretrained)
     net = SiameseFlowNet(enc, spec.input_size, spec.fuse_channels, spec.decoder_channels, spec=spec)
     return net.to(device)
 
 
+#: the checkpoint record of this architecture (:data:`sopcorr.siamese.checkpoint.NETS`)
+SPEC = ModelSpec
+
+
+def model_for_state(spec: ModelSpec, state: dict, device="cpu", with_encoder: bool = True):
+    """(network of ``spec`` without pretrained weights, ``state``, strict): what
+    :func:`sopcorr.siamese.checkpoint.model_from_checkpoint` loads a checkpoint's weights into
+    (the paper's checkpoints always carry the encoder's weights)."""
+    return build_model(spec, device=device, pretrained=False), state, True
+
+
 # --------------------------------------------------------------------------- loss
-
-
-def truncation_T2(truncation, long_edge: int) -> float:
-    """T^2 of the loss: ``'paper'`` -> the long edge in pixels (paper Eq. 10, T = sqrt(edge));
-    a number f -> (f * long edge)^2 (T a fraction of the image)."""
-    if truncation in (None, "paper"):
-        return float(long_edge)
-    try:
-        f = float(truncation)
-    except (TypeError, ValueError):
-        raise SopcorrError(f"siamese.truncation: expected 'paper' or a positive number, got {truncation!r}") from None
-    if not f > 0:
-        raise SopcorrError(f"siamese.truncation: must be positive, got {truncation!r}")
-    return (f * long_edge) ** 2
 
 
 def truncated_euclidean_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,

@@ -1,4 +1,5 @@
-"""The correlation network: matching inside a Siamese network (the default architecture).
+"""The correlation network (``siamese.architecture: correlation``, the default): matching inside
+a Siamese network.
 
 Both images go through the same frozen (or, end to end, trainable) **encoder**: the configured
 backbone at the feature stage's layers and input size, combined exactly as the feature stage
@@ -23,7 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import SopcorrError
+from ...errors import SopcorrError
+from ..encoder import EncoderTraining, build_encoder
 
 ARCHITECTURE = "correlation"
 
@@ -103,18 +105,17 @@ class GridEncoder(nn.Module):
         self.relu = bool(relu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ..features.extract import combine_layers
+        from ...features.extract import combine_layers
 
         return combine_layers(self.backbone(x), self.layers, relu=self.relu).permute(0, 3, 1, 2)
 
 
-def build_encoder(spec: NetworkSpec, device="cpu", pretrained: bool = True) -> GridEncoder:
-    """The encoder of ``spec`` from the project's backbone registry (ImageNet weights unless
-    ``pretrained=False``, when a checkpoint's weights are loaded right after)."""
-    from ..features.backbones import build_backbone
-
-    bb = build_backbone(spec.backbone, spec.input_size, layers=list(spec.layers), weights=spec.weights,
-                        device=device, pretrained=pretrained)
+def grid_encoder(spec: NetworkSpec, device="cpu", pretrained: bool = True) -> GridEncoder:
+    """The encoder of ``spec``: the shared encoder (:func:`sopcorr.siamese.encoder.build_encoder`,
+    ImageNet weights unless ``pretrained=False``, when a checkpoint's weights are loaded right
+    after) at the feature stage's layers, combined as the feature stage combines them."""
+    bb = build_encoder(spec.backbone, spec.input_size, spec.layers, weights=spec.weights, device=device,
+                       pretrained=pretrained)
     return GridEncoder(bb, bb.layers, spec.relu)
 
 
@@ -205,7 +206,7 @@ def kernel_soft_argmax(corr: torch.Tensor, shape_tgt: tuple[int, int], valid_tgt
     return expected_cell(torch.softmax(logits, -1), shape_tgt), score
 
 
-class CorrelationNet(nn.Module):
+class CorrelationNet(EncoderTraining, nn.Module):
     """Siamese correlation network (module docstring). ``encoder`` None: the network works on
     encoder grids given by the caller (training on cached feature grids)."""
 
@@ -239,24 +240,27 @@ class CorrelationNet(nn.Module):
         _, cells, score = self.match(self.describe(grid_src), self.describe(grid_tgt), valid_tgt)
         return cells, score
 
-    def trainable_parameters(self, freeze_encoder: bool):
-        for name, p in self.named_parameters():
-            if freeze_encoder and name.startswith("encoder."):
-                continue
-            yield p
-
-    def set_mode(self, training: bool, freeze_encoder: bool) -> "CorrelationNet":
-        """Train/eval mode; the encoder's batch-norm statistics stay frozen (few pairs a batch)."""
-        self.train(training)
-        if self.encoder is not None:
-            self.encoder.eval()
-            for p in self.encoder.parameters():
-                p.requires_grad_(not freeze_encoder)
-        return self
-
 
 def build_network(spec: NetworkSpec, device="cpu", with_encoder: bool = True, pretrained: bool = True) -> CorrelationNet:
     """The network of ``spec`` on ``device``; ``with_encoder=False`` leaves the encoder out
     (training on cached grids)."""
-    enc = build_encoder(spec, device=device, pretrained=pretrained) if with_encoder else None
+    enc = grid_encoder(spec, device=device, pretrained=pretrained) if with_encoder else None
     return CorrelationNet(spec, enc).to(device)
+
+
+#: the checkpoint record of this architecture (:data:`sopcorr.siamese.checkpoint.NETS`)
+SPEC = NetworkSpec
+
+
+def model_for_state(spec: NetworkSpec, state: dict, device="cpu", with_encoder: bool = True):
+    """(network of ``spec``, the part of ``state`` to load, strict): what
+    :func:`sopcorr.siamese.checkpoint.model_from_checkpoint` loads a checkpoint's weights into.
+    A checkpoint without encoder weights (a frozen encoder) takes the registry's ImageNet
+    encoder; ``with_encoder=False`` builds the head only (training on cached grids). A VGG16
+    classifier in the encoder's weights (unused; the shared encoder drops it) is ignored."""
+    state = {k: v for k, v in state.items() if not k.startswith("encoder.backbone.model.classifier.")}
+    has_encoder = any(k.startswith("encoder.") for k in state)
+    model = build_network(spec, device=device, with_encoder=with_encoder, pretrained=not has_encoder)
+    if not with_encoder:
+        state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+    return model, state, has_encoder or not with_encoder

@@ -1,4 +1,4 @@
-"""Losses of the correlation network (:mod:`sopcorr.siamese.correlation`).
+"""Losses of the correlation network (:mod:`sopcorr.siamese.correlation.net`).
 
 * :func:`dense_infonce`: for every source cell with pseudo ground truth, the cross-entropy
   between the network's matching distribution ``softmax(correlation / temperature)`` over the
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .correlation import cell_coordinates, gaussian_1d, masked_logits
+from .net import cell_coordinates, gaussian_1d, masked_logits
 
 
 def _nearest_index(target: torch.Tensor, shape_tgt: tuple[int, int]) -> torch.Tensor:

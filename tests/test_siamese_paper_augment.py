@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from sopcorr.siamese.augment import (apply_points, augment_batch, similarity_matrices, transform_flow,
+from sopcorr.siamese.paper.augment import (apply_points, augment_batch, similarity_matrices, transform_flow,
                                      warp_images)
 
 S = 48

@@ -1,16 +1,18 @@
-"""sopcorr.matchers.siamese.SiameseMatcher: known answers with a constant-flow network,
-descriptor shape, wrong checkpoints, the Frame interface."""
+"""sopcorr.matchers.paper_network.PaperNetworkMatcher: known answers with a constant-flow
+network, descriptor shape, wrong checkpoints, the Frame interface, the factory that reads the
+checkpoint."""
 import numpy as np
 import pytest
 import torch
 
 from sopcorr.matchers import build
 from sopcorr.matchers.base import Frame
-from sopcorr.matchers.siamese import SiameseMatcher, SiameseParams
-from sopcorr.siamese.model import CheckpointError, ModelSpec, build_model
-from sopcorr.siamese.train import save_checkpoint
+from sopcorr.matchers.networks import NetworkParams, network_matcher
+from sopcorr.matchers.paper_network import PaperNetworkMatcher, PaperNetworkParams
+from sopcorr.siamese.checkpoint import CheckpointError, save_checkpoint
+from sopcorr.siamese.paper.net import ModelSpec, build_model
 
-CPU = SiameseParams(device="cpu")
+CPU = PaperNetworkParams(device="cpu")
 
 S = 64
 
@@ -31,7 +33,7 @@ def _img(h, w, seed):
 
 def test_constant_flow_known_answer(tmp_path):
     ck = make_checkpoint(tmp_path / "m.pt", dx=4.0)
-    mt = SiameseMatcher(ck, params=CPU)
+    mt = PaperNetworkMatcher(CPU, ck)
     a, b = _img(40, 80, 0), _img(120, 60, 1)  # different aspect ratios and scales
     corr = mt.match_images(a, b)
     assert corr.target_xy.shape == (S, S, 2) and corr.grid.stride == 1
@@ -52,7 +54,7 @@ def test_constant_flow_known_answer(tmp_path):
 
 
 def test_features_shape_and_norm(tmp_path):
-    mt = SiameseMatcher(make_checkpoint(tmp_path / "m.pt"), params=CPU)
+    mt = PaperNetworkMatcher(CPU, make_checkpoint(tmp_path / "m.pt"))
     f, grid = mt.image_descriptors(_img(50, 64, 2))
     assert f.shape == (S // 8, S // 8, 40 + 112 + 192) and f.dtype == np.float32
     assert grid.stride == 8 and grid.shape == (8, 8)
@@ -62,28 +64,28 @@ def test_features_shape_and_norm(tmp_path):
 def test_wrong_checkpoints(tmp_path):
     ck = make_checkpoint(tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match="backbone 'efficientnet_lite0', not 'vgg16'"):
-        SiameseMatcher(ck, params=CPU, backbone="vgg16")
+        PaperNetworkMatcher(CPU, ck, backbone="vgg16")
     with pytest.raises(CheckpointError, match="not found"):
-        SiameseMatcher(tmp_path / "missing.pt", params=CPU)
+        PaperNetworkMatcher(CPU, tmp_path / "missing.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt: not a readable"):
-        SiameseMatcher(bad, params=CPU)
+        PaperNetworkMatcher(CPU, bad)
     other = tmp_path / "other.pt"
     torch.save({"weights": 1}, other)
     with pytest.raises(CheckpointError, match="not a sopcorr Siamese checkpoint"):
-        SiameseMatcher(other, params=CPU)
+        PaperNetworkMatcher(CPU, other)
     # weights of another architecture under a valid record
     ckd = torch.load(ck, weights_only=False)
     ckd["spec"]["decoder_channels"] = 32
     torch.save(ckd, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="do not fit"):
-        SiameseMatcher(tmp_path / "mismatch.pt", params=CPU)
+        PaperNetworkMatcher(CPU, tmp_path / "mismatch.pt")
 
 
 def test_score_is_descriptor_agreement(tmp_path):
     """Zero flow between an image and itself: every pixel meets its own descriptor (score 1)."""
-    mt = SiameseMatcher(make_checkpoint(tmp_path / "m.pt", dx=0.0), params=CPU)
+    mt = PaperNetworkMatcher(CPU, make_checkpoint(tmp_path / "m.pt", dx=0.0))
     a = _img(64, 64, 3)
     corr = mt.match_images(a, a)
     assert corr.valid.all()
@@ -95,10 +97,12 @@ def test_score_is_descriptor_agreement(tmp_path):
 
 def test_frames_interface_equals_images(tmp_path):
     """correspondence(Frame, Frame) and descriptors(Frame) use the frames' images (lazily
-    loaded) and give what the image-level calls give; build('siamese') is the same object."""
+    loaded) and give what the image-level calls give; build('paper_network') and the factory
+    that reads the checkpoint give the same class."""
     ck = make_checkpoint(tmp_path / "m.pt", dx=3.0)
-    mt = build("siamese", CPU, checkpoint=ck)
-    assert isinstance(mt, SiameseMatcher)
+    mt = build("paper_network", CPU, checkpoint=ck)
+    assert isinstance(mt, PaperNetworkMatcher)
+    assert isinstance(network_matcher(ck, NetworkParams(device="cpu")), PaperNetworkMatcher)
     a, b = _img(40, 80, 5), _img(64, 64, 6)
     loads = []
     fa = Frame(None, None, None, image_source=lambda: loads.append(1) or a)

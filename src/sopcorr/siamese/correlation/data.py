@@ -1,4 +1,5 @@
-"""Training pairs of the correlation network on cached encoder grids, and their augmentation.
+"""Training pairs of the correlation network (``architecture: correlation``) on cached encoder
+grids, and their augmentation.
 
 The feature stage's stores (``features/<cat>.zarr``, (N, H, W, C) float16) already are the frozen
 encoder's output at the features' input size, so the network's head trains on them directly:
@@ -27,7 +28,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..errors import DatasetError, SopcorrError
+from ...errors import DatasetError, SopcorrError
+from ..data import open_category
 
 log = logging.getLogger("sopcorr.siamese")
 
@@ -65,12 +67,13 @@ def teacher_from_arrays(pairs, target_xy: np.ndarray, valid: np.ndarray, score: 
     return Teacher(pairs, cells, w)
 
 
-def teacher_from_store(flow_path: str | Path, feature_store) -> Teacher:
-    """Teacher of a flow store, its image indices mapped to ``feature_store``'s order (matched by
-    image id). A store of other geometry than the features' is a DatasetError naming it."""
-    from ..flow.pseudo import FlowStore
+def teacher_from_store(flow_path: str | Path, feature_store, flow_store=None) -> Teacher:
+    """Teacher of a flow store (``flow_store``, or opened from ``flow_path``), its image indices
+    mapped to ``feature_store``'s order (matched by image id). A store of other geometry than the
+    features' is a DatasetError naming it."""
+    from ...flow.pseudo import FlowStore
 
-    fs = FlowStore.open(flow_path)
+    fs = flow_store if flow_store is not None else FlowStore.open(flow_path)
     if (fs.input_size, fs.stride) != (feature_store.input_size, feature_store.stride):
         raise DatasetError(f"{flow_path}: flows at input size {fs.input_size} / stride {fs.stride}, the features "
                            f"{feature_store.path} at {feature_store.input_size} / {feature_store.stride}")
@@ -127,6 +130,10 @@ class GridPairs:
 
     def __len__(self) -> int:
         return int(self.pairs.shape[0])
+
+    def fingerprint(self) -> dict:
+        """What identifies the training data (stored in checkpoints so a resume sees the same)."""
+        return dict(n_pairs=len(self), grid=list(self.shape), stride=self.stride, input_size=self.input_size)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -191,9 +198,9 @@ def load_grid_pairs(sources: Sequence[tuple[str | Path, str | Path, str | Path]]
     instances.json). split: keep only pairs whose both images have this split (fine-tuning:
     'train'); keypoint_weight > 0: add keypoint supervision on those pairs (uses labels);
     images: also serve the letterboxed, normalised images (end to end)."""
-    from ..data.generic import load_dataset, read_image
-    from ..features.extract import preprocess
-    from ..features.store import FeatureStore
+    from ...data.generic import read_image
+    from ...features.extract import preprocess
+    from ...features.store import FeatureStore
 
     grids, valids, teachers, offset = [], [], [], 0
     geometry, image_refs = None, []
@@ -203,25 +210,22 @@ def load_grid_pairs(sources: Sequence[tuple[str | Path, str | Path, str | Path]]
         if geometry is not None and g != geometry:
             raise DatasetError(f"{fpath}: grid {g} differs from the other categories' {geometry}")
         geometry = g
-        teacher = teacher_from_store(zpath, store)
-        ds = load_dataset(ipath, check_images=False)
-        insts = ds.by_id()
+        cat = open_category(zpath, ipath)
+        teacher = teacher_from_store(zpath, store, cat.flow)
+        insts = cat.instances
         missing = [i for i in store.ids if i not in insts]
         if missing:
             raise DatasetError(f"{fpath}: image '{missing[0]}' is not in {ipath}")
         if split is not None:
-            sp = np.array([insts[i].split == split for i in store.ids])
+            sp = cat.in_split(store.ids, split)
             teacher = teacher.subset(sp[teacher.pairs[:, 0]] & sp[teacher.pairs[:, 1]] if len(teacher) else [])
         if keypoint_weight > 0 and len(teacher):
-            cat = next(iter(ds.categories))
-            names = list(ds.categories[cat].keypoints)
-            kps = np.stack([insts[i].keypoint_array(names) for i in store.ids])
-            teacher = add_keypoints(teacher, kps, [store.grid(k) for k in range(len(store))], store.valid,
-                                    keypoint_weight)
+            teacher = add_keypoints(teacher, cat.keypoints(store.ids), [store.grid(k) for k in range(len(store))],
+                                    store.valid, keypoint_weight)
         grids.append(torch.from_numpy(np.asarray(store.features[:], np.float16)))
         valids.append(torch.from_numpy(store.valid))
         teachers.append(Teacher(teacher.pairs + offset, teacher.target, teacher.weight))
-        image_refs += [(ds, insts[i], store.attrs["normalisation"]) for i in store.ids]
+        image_refs += [(cat.dataset, insts[i], store.attrs["normalisation"]) for i in store.ids]
         offset += len(store)
     if geometry is None:
         raise SopcorrError("siamese: no categories to train on")

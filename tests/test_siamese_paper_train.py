@@ -2,9 +2,11 @@
 import pytest
 import torch
 
-from sopcorr.siamese.train import (TensorPairs, TrainConfig, load_checkpoint, lr_lambda, model_from_checkpoint,
-                                   plot_loss, train)
-from test_siamese_stub import tiny_model
+from siamese_helpers import TensorPairs, tiny_model
+from sopcorr.siamese.checkpoint import load_checkpoint, model_from_checkpoint
+from sopcorr.siamese.loop import lr_lambda
+from sopcorr.siamese.paper.train import PaperSettings, train
+from sopcorr.siamese.plots import plot_loss
 
 S = 32
 
@@ -25,11 +27,11 @@ def _data(n_img=4, n_pairs=5, keypoints=False):
 def _cfg(**kw):
     base = dict(steps=3, batch_size=2, lr=1e-2, checkpoint_every=100, seed=7, freeze_encoder=False, warmup=1)
     base.update(kw)
-    return TrainConfig(**base)
+    return PaperSettings(**base)
 
 
 def test_schedule_warmup_then_cosine():
-    f = lr_lambda(TrainConfig(steps=110, warmup=10, min_lr_ratio=0.1))
+    f = lr_lambda(PaperSettings(steps=110, warmup=10, min_lr_ratio=0.1))
     assert f(0) == pytest.approx(0.1)
     assert f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0)
@@ -121,7 +123,7 @@ def _pipeline(tmp_path, S=32):
 
 
 def test_store_pairs_reads_flows_images_keypoints(tmp_path):
-    from sopcorr.siamese.train import StorePairs
+    from sopcorr.siamese.paper.data import StorePairs
 
     src = _pipeline(tmp_path)
     allp = StorePairs(src, 32, (0.5,) * 3, (0.25,) * 3)
@@ -148,9 +150,9 @@ def test_run_training_then_finetune(tmp_path):
     from sopcorr.siamese.stage import run_training
 
     src = [(None, f, i) for f, i in _pipeline(tmp_path)]  # the paper's network reads no feature store
-    cfg = validate_config({"siamese": {"architecture": "paper", "input_size": 32, "steps": 2, "finetune_steps": 2, "batch_size": 2,
-                                       "keypoint_supervision": True, "device": "cpu",
-                                       "freeze_encoder": False}})
+    cfg = validate_config({"siamese": {"architecture": "paper", "keypoint_supervision": True, "device": "cpu",
+                                       "freeze_encoder": False,
+                                       "paper": {"input_size": 32, "steps": 2, "finetune_steps": 2, "batch_size": 2}}})
     sec = cfg["siamese"]
     h = run_training(src, sec, {"name": "tiny_test"}, 0, tmp_path / "s" / "model.pt", tmp_path / "s" / "loss.png",
                      progress=False)
@@ -162,7 +164,7 @@ def test_run_training_then_finetune(tmp_path):
     b = load_checkpoint(tmp_path / "s" / "ft.pt")
     assert b["config"]["train"]["keypoint_weight"] == 1.0 and a["config"]["train"]["keypoint_weight"] == 0.0
     assert any(not torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    from sopcorr.siamese.model import CheckpointError
+    from sopcorr.siamese.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="backbone 'tiny_test'"):
         run_training(src, sec, {"name": "vgg16"}, 0, tmp_path / "s" / "x.pt", None,
                      init_checkpoint=tmp_path / "s" / "model.pt", progress=False)

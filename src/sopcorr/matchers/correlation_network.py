@@ -1,0 +1,132 @@
+"""The correlation network (``siamese.architecture: correlation``) as a matcher.
+
+``CorrelationNetworkMatcher(params, checkpoint)``: both images letterboxed at the network's input
+size (the feature stage's), the encoder, the head's L2-normalised descriptors, their correlation
+and the kernel soft-argmax read-out: a :class:`~sopcorr.geometry.DenseCorrespondence` on the
+source's feature grid (stride s): ``target_xy`` the read-out's target image coordinates,
+``score`` the cosine of the best match, ``valid`` the source cells on the image.
+``image_descriptors(img)`` / ``descriptors(frame)`` are the learned descriptors (H, W, D);
+``describe(grid)`` applies the head to a feature store's grid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..geometry import DenseCorrespondence, FeatureGrid
+from .base import Frame
+from .networks import NetworkMatcher, NetworkParams
+
+__all__ = ["CorrelationNetworkParams", "CorrelationNetworkMatcher"]
+
+INTERPOLATIONS = ("bilinear", "nearest")
+
+
+@dataclass(frozen=True)
+class CorrelationNetworkParams(NetworkParams):
+    """device: 'auto' | 'cpu' | 'cuda' (speed only); interpolation: how the correspondence
+    transfers points between cells ('bilinear': the read-out is a smooth field; 'nearest')."""
+
+    interpolation: str = "bilinear"
+
+    def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"config error: interpolation: expected one of {', '.join(INTERPOLATIONS)}, "
+                              f"got {self.interpolation!r}")
+
+
+class CorrelationNetworkMatcher(NetworkMatcher):
+    """A trained correlation network (:mod:`sopcorr.siamese.correlation.net`) ready for
+    inference (module docstring)."""
+
+    name = "correlation_network"
+    architecture = "correlation"
+    params_class = CorrelationNetworkParams
+    soft_readout = True
+
+    def __init__(self, params: CorrelationNetworkParams | None = None, checkpoint=None, backbone: str | None = None,
+                 input_size: int | None = None):
+        from ..siamese.encoder import normalisation
+
+        super().__init__(params, checkpoint, backbone, input_size)
+        self.stride = self.spec.stride
+        self.mean, self.std = normalisation(self.model.encoder.backbone)
+
+    @torch.no_grad()
+    def grid(self, img: np.ndarray) -> tuple[np.ndarray, FeatureGrid]:
+        """The encoder's grid of one image: ((H, W, C) float32, as the feature stage stores it;
+        its FeatureGrid)."""
+        x, lb = self._prep(img)
+        g = self.model.encode(x)[0].permute(1, 2, 0).float().cpu().numpy()
+        return np.ascontiguousarray(g), FeatureGrid(lb, self.stride)
+
+    @torch.no_grad()
+    def describe(self, grid: np.ndarray) -> np.ndarray:
+        """(H, W, C) encoder grid (e.g. a feature store's) -> (H, W, D) float32 learned descriptors."""
+        g = torch.as_tensor(np.asarray(grid, np.float32), device=self.device).permute(2, 0, 1)[None]
+        return np.ascontiguousarray(self.model.describe(g)[0].permute(1, 2, 0).float().cpu().numpy())
+
+    @torch.no_grad()
+    def image_descriptors(self, img: np.ndarray) -> tuple[np.ndarray, FeatureGrid]:
+        """Learned descriptors of one uint8 image: ((H, W, D) float32 L2-normalised, FeatureGrid)."""
+        x, lb = self._prep(img)
+        d = self.model.describe(self.model.encode(x))[0].permute(1, 2, 0).float().cpu().numpy()
+        return np.ascontiguousarray(d), FeatureGrid(lb, self.stride)
+
+    def store_descriptors(self, frame: Frame) -> np.ndarray | None:
+        """The head on the frame's stored feature grid when that grid is this network's encoder
+        output: a checkpoint whose encoder was not trained end to end, and a grid of the
+        network's stride, size and channels (else None)."""
+        spec = self.spec
+        if frame.features is None or frame.grid is None or spec.encoder_trained:
+            return None
+        g = spec.grid_size
+        if (frame.grid.stride, frame.features.shape) != (spec.stride, (g, g, spec.in_channels)):
+            return None
+        return self.describe(frame.features)
+
+    @torch.no_grad()
+    def match_descriptors(self, desc_src: np.ndarray, desc_tgt: np.ndarray, grid_src: FeatureGrid,
+                          grid_tgt: FeatureGrid) -> DenseCorrespondence:
+        """The network's read-out on descriptors (H, W, D) of both images (module docstring)."""
+        ds = torch.as_tensor(np.asarray(desc_src, np.float32), device=self.device).permute(2, 0, 1)[None]
+        dt = torch.as_tensor(np.asarray(desc_tgt, np.float32), device=self.device).permute(2, 0, 1)[None]
+        return self._readout(ds, dt, grid_src, grid_tgt)
+
+    def _readout(self, ds: torch.Tensor, dt: torch.Tensor, grid_src: FeatureGrid, grid_tgt: FeatureGrid):
+        vs, vt = grid_src.valid_mask(), grid_tgt.valid_mask()
+        _, cells, score = self.model.match(ds, dt, torch.as_tensor(vt.reshape(1, -1), device=ds.device))
+        h, w = vs.shape
+        cells = cells[0].float().cpu().numpy().reshape(h, w, 2).astype(np.float64)
+        return DenseCorrespondence(target_xy=grid_tgt.cell_to_image(cells).astype(np.float32),
+                                   score=score[0].float().cpu().numpy().reshape(h, w).astype(np.float32),
+                                   valid=vs, grid=grid_src, interpolation=self.params.interpolation)
+
+    def readout(self, objective: torch.Tensor, shape_tgt: tuple[int, int], valid_tgt: torch.Tensor) -> torch.Tensor:
+        """The network's kernel soft-argmax (its temperature and kernel) of an objective (Ns, Nt)
+        over the valid target cells (Nt,) bool -> (Ns, 2) target cells (col, row)."""
+        from ..siamese.correlation.net import kernel_soft_argmax
+
+        cells, _ = kernel_soft_argmax(objective[None], shape_tgt, valid_tgt[None], self.spec.temperature,
+                                      self.spec.readout_sigma)
+        return cells[0]
+
+    @torch.no_grad()
+    def match_images(self, img_src: np.ndarray, img_tgt: np.ndarray) -> DenseCorrespondence:
+        """Dense correspondence of two uint8 (H, W, 3) images on the source's feature grid: one
+        batched encoder pass, the head, the correlation and its kernel soft-argmax."""
+        xa, la = self._prep(img_src)
+        xb, lb = self._prep(img_tgt)
+        d = self.model.describe(self.model.encode(torch.cat([xa, xb], 0)))
+        return self._readout(d[:1], d[1:], FeatureGrid(la, self.stride), FeatureGrid(lb, self.stride))
+
+    def correspondence(self, src: Frame, tgt: Frame) -> DenseCorrespondence:
+        """:meth:`match_images` of two frames' images, with each frame's descriptors
+        (:meth:`descriptors`) computed once and cached on the frame: the two streams share no
+        computation before the correlation, so this equals the batched pass (up to float
+        rounding) and costs one encoder pass per image instead of two per pair."""
+        (ds, gs), (dt, gt) = self.descriptors(src), self.descriptors(tgt)
+        return self.match_descriptors(ds, dt, gs, gt)

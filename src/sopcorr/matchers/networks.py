@@ -1,0 +1,122 @@
+"""The trained Siamese networks as matchers: one class per checkpoint architecture, chosen by
+the checkpoint itself (:func:`network_matcher`, the ``siamese`` kind of the methods).
+
+===============  ==================================================  ==============================
+architecture     class (module)                                      params
+===============  ==================================================  ==============================
+``paper``        :class:`.paper_network.PaperNetworkMatcher`          :class:`.paper_network.PaperNetworkParams`
+``correlation``  :class:`.correlation_network.CorrelationNetworkMatcher`  :class:`.correlation_network.CorrelationNetworkParams`
+===============  ==================================================  ==============================
+
+Both share :class:`NetworkMatcher`: the checkpoint read once
+(:func:`sopcorr.siamese.checkpoint.read_checkpoint`), its architecture, backbone and input
+size checked, the network rebuilt in eval mode, images letterboxed as the network expects, and
+each frame's descriptors cached on the frame. Every network matcher offers
+``correspondence(src: Frame, tgt: Frame)``, ``descriptors(frame)``, ``match_images(a, b)``
+and ``image_descriptors(img)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ..geometry import FeatureGrid
+from .base import Frame, Params
+
+__all__ = ["NETWORK_KINDS", "NetworkParams", "NetworkMatcher", "network_matcher", "check_request"]
+
+#: checkpoint architecture -> the kind (a key of :data:`sopcorr.matchers.MATCHERS`) of its matcher
+NETWORK_KINDS = {"paper": "paper_network", "correlation": "correlation_network"}
+
+
+@dataclass(frozen=True)
+class NetworkParams(Params):
+    """What every network matcher's params hold: device: 'auto' | 'cpu' | 'cuda' (speed only)."""
+
+    device: str = "auto"
+
+    SCHEMA: ClassVar[dict[str, str]] = {"device": "siamese.device"}
+
+
+def check_request(path: Path, spec, backbone: str | None, input_size: int | None) -> None:
+    """CheckpointError unless the checkpoint's network was trained with ``backbone`` and
+    ``input_size`` (each when given)."""
+    from ..siamese.checkpoint import CheckpointError
+
+    if backbone is not None and spec.backbone != backbone:
+        raise CheckpointError(
+            f"{path}: checkpoint was trained with backbone '{spec.backbone}', not '{backbone}' "
+            f"(train it with backbone.name: {backbone} or use a matching checkpoint)")
+    if input_size is not None and spec.input_size != int(input_size):
+        raise CheckpointError(f"{path}: checkpoint input size is {spec.input_size}, not {input_size}")
+
+
+def _read(checkpoint):
+    from ..siamese.checkpoint import Checkpoint, read_checkpoint
+
+    return checkpoint if isinstance(checkpoint, Checkpoint) else read_checkpoint(checkpoint)
+
+
+class NetworkMatcher:
+    """A trained network of architecture ``architecture`` ready for inference (see the module
+    docstring). checkpoint: ``model.pt`` / ``finetuned.pt`` (a path, or a checkpoint already
+    read); backbone / input_size: when given, the checkpoint must have been trained with them
+    (CheckpointError otherwise)."""
+
+    name = "network"
+    architecture = ""
+    params_class = NetworkParams
+    #: the network has a read-out that can take a location prior (``readout(objective, ...)``)
+    soft_readout = False
+
+    def __init__(self, params: NetworkParams | None = None, checkpoint=None, backbone: str | None = None,
+                 input_size: int | None = None):
+        from ..device import resolve_device
+        from ..siamese.checkpoint import CheckpointError, model_from_checkpoint
+
+        if checkpoint is None:
+            raise TypeError(f"{type(self).__name__} needs a checkpoint")
+        self.params = params if params is not None else self.params_class()
+        self.device = resolve_device(self.params.device)
+        ck = _read(checkpoint)
+        if ck.architecture != self.architecture:
+            raise CheckpointError(f"{ck.path}: a '{ck.architecture}' network, not a '{self.architecture}' one")
+        check_request(ck.path, ck.spec, backbone, input_size)
+        self.path, self.spec, self.size = ck.path, ck.spec, int(ck.spec.input_size)
+        self.model = model_from_checkpoint(ck, device=self.device).eval()
+
+    def _prep(self, img: np.ndarray) -> tuple:
+        """(1, 3, S, S) normalised tensor on the device and the image's Letterbox."""
+        from ..features.extract import preprocess
+
+        x, lb = preprocess(np.asarray(img), self.size, self.mean, self.std)
+        return x[None].to(self.device), lb
+
+    def descriptors(self, frame: Frame) -> tuple[np.ndarray, FeatureGrid]:
+        """The network's dense descriptors of the frame's image (:meth:`image_descriptors`),
+        cached on the frame."""
+        return frame.cached((f"{self.name}.descriptors", str(self.path)), lambda: self.image_descriptors(frame.image))
+
+    def store_descriptors(self, frame: Frame) -> np.ndarray | None:
+        """(H, W, D) descriptors of the frame's stored feature grid when that grid is this
+        network's encoder output (no image pass needed), else None."""
+        return None
+
+    def image_descriptors(self, img: np.ndarray) -> tuple[np.ndarray, FeatureGrid]:
+        raise NotImplementedError
+
+
+def network_matcher(checkpoint, params=None, backbone: str | None = None,
+                    input_size: int | None = None) -> NetworkMatcher:
+    """The matcher of a trained network: the class of the architecture the checkpoint records
+    (:data:`NETWORK_KINDS`; the file is read once), with the :class:`NetworkParams` fields of
+    ``params`` (any params object that has them; None: the defaults)."""
+    from . import matcher_class
+
+    ck = _read(checkpoint)
+    cls = matcher_class(NETWORK_KINDS[ck.architecture])
+    shared = {f.name: getattr(params, f.name) for f in fields(NetworkParams)} if params is not None else {}
+    return cls(params=cls.params_class(**shared), checkpoint=ck, backbone=backbone, input_size=input_size)
