@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from sopcorr.matchers.correlation_network import CorrelationNetworkMatcher, CorrelationNetworkParams  # noqa: E402
 from sopcorr.siamese.checkpoint import save_checkpoint  # noqa: E402
-from sopcorr.siamese.correlation import NetworkSpec, build_network  # noqa: E402
-from sopcorr.matchers.network import NetworkMatcher  # noqa: E402
+from sopcorr.siamese.correlation.net import NetworkSpec, build_network  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         net = build_network(spec, with_encoder=False)
         ck = Path(tempfile.mkdtemp()) / "untrained.pt"
         save_checkpoint(ck, dict(model=net.state_dict(), spec=spec.to_dict(), step=0))
-    m = NetworkMatcher(ck, device="cpu")
+    m = CorrelationNetworkMatcher(CorrelationNetworkParams(device="cpu"), ck)
     if a.images:
         from sopcorr.data.generic import read_image
 
@@ -54,11 +54,11 @@ def main(argv=None) -> int:
     else:
         rng = np.random.default_rng(0)
         img_a, img_b = (rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(2))
-    m.correspondence(img_a, img_b)  # warm-up
+    m.match_images(img_a, img_b)  # warm-up
     wall, cpu = [], []
     for _ in range(a.repeat):
         t, c = time.perf_counter(), time.process_time()
-        corr = m.correspondence(img_a, img_b)
+        corr = m.match_images(img_a, img_b)
         wall.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
     h, w = corr.valid.shape

@@ -8,7 +8,7 @@ not on the machine, random VGG16 weights are used (the timing is the same; a not
 
 ``--architecture correlation`` (default) times the correlation network end to end from images
 (``--freeze-encoder``: its head on encoder grids, as on the CPU): a training step is
-``sopcorr.siamese.fit``'s (batch on the device, joint flips, dense InfoNCE + read-out flow loss on
+``sopcorr.siamese.correlation.train``'s (batch on the device, joint flips, dense InfoNCE + read-out flow loss on
 ``--cells`` source cells per pair, AdamW); the bare step is encoder + head + correlation +
 InfoNCE forward and backward. ``--architecture paper`` times the paper's flow network at
 ``--size`` (its own input size).
@@ -53,12 +53,11 @@ def _with_random_vgg16(fn, backbone):
 def correlation_bench(a, dev) -> int:
     """Training step vs bare forward+backward of the correlation network (module docstring)."""
     from sopcorr.features.registry import get_spec
-    from sopcorr.siamese.correlation import NetworkSpec, build_network
-    from sopcorr.siamese.fit import network_loss
-    from sopcorr.siamese.grids import flip_batch
-    from sopcorr.siamese.losses import dense_infonce, sample_cells
-    from sopcorr.siamese.model import truncation_T2
-    from sopcorr.siamese.settings import FitConfig
+    from sopcorr.siamese.correlation.data import flip_batch
+    from sopcorr.siamese.correlation.losses import dense_infonce, sample_cells
+    from sopcorr.siamese.correlation.net import NetworkSpec, build_network
+    from sopcorr.siamese.correlation.train import CorrelationSettings, network_loss
+    from sopcorr.siamese.settings import truncation_T2
 
     amp = dev.type == "cuda"
     bspec = get_spec(a.backbone)
@@ -78,7 +77,7 @@ def correlation_bench(a, dev) -> int:
           f"cells/pair {a.cells or H * H}, amp {amp}, encoder {'frozen (head on grids)' if freeze else 'trained'}, "
           f"{sum(p.numel() for p in params)/1e6:.2f}M trainable params, built in {time.perf_counter() - t0:.1f}s",
           flush=True)
-    cfg = FitConfig(steps=a.steps + a.warmup, lr=1e-4, cells_per_pair=a.cells, freeze_encoder=freeze)
+    cfg = CorrelationSettings(steps=a.steps + a.warmup, lr=1e-4, cells_per_pair=a.cells, freeze_encoder=freeze)
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -158,7 +157,9 @@ def _time(a, dev, B, bare_step, train_step) -> int:
     return 0
 
 
-def _build(spec: ModelSpec, device):
+def _build(spec, device):
+    from sopcorr.siamese.paper.net import build_model
+
     return _with_random_vgg16(lambda: build_model(spec, device=device), spec.backbone)
 
 
@@ -192,10 +193,12 @@ def main(argv=None) -> int:
 
     import torch
 
+    from sopcorr.device import resolve_device
     from sopcorr.errors import SopcorrError
-    from sopcorr.siamese.augment import augment_batch
-    from sopcorr.siamese.model import ModelSpec, truncated_euclidean_loss
-    from sopcorr.siamese.train import TrainConfig, lr_lambda, resolve_device
+    from sopcorr.siamese.loop import lr_lambda
+    from sopcorr.siamese.paper.augment import augment_batch
+    from sopcorr.siamese.paper.net import ModelSpec, truncated_euclidean_loss
+    from sopcorr.siamese.paper.train import PaperSettings
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -225,7 +228,7 @@ def main(argv=None) -> int:
           f"({weights} weights), input {a.size}, batch {a.batch}, amp {amp}, encoder "
           f"{'frozen' if a.freeze_encoder else 'trained'}, {sum(p.numel() for p in params)/1e6:.1f}M trainable "
           f"params, built in {time.perf_counter() - t0:.1f}s", flush=True)
-    cfg = TrainConfig(steps=a.steps + a.warmup, lr=1e-4)
+    cfg = PaperSettings(steps=a.steps + a.warmup, lr=1e-4)
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)

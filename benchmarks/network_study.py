@@ -55,10 +55,9 @@ from sopcorr.matchers.geometric import concat_descriptors  # noqa: E402
 from sopcorr.matchers.pseudo import PseudoGTParams, build_pseudo_gt  # noqa: E402
 from sopcorr.flow.nn import nearest_neighbour  # noqa: E402
 from sopcorr.geometry import DenseCorrespondence  # noqa: E402
-from sopcorr.siamese.correlation import build_network  # noqa: E402
-from sopcorr.siamese.fit import fit  # noqa: E402
-from sopcorr.siamese.grids import GridPairs, Teacher, teacher_from_arrays, teacher_from_store  # noqa: E402
-from sopcorr.siamese.settings import fit_config, network_spec  # noqa: E402
+from sopcorr.siamese.correlation.data import GridPairs, Teacher, teacher_from_arrays, teacher_from_store  # noqa: E402
+from sopcorr.siamese.correlation.net import build_network  # noqa: E402
+from sopcorr.siamese.correlation.train import CorrelationSettings, fit, network_spec  # noqa: E402
 
 ALPHA = 0.1
 #: the keyword arguments of geometric_correspondence among the flow.geometric keys
@@ -200,7 +199,7 @@ class Learned:
         """The geometric matcher's location prior (affines fitted to mutual matches of the
         learned descriptors) added to the network's logits, read out by the kernel soft-argmax."""
         from sopcorr.flow import geometric as G
-        from sopcorr.siamese.correlation import expected_cell, masked_logits, gaussian_1d
+        from sopcorr.siamese.correlation.net import expected_cell, masked_logits, gaussian_1d
 
         cat = self.cat
         ds, dt = self.np[s], self.np[t]
@@ -263,7 +262,7 @@ def train_head(cats, teachers, config, overrides, seed, device="cpu", load=None,
         section["correlation"][k] = v
     c0 = cats[0]
     spec = network_spec(section, config["backbone"], c0.raw.attrs, c0.raw.shape[-1])
-    cfg = fit_config(section, seed)
+    cfg = CorrelationSettings.from_section(section, seed)
     grids = torch.cat([torch.from_numpy(np.asarray(c.raw.features[:], np.float16)) for c in cats])
     valid = torch.cat([torch.from_numpy(c.valid) for c in cats])
     off = np.cumsum([0] + [len(c) for c in cats])

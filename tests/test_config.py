@@ -38,7 +38,10 @@ def test_paper_config_validates():
         ({"manifold": {"n_parts": 1}}, "manifold.n_parts"),
         ({"backbone": {"name": "resnet"}}, "backbone.name"),
         ({"dataset": {"kind": "generic"}}, "dataset.path"),
-        ({"siamese": {"scale_range": [2.0, 0.9]}}, "siamese.scale_range"),
+        ({"siamese": {"paper": {"scale_range": [2.0, 0.9]}}}, "siamese.paper.scale_range"),
+        ({"siamese": {"steps": 3}}, "siamese.steps: moved to siamese.paper.steps"),
+        ({"siamese": {"lr": 0.1}}, "siamese.lr: moved to siamese.paper.lr"),
+        ({"siamese": {"correlation": {"input_size": 64}}}, "unknown key 'siamese.correlation.input_size'"),
         ({"run": "a/b"}, "run"),
     ],
 )

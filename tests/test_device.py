@@ -56,8 +56,17 @@ def test_a_torch_device_passes_through(no_gpu):
 
 
 def test_every_stage_uses_the_same_function():
+    """One resolve_device for the project: no module defines or re-exports another."""
+    import re
+    from pathlib import Path
+
     from sopcorr.features import backbones
     from sopcorr.flow import nn
-    from sopcorr.siamese import train
 
-    assert backbones.resolve_device is nn.resolve_device is train.resolve_device is resolve_device
+    assert backbones.resolve_device is nn.resolve_device is resolve_device
+    src = Path(__file__).resolve().parents[1] / "src" / "sopcorr"
+    defined = [p.relative_to(src).as_posix() for p in src.rglob("*.py") if re.search(r"^def resolve_device", p.read_text(), re.M)]
+    assert defined == ["device.py"]
+    reexported = [p.relative_to(src).as_posix() for p in src.rglob("*.py")
+                  if re.search(r"import[^\n]*\bresolve_device\b[^\n]*# noqa", p.read_text())]
+    assert not reexported

@@ -1,5 +1,5 @@
 """Every path the README, docs/ and the ``--help`` texts name exists after a finished run
-(issue 14, Build 7).
+(issue 14, Build 7), and every module they name exists (issue 21).
 
 Paths are taken from code (fenced blocks, ``inline code``) and link targets. A path under
 ``results/<run>/`` (or written relative to it: ``tables/...``, ``manifold/...``) is checked in a
@@ -11,6 +11,10 @@ hold must at least be a file the workflow can make (``snakemake -n <path>`` plan
 ablation target, the other variant's stages). Repository paths must exist in the checkout.
 Paths of another config's run (``results/pfwillow/``, ``results/paper/``) and outside the
 repository are listed as skipped.
+
+Module names written as ``sopcorr.a.b`` (a module, or an attribute of one: ``sopcorr.a.b.f``)
+must import, and docs/ARCHITECTURE.md's module table must list each package's submodules as
+they are in src/sopcorr/: none missing, none that does not exist.
 """
 from __future__ import annotations
 
@@ -36,10 +40,6 @@ THIS_RUN = ("<run>", "default", "tiny")
 ABSENT = {"profiles/default/"}
 #: exist only while a job runs (resume state, atomic-write temporaries)
 TRANSIENT = (".state.pt", ".tmp/", ".tmp")
-#: known wrong paths in texts that other work is rewriting right now (issue 14: docs/SIAMESE.md);
-#: not checked while they are still named, and an entry no longer named fails the test, so the
-#: list only shrinks
-PENDING: set[tuple[str, str]] = set()
 
 
 # -- extraction ---------------------------------------------------------------------------------
@@ -206,12 +206,9 @@ def test_every_named_path_exists_after_a_finished_run(finished_run):
     run_root = results(finished_run)
     sources = {d.relative_to(REPO).as_posix(): named_paths(d.read_text()) for d in DOCS}
     sources.update({name: help_paths(text) for name, text in help_texts().items()})
-    missing, to_plan, skipped, pending_seen = [], {}, [], set()
+    missing, to_plan, skipped = [], {}, []
     for where, paths in sources.items():
         for written in paths:
-            if (where, written) in PENDING:
-                pending_seen.add((where, written))
-                continue
             if any(written.endswith(t) or t + "/" in written for t in TRANSIENT):
                 skipped.append(f"{where}: {written} (exists only while a job runs)")
                 continue
@@ -245,11 +242,94 @@ def test_every_named_path_exists_after_a_finished_run(finished_run):
                     missing += [f"{ref} (not in the finished run, and no rule makes {target})" for ref in refs]
     print(f"\nskipped ({len(skipped)}):\n  " + "\n  ".join(sorted(set(skipped))))
     assert not missing, "named but missing:\n  " + "\n  ".join(missing)
-    stale = PENDING - pending_seen
-    assert not stale, f"PENDING entries no longer named (remove them): {sorted(stale)}"
 
 
-def test_pending_entries_name_real_documents():
-    names = {d.relative_to(REPO).as_posix() for d in DOCS}
-    for where, _ in PENDING:
-        assert where in names or where.endswith("--help"), where
+# -- module names (fast) --------------------------------------------------------------------------
+MODULE_DOCS = [*DOCS, REPO / "config" / "README.md"]
+SRC = REPO / "src" / "sopcorr"
+
+
+def module_names(text: str) -> list[str]:
+    """Every ``sopcorr.a.b`` written in ``text`` (prose or code), in order, once."""
+    out = []
+    for m in re.findall(r"\bsopcorr(?:\.[A-Za-z_][A-Za-z0-9_]*)+", text):
+        if m not in out:
+            out.append(m)
+    return out
+
+
+def resolves(name: str) -> bool:
+    """``name`` is a module of the project or an attribute (chain) of its longest module prefix."""
+    import importlib
+    import importlib.util
+
+    parts = name.split(".")
+    for k in range(len(parts), 0, -1):
+        mod = ".".join(parts[:k])
+        try:
+            spec = importlib.util.find_spec(mod)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            continue
+        obj = importlib.import_module(mod)
+        for attr in parts[k:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+def test_module_names_of_the_docs_exist():
+    assert module_names("see `sopcorr.siamese.paper.train` and sopcorr.io.atomic_path(p).") == [
+        "sopcorr.siamese.paper.train", "sopcorr.io.atomic_path"]
+    assert resolves("sopcorr.siamese.paper.train.PaperTraining") and resolves("sopcorr.matchers.methods.METHODS")
+    assert not resolves("sopcorr.siamese.model") and not resolves("sopcorr.flow.pseudo.no_such_function")
+    bad = [f"{d.relative_to(REPO).as_posix()}: {m}" for d in MODULE_DOCS for m in module_names(d.read_text())
+           if not resolves(m)]
+    assert not bad, "modules named but missing:\n  " + "\n  ".join(bad)
+
+
+def module_table(text: str) -> dict[str, list[str]]:
+    """docs/ARCHITECTURE.md's module table: {module: [its submodules as listed]} (the rows of the
+    table under '## Library modules' with a ``sopcorr.x`` first cell; '—': none)."""
+    section = text.split("## Library modules", 1)[1].split("\n## ", 1)[0]
+    out = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and re.fullmatch(r"`sopcorr(\.\w+)*`", cells[0]):
+            out[cells[0].strip("`")] = re.findall(r"`(\w+)`", cells[1])
+    return out
+
+
+def _submodules(package: str) -> set[str]:
+    folder = SRC.joinpath(*package.split(".")[1:])
+    return {p.stem for p in folder.glob("*.py") if p.stem != "__init__"} | \
+        {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
+
+
+def test_the_module_table_lists_every_module_as_it_is():
+    table = module_table((REPO / "docs" / "ARCHITECTURE.md").read_text())
+    assert module_table("## Library modules\n| `sopcorr.x` | `a`, `b` | owns `c` |\n## Next\n") == {"sopcorr.x": ["a", "b"]}
+    problems = []
+    for module, subs in table.items():
+        folder = SRC.joinpath(*module.split(".")[1:])
+        if folder.is_dir():
+            have = _submodules(module)
+            problems += [f"{module}: lists `{s}`, which does not exist" for s in subs if s not in have]
+            problems += [f"{module}: does not list `{s}`" for s in sorted(have - set(subs))]
+        elif not folder.with_suffix(".py").is_file():
+            problems.append(f"{module}: no such module")
+        elif subs:
+            problems.append(f"{module}: a module, but the table lists submodules {subs}")
+    # every module of the project has its row: top-level modules and every (sub)package
+    listed = set(table)
+    for p in sorted(SRC.rglob("*.py")):
+        rel = p.relative_to(SRC.parent).with_suffix("")
+        name = ".".join(rel.parts[:-1]) if p.name == "__init__.py" else ".".join(rel.parts)
+        parent = name.rsplit(".", 1)[0]
+        if p.name == "__init__.py" or parent == "sopcorr":
+            if name not in listed and name != "sopcorr":
+                problems.append(f"{name}: no row in the module table")
+    assert not problems, "docs/ARCHITECTURE.md's module table:\n  " + "\n  ".join(problems)

@@ -72,3 +72,81 @@ def test_settings_do_not_depend_on_the_order_configs_were_merged():
     for v in ("paper", "improved"):
         assert repr(manifold_settings(a["manifold"], v)) == repr(manifold_settings(b["manifold"], v))
     assert repr(stable({"b": {"y": 1, "x": [{"q": 1, "p": 2}]}, "a": 0})) == "{'a': 0, 'b': {'x': [{'p': 2, 'q': 1}], 'y': 1}}"
+
+
+# ---- the siamese stage: each architecture's keys in its own sub-section
+SIAMESE = {"architecture": "paper", "keypoint_supervision": True, "keypoint_weight": 0.5, "grad_clip": 3.0,
+           "freeze_encoder": False, "checkpoint_every": 7, "device": "cpu",
+           "paper": {"steps": 5, "finetune_steps": 2, "lr": 0.01, "finetune_lr": 0.003, "scale_range": [1.0, 1.5]},
+           "correlation": {"steps": 6, "finetune_steps": 3, "lr": 0.02, "finetune_lr": 0.004, "cells_per_pair": None}}
+
+
+def _loop_settings(arch):
+    from sopcorr.siamese.correlation.train import CorrelationSettings
+    from sopcorr.siamese.paper.train import PaperSettings
+
+    return {"paper": PaperSettings, "correlation": CorrelationSettings}[arch]
+
+
+@pytest.mark.parametrize("arch", ["paper", "correlation"])
+@pytest.mark.parametrize("finetune", [False, True])
+def test_siamese_settings_build_the_same_settings_as_the_section(arch, finetune):
+    from sopcorr.workflow_support import SIAMESE_RUNTIME_KEYS, siamese_settings
+
+    section = validate_config({"siamese": {**SIAMESE, "architecture": arch}})["siamese"]
+    job = siamese_settings(section, finetune)
+    assert set(job) == {"architecture", "freeze_encoder", "grad_clip", arch} | (
+        {"keypoint_supervision", "keypoint_weight"} if finetune else set())
+    assert not any(k.startswith("finetune_") for k in job[arch]) or finetune
+    # the scripts add the runtime keys the rules pass apart
+    given = {**job, **{k: section[k] for k in SIAMESE_RUNTIME_KEYS}}
+    cls = _loop_settings(arch)
+    assert cls.from_section(given, 3, finetune) == cls.from_section(section, 3, finetune)
+    cfg = cls.from_section(section, 3, finetune)
+    assert (cfg.steps, cfg.lr) == ((2, 0.003) if finetune and arch == "paper" else (3, 0.004) if finetune
+                                   else (5, 0.01) if arch == "paper" else (6, 0.02))
+    assert cfg.keypoint_weight == (0.5 if finetune else 0.0) and cfg.grad_clip == 3.0 and not cfg.freeze_encoder
+    # the other architecture's keys are not the job's
+    other = "correlation" if arch == "paper" else "paper"
+    changed = validate_config({"siamese": {**SIAMESE, "architecture": arch, other: {"steps": 99}}})["siamese"]
+    assert siamese_settings(changed, finetune) == job
+    assert siamese_settings(section, finetune, architecture=other)[other] != job.get(other)
+
+
+@pytest.mark.parametrize("arch", ["paper", "correlation"])
+def test_siamese_settings_defaults_are_the_schemas(arch):
+    """Each architecture's settings class defaults to the schema's values of its sub-section."""
+    defaults = validate_config({})["siamese"][arch]
+    cls = _loop_settings(arch)
+    own = [f for f in dataclasses.fields(cls) if f.name in defaults]
+    assert len(own) >= 6
+    for f in own:
+        value = cls().__getattribute__(f.name)
+        assert (list(value) if isinstance(value, tuple) else value) == defaults[f.name], f.name
+
+
+def test_siamese_memory_follows_the_architecture():
+    """mem_mb of the siamese jobs (a formula of the config): the paper network's encoder at its
+    input size; the correlation network with a frozen encoder: the cached grids and the head, no
+    backbone, so it does not grow with the backbone's weights; end to end: plus the backbone."""
+    from sopcorr.features.memory import correlation_training_mb, job_memory_mb
+    from sopcorr.workflow_support import siamese_memory_mb
+
+    def mem(siamese=None, backbone=None, arch=None, images=40):
+        cfg = validate_config({"siamese": siamese or {}, "backbone": backbone or {},
+                               "dataset": {"synthetic": {"images_per_category": images}}})
+        return siamese_memory_mb(cfg, cfg["dataset"]["synthetic"]["categories"], arch)
+
+    paper = mem(arch="paper")
+    assert paper == 2000 + job_memory_mb("efficientnet_lite0", 128, 8)
+    assert mem({"paper": {"input_size": 704}}, arch="paper") > paper
+    frozen = mem()
+    assert frozen < paper
+    # the grids of every image: more images (at a larger grid) need more
+    assert mem(images=2000, backbone={"input_size": 448}) > mem(images=2000) > frozen
+    # the same grid from a heavier backbone costs the same with a frozen encoder
+    lite2 = mem(backbone={"name": "efficientnet_lite2"})
+    assert lite2 == frozen
+    assert mem({"freeze_encoder": False}) > frozen and mem({"freeze_encoder": False}) >= \
+        job_memory_mb("efficientnet_lite0", 256, 16, training=True)
+    assert correlation_training_mb(16, 304, 160, 960, 8, 256, 128, 128) == frozen

@@ -21,7 +21,7 @@ def test_sigkill_during_manifold_and_training_then_resume(reference_b):
     assert MANIFOLD_RULE in seen["pending_after_kill1"]
     assert seen["killed_in_training"], "the resumed run ended before training started:\n" + seen["run2_tail"]
     assert seen["state_at_kill2"] and not seen["model_at_kill2"], \
-        "training finished before its first checkpoint could be caught; raise siamese.steps"
+        "training finished before its first checkpoint could be caught; raise siamese.correlation.steps"
     # nothing of the manifold stage is left to do: the first resume finished it
     pending = seen["pending_after_kill2"]
     assert TRAIN_RULE in pending and MANIFOLD_RULE not in pending, pending

@@ -198,8 +198,38 @@ def _schema_default(schema, dotted):
 
 
 PARAMS = ["sopcorr.matchers.nn:NNParams", "sopcorr.matchers.siftflow:SiftFlowParams",
-          "sopcorr.matchers.geometric:GeometricParams", "sopcorr.matchers.siamese:SiameseParams",
-          "sopcorr.matchers.pseudo:PseudoGTParams"]
+          "sopcorr.matchers.geometric:GeometricParams", "sopcorr.matchers.networks:NetworkParams",
+          "sopcorr.matchers.paper_network:PaperNetworkParams",
+          "sopcorr.matchers.correlation_network:CorrelationNetworkParams",
+          "sopcorr.matchers.network_geometric:NetworkGeometricParams", "sopcorr.matchers.pseudo:PseudoGTParams"]
+
+
+def test_every_matcher_class_is_listed_with_its_own_params():
+    """MATCHERS names every matcher class of the package; each has its own frozen params
+    dataclass (one of PARAMS), and the network matchers' params carry their device."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import sopcorr.matchers as pkg
+    from sopcorr.matchers import MATCHERS, matcher_class
+
+    classes = {matcher_class(k) for k in MATCHERS}
+    found = set()
+    for info in pkgutil.iter_modules(pkg.__path__):
+        mod = importlib.import_module(f"sopcorr.matchers.{info.name}")
+        for _, obj in inspect.getmembers(mod, inspect.isclass):
+            if obj.__module__ == mod.__name__ and obj.__name__.endswith("Matcher") and "params_class" in vars(obj):
+                found.add(obj)
+    from sopcorr.matchers.networks import NetworkMatcher
+
+    assert found - {NetworkMatcher} == classes, "a matcher class is missing from MATCHERS"
+    params = [c.params_class for c in classes]
+    assert len(set(params)) == len(params), "two matchers share a params class"
+    names = {f"{p.__module__}:{p.__name__}" for p in params}
+    assert names <= set(PARAMS)
+    for kind in ("paper_network", "correlation_network", "network_geometric"):
+        assert "device" in {f.name for f in dataclasses.fields(matcher_class(kind).params_class)}, kind
 
 
 @pytest.mark.parametrize("where", PARAMS)

@@ -131,20 +131,22 @@ def test_pair_evaluation_records_each_pair():
     assert len(res[0]["per_pair"]) == len(cat.pairs()) and set(res[0]["per_pair"]) == {100.0}
 
 
-def test_every_method_is_described_once_in_the_methods_table():
-    """The report's front page and `sopcorr match` read the descriptions from one table (the
-    docstring of sopcorr.matchers.methods): every named method has one."""
+def test_every_method_is_described_by_its_spec():
+    """The report's front page and `sopcorr match` read the descriptions from the methods'
+    specs: every named method has its own one line, plain text (no Sphinx roles), and a prior
+    variant says so."""
     from sopcorr.matchers.methods import METHODS, method_descriptions
 
     d = method_descriptions()
-    missing = [m for m in METHODS if not d.get(m)]
-    assert not missing, f"add a row to the table in sopcorr/matchers/methods.py for: {missing}"
+    assert set(d) == set(METHODS) and all(METHODS[m].description == d[m] for m in d)
+    assert all(text and "\n" not in text for text in d.values())
+    assert len(set(d.values())) == len(d), "two methods share a description"
     assert "location prior" in d["ours_geometric_prior"] and d["ours_geometric"] in d["ours_geometric_prior"]
+    assert "_prior" not in d["geo_concat"]  # each description is its method's alone
     assert not [m for m, text in d.items() if re.search(r":[a-z]+:`", text)], "Sphinx roles left"
 
 
-def test_the_name_table_turns_sphinx_roles_into_literals():
-    from sopcorr.matchers.methods import parse_name_table
+def test_every_method_kind_has_a_builder():
+    from sopcorr.matchers.methods import BUILDERS, METHODS
 
-    doc = "=== ===\n``a``  one (:mod:`.pseudo`) and :func:`f`\n     more\n``b``  two\n=== ===\n"
-    assert parse_name_table(doc) == {"a": "one (``.pseudo``) and ``f`` more", "b": "two"}
+    assert {s.kind for s in METHODS.values()} == set(BUILDERS)

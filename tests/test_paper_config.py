@@ -26,8 +26,8 @@ SIZE_OVERRIDES = {
     "manifold": {"n_parts": 3, "n_components": 4, "subclasses": 1, "landmarks": 16,
                  "fit_samples": 200, "precluster": 20, "max_iter": 1},
     "flow": {"pairs_per_category": 4, "siftflow_levels": 1, "siftflow_iterations": 2},
-    "siamese": {"input_size": 64, "steps": 2, "batch_size": 2, "finetune_steps": 1,
-                "checkpoint_every": 1, "device": "cpu"},
+    "siamese": {"checkpoint_every": 1, "device": "cpu",
+                "paper": {"input_size": 64, "steps": 2, "batch_size": 2, "finetune_steps": 1}},
     "evaluate": {"k_neighbors": 2, "sift_radii": [20], "crop_size": 32, "max_eval_pairs": 4,
                  "figures_per_category": 0},
 }
@@ -70,7 +70,8 @@ def test_paper_yaml_holds_the_papers_setting():
     assert (cfg["evaluate"]["k_neighbors"], cfg["evaluate"]["alpha"]) == (25, 0.1)
     s = cfg["siamese"]
     assert s["architecture"] == "paper", "the paper's stacked-streams flow network, not the project's"
-    assert s["rotation_deg"] == 16 and s["scale_range"] == [0.9, 2.0]
+    assert s["paper"]["rotation_deg"] == 16 and s["paper"]["scale_range"] == [0.9, 2.0]
+    assert s["paper"]["truncation"] == "paper" and s["paper"]["input_size"] == 352
     assert s["device"] in ("auto", "cuda")
 
 
@@ -79,10 +80,11 @@ def test_miniature_overrides_only_sizes_and_paths():
     full = _merged(base, paper)
     mini = _merged(base, paper, SIZE_OVERRIDES)
     for section, key in [("backbone", "name"), ("backbone", "layers"), ("manifold", "variant"),
-                         ("manifold", "solver"), ("manifold", "pairwise"), ("siamese", "rotation_deg"),
-                         ("siamese", "scale_range"), ("siamese", "freeze_encoder"), ("siamese", "architecture"),
-                         ("evaluate", "alpha"), ("dataset", "kind")]:
+                         ("manifold", "solver"), ("manifold", "pairwise"), ("siamese", "freeze_encoder"),
+                         ("siamese", "architecture"), ("evaluate", "alpha"), ("dataset", "kind")]:
         assert mini[section][key] == full[section][key], (section, key)
+    for key in ("rotation_deg", "scale_range", "truncation", "lr", "fuse_channels", "decoder_channels"):
+        assert mini["siamese"]["paper"][key] == full["siamese"]["paper"][key], key
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from docutils.core import publish_parts
 
 from sopcorr.errors import SopcorrError
 from sopcorr.report_summary import (RunTable, SummaryParams, best_methods, headline_rows,
-                                    method_descriptions, parse_name_table, read_run_table,
+                                    method_descriptions, read_run_table,
                                     render_summary, rst_text, value_columns)
 
 PARAMS = SummaryParams(run="tiny", dataset="synthetic", categories=("bird", "car"), variant="improved",
@@ -66,20 +66,6 @@ def test_metric_keyed_tables_keep_the_pck_row():
     rows = headline_rows(RunTable("dense_synthetic", df), 0.1)
     assert list(rows["mean"]) == [5.0, 9.0]
     assert best_methods(rows) == ["y"]
-
-
-def test_parse_name_table():
-    doc = """Intro.
-
-=========== =====================
-``alpha``    first line
-             continued
-``beta_2``   second
-=========== =====================
-
-``gamma``    not in the table
-"""
-    assert parse_name_table(doc) == {"alpha": "first line continued", "beta_2": "second"}
 
 
 def test_every_headline_method_of_the_registry_is_described():

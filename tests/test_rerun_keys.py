@@ -158,11 +158,17 @@ KEYS: dict[str, tuple] = {
     "flow.geometric.ransac_iterations": (200, "pseudo_flow"),
     "flow.geometric.embedding_weight": (0.25, "pseudo_flow"),
     "flow.geometric.fb_tolerance": (2.0, "pseudo_flow"),
-    # siamese (architecture: correlation, the default): the correlation network's keys; training
-    # keys -> train_siamese, fine-tuning keys -> finetune_siamese. The paper architecture's
-    # top-level keys are not used by it and rerun nothing (checked on architecture: paper only
-    # through test_siamese_train / the ablation target)
+    # siamese (architecture: correlation, the default): the shared keys and the correlation
+    # network's sub-section; training keys -> train_siamese, fine-tuning keys -> finetune_siamese.
+    # The paper architecture's sub-section is not used by it and reruns nothing (checked on
+    # architecture: paper only through test_siamese_paper_train / the ablation target)
     "siamese.architecture": ("paper", "train_siamese"),
+    "siamese.device": ("auto", ""),
+    "siamese.checkpoint_every": (2, ""),
+    "siamese.freeze_encoder": (False, "train_siamese"),
+    "siamese.keypoint_supervision": (True, "finetune_siamese"),
+    "siamese.keypoint_weight": (0.5, "finetune_siamese"),  # a fine-tuning setting (used with supervision)
+    "siamese.grad_clip": (5.0, "train_siamese"),
     "siamese.correlation.steps": (7, "train_siamese"),
     "siamese.correlation.batch_size": (3, "train_siamese"),
     "siamese.correlation.lr": (0.002, "train_siamese"),
@@ -182,26 +188,20 @@ KEYS: dict[str, tuple] = {
     "siamese.correlation.flip": (False, "train_siamese"),
     "siamese.correlation.finetune_steps": (3, "finetune_siamese"),
     "siamese.correlation.finetune_lr": (0.001, "finetune_siamese"),
-    "siamese.input_size": (96, ""),
-    "siamese.steps": (4, ""),
-    "siamese.batch_size": (3, ""),
-    "siamese.lr": (0.001, ""),
-    "siamese.weight_decay": (0.001, ""),
-    "siamese.finetune_steps": (3, ""),
-    "siamese.finetune_lr": (0.001, ""),
-    "siamese.keypoint_supervision": (True, "finetune_siamese"),
-    "siamese.rotation_deg": (8, ""),
-    "siamese.scale_range": ([0.8, 1.5], ""),
-    "siamese.checkpoint_every": (2, ""),
-    "siamese.device": ("auto", ""),
-    "siamese.freeze_encoder": (False, "train_siamese"),
-    "siamese.encoder_layers": (["stage3", "stage5", "stage7"], ""),
-    "siamese.fuse_channels": (64, ""),
-    "siamese.decoder_channels": (32, ""),
-    "siamese.warmup": (1, ""),
-    "siamese.truncation": (0.1, ""),
-    "siamese.keypoint_weight": (0.5, "finetune_siamese"),  # a fine-tuning setting (used with supervision)
-    "siamese.grad_clip": (5.0, "train_siamese"),
+    "siamese.paper.input_size": (96, ""),
+    "siamese.paper.steps": (4, ""),
+    "siamese.paper.batch_size": (3, ""),
+    "siamese.paper.lr": (0.001, ""),
+    "siamese.paper.weight_decay": (0.001, ""),
+    "siamese.paper.warmup": (1, ""),
+    "siamese.paper.finetune_steps": (3, ""),
+    "siamese.paper.finetune_lr": (0.001, ""),
+    "siamese.paper.rotation_deg": (8, ""),
+    "siamese.paper.scale_range": ([0.8, 1.5], ""),
+    "siamese.paper.truncation": (0.1, ""),
+    "siamese.paper.encoder_layers": (["stage3", "stage5", "stage7"], ""),
+    "siamese.paper.fuse_channels": (64, ""),
+    "siamese.paper.decoder_channels": (32, ""),
     # evaluate
     "evaluate.k_neighbors": (3, _EV),
     "evaluate.alpha": (0.15, f"{_EV} eval_bars"),        # + the bars' alpha row

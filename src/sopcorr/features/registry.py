@@ -73,7 +73,7 @@ class BackboneSpec:
 
     ``default_layers``: the feature extraction's layers when ``backbone.layers`` is null;
     ``siamese_layers``: the Siamese encoder's (fusion = the coarsest, skips) when
-    ``siamese.encoder_layers`` is null; ``conv_layers``: the two layers of Table 1's
+    ``siamese.paper.encoder_layers`` is null; ``conv_layers``: the two layers of Table 1's
     conv4 / conv5 rows; ``hints``: (unknown layer name, what to write instead);
     ``parameters``: the whole model's parameter count (the state dict that is loaded);
     ``stages``: the MBConv stage table (EfficientNet-Lite only; memory sizing).
@@ -257,7 +257,7 @@ def default_feature_layers(name: str) -> list[str]:
 
 
 def siamese_encoder_layers(name: str) -> list[str]:
-    """The Siamese encoder's layers when ``siamese.encoder_layers`` is null, shallow to deep,
+    """The Siamese encoder's layers when ``siamese.paper.encoder_layers`` is null, shallow to deep,
     the coarsest feeding the fusion (EfficientNet-Lite: ``stage3``/``stage5``/``stage6``,
     strides 8/16/32; VGG16: ``conv3_3``/``conv4_3``/``conv5_3``, strides 4/8/16)."""
     return list(get_spec(name).siamese_layers)
