@@ -2,10 +2,14 @@
 # matches (flow/<variant>/<cat>.zarr), then fine-tuned on the keypoint training split
 # (sopcorr.siamese, docs/SIAMESE.md). siamese.architecture: correlation (default) trains the
 # correlation network's head on the cached feature grids (features/<cat>.zarr); paper trains
-# the paper's flow network on images at siamese.paper.input_size. GPU rules (resources gpu=1) that also
-# run on the CPU; a killed job resumes from siamese/<output>.state.pt on its next run.
+# the paper's flow network on images at siamese.paper.input_size. GPU rules (resources gpu=1)
+# that also run on the CPU; a killed job resumes from siamese/<output>.state.pt on its next run.
 
-from sopcorr.workflow_support import backbone_settings, siamese_memory_mb, siamese_settings
+from sopcorr.workflow_support import (
+    backbone_settings,
+    siamese_memory_mb,
+    siamese_settings,
+)
 
 #: memory of the configured architecture's training: the paper network's encoder, pairs and
 #: flows, or the correlation network's cached grids, teacher and head (no backbone with a frozen

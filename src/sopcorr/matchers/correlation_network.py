@@ -47,13 +47,13 @@ class CorrelationNetworkMatcher(NetworkMatcher):
     params_class = CorrelationNetworkParams
     soft_readout = True
 
-    def __init__(self, params: CorrelationNetworkParams | None = None, checkpoint=None, backbone: str | None = None,
-                 input_size: int | None = None):
-        from ..siamese.encoder import normalisation
+    def backbone(self):
+        return self.model.encoder.backbone
 
-        super().__init__(params, checkpoint, backbone, input_size)
-        self.stride = self.spec.stride
-        self.mean, self.std = normalisation(self.model.encoder.backbone)
+    @property
+    def stride(self) -> int:
+        """Pixels per cell of the network's grid."""
+        return int(self.spec.stride)
 
     @torch.no_grad()
     def grid(self, img: np.ndarray) -> tuple[np.ndarray, FeatureGrid]:

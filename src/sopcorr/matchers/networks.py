@@ -76,6 +76,7 @@ class NetworkMatcher:
                  input_size: int | None = None):
         from ..device import resolve_device
         from ..siamese.checkpoint import CheckpointError, model_from_checkpoint
+        from ..siamese.encoder import normalisation
 
         if checkpoint is None:
             raise TypeError(f"{type(self).__name__} needs a checkpoint")
@@ -87,6 +88,11 @@ class NetworkMatcher:
         check_request(ck.path, ck.spec, backbone, input_size)
         self.path, self.spec, self.size = ck.path, ck.spec, int(ck.spec.input_size)
         self.model = model_from_checkpoint(ck, device=self.device).eval()
+        self.mean, self.std = normalisation(self.backbone())
+
+    def backbone(self):
+        """The module whose spec says how images are normalised (the network's encoder)."""
+        return self.model.encoder
 
     def _prep(self, img: np.ndarray) -> tuple:
         """(1, 3, S, S) normalised tensor on the device and the image's Letterbox."""

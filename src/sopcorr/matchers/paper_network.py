@@ -41,13 +41,6 @@ class PaperNetworkMatcher(NetworkMatcher):
     architecture = "paper"
     params_class = PaperNetworkParams
 
-    def __init__(self, params: PaperNetworkParams | None = None, checkpoint=None, backbone: str | None = None,
-                 input_size: int | None = None):
-        from ..siamese.encoder import normalisation
-
-        super().__init__(params, checkpoint, backbone, input_size)
-        self.mean, self.std = normalisation(self.model.encoder)
-
     def correspondence(self, src: Frame, tgt: Frame) -> DenseCorrespondence:
         """Dense correspondence of two frames' images (:meth:`match_images`)."""
         return self.match_images(src.image, tgt.image)
