@@ -17,11 +17,6 @@ from sopcorr.workflow_support import (
 _SIAMESE_MEM = siamese_memory_mb(config, CATEGORIES)
 
 
-def architecture_memory(wildcards):
-    """mem_mb of the ablation's network of architecture {architecture}."""
-    return siamese_memory_mb(config, CATEGORIES, wildcards.architecture)
-
-
 rule train_siamese:
     """Train the Siamese network on every category's pseudo-ground-truth matches."""
     input:
@@ -122,7 +117,9 @@ rule train_siamese_architecture:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=architecture_memory,
+        mem_mb=lambda wildcards: siamese_memory_mb(
+            config, CATEGORIES, wildcards.architecture
+        ),
     params:
         siamese=architecture_settings(False),
         backbone=backbone_settings(config["backbone"]),
@@ -158,7 +155,9 @@ rule finetune_siamese_architecture:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=architecture_memory,
+        mem_mb=lambda wildcards: siamese_memory_mb(
+            config, CATEGORIES, wildcards.architecture
+        ),
     params:
         siamese=architecture_settings(True),
         backbone=backbone_settings(config["backbone"]),
