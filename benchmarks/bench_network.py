@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from sopcorr.errors import SopcorrError  # noqa: E402
 from sopcorr.matchers.correlation_network import CorrelationNetworkMatcher, CorrelationNetworkParams  # noqa: E402
 from sopcorr.siamese.checkpoint import save_checkpoint  # noqa: E402
 from sopcorr.siamese.correlation.net import NetworkSpec, build_network  # noqa: E402
@@ -31,7 +32,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--size", type=int, default=448)
-    ap.add_argument("--layers", default="block10,block14")
+    ap.add_argument("--layers", default="stage5,stage6", help="encoder layers of the untrained head (default: the features')")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("images", nargs="*")
@@ -46,7 +47,10 @@ def main(argv=None) -> int:
         net = build_network(spec, with_encoder=False)
         ck = Path(tempfile.mkdtemp()) / "untrained.pt"
         save_checkpoint(ck, dict(model=net.state_dict(), spec=spec.to_dict(), step=0))
-    m = CorrelationNetworkMatcher(CorrelationNetworkParams(device="cpu"), ck)
+    try:
+        m = CorrelationNetworkMatcher(CorrelationNetworkParams(device="cpu"), ck)
+    except SopcorrError as exc:
+        ap.error(str(exc))
     if a.images:
         from sopcorr.data.generic import read_image
 

@@ -52,11 +52,14 @@ def _with_random_vgg16(fn, backbone):
 
 def correlation_bench(a, dev) -> int:
     """Training step vs bare forward+backward of the correlation network (module docstring)."""
+    import torch
+
     from sopcorr.features.registry import get_spec
     from sopcorr.siamese.correlation.data import flip_batch
     from sopcorr.siamese.correlation.losses import dense_infonce, sample_cells
     from sopcorr.siamese.correlation.net import NetworkSpec, build_network
     from sopcorr.siamese.correlation.train import CorrelationSettings, network_loss
+    from sopcorr.siamese.loop import lr_lambda
     from sopcorr.siamese.settings import truncation_T2
 
     amp = dev.type == "cuda"
