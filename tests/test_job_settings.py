@@ -150,3 +150,23 @@ def test_siamese_memory_follows_the_architecture():
     assert mem({"freeze_encoder": False}) > frozen and mem({"freeze_encoder": False}) >= \
         job_memory_mb("efficientnet_lite0", 256, 16, training=True)
     assert correlation_training_mb(16, 304, 160, 960, 8, 256, 128, 128) == frozen
+
+
+def test_every_per_architecture_table_covers_the_architectures():
+    """ARCHITECTURES is the one list: the schema's enum and sub-sections, the training steps, the
+    checkpoint loaders, the matcher classes and the runs' best learned matchers follow it."""
+    from sopcorr.config import load_schema
+    from sopcorr.matchers.learned import _BEST
+    from sopcorr.matchers.networks import NETWORK_KINDS
+    from sopcorr.siamese.checkpoint import NETS
+    from sopcorr.siamese.settings import ARCHITECTURES, SHARED_KEYS
+    from sopcorr.siamese.stage import STEPS
+
+    arch = set(ARCHITECTURES)
+    props = load_schema()["properties"]["siamese"]["properties"]
+    assert set(props["architecture"]["enum"]) == arch
+    assert set(props) == arch | set(SHARED_KEYS)
+    assert set(STEPS) == set(NETS) == set(NETWORK_KINDS) == set(_BEST) == arch
+    for a in ARCHITECTURES:
+        step = STEPS[a]()
+        assert step.architecture == a and step.settings_class.SECTION == a
