@@ -170,3 +170,22 @@ def test_every_per_architecture_table_covers_the_architectures():
     for a in ARCHITECTURES:
         step = STEPS[a]()
         assert step.architecture == a and step.settings_class.SECTION == a
+
+
+@pytest.mark.slow
+def test_siamese_memory_covers_the_measured_peak(reference_a):
+    """The training jobs' request (correlation network, frozen encoder: grids and head, no
+    backbone) covers the peak resident memory Snakemake measured in the shared tiny run, and is
+    not more than 2.5 x that peak."""
+    import csv
+
+    from integration.helpers import REPO, TINY, results
+    from sopcorr.config import load_config
+    from sopcorr.workflow_support import resolve_categories, siamese_memory_mb
+
+    cfg = load_config(REPO / "config" / "config.yaml", TINY)
+    request = siamese_memory_mb(cfg, resolve_categories(cfg))
+    for rule in ("train_siamese", "finetune_siamese"):
+        with open(results(reference_a) / "benchmarks" / rule / f"{cfg['manifold']['variant']}.tsv") as fh:
+            peak = float(next(csv.DictReader(fh, delimiter="\t"))["max_rss"])
+        assert peak <= request <= 2.5 * peak, (rule, peak, request)
