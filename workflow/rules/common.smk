@@ -238,7 +238,7 @@ EVAL_METHODS = _union(
 
 
 def evaluation_protocols():
-    """The ``protocols`` params of rule evaluate: per protocol exactly the config keys it uses
+    """The ``protocols`` params of the evaluate rule, per protocol exactly the config keys it uses
     (pairs / dense only where the dataset has pairs / dense ground truth;
     sopcorr.evaluate.protocols.CategoryEvaluation.from_params)."""
     descriptors = EVAL["classification_descriptors"]
