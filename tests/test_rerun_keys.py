@@ -34,13 +34,15 @@ _EVAL_CATEGORY = ["eval_keypoints", "eval_classify", "eval_pairs", "eval_dense",
 DOWNSTREAM: dict[str, list[str]] = {
     "generate_synthetic": ["prepare_category"],
     "prepare_category": ["data_summary", "contact_sheet", "extract_features", "manifold", "pseudo_flow",
-                         "train_siamese", "finetune_siamese", *_EVAL_CATEGORY],
+                         "train_siamese", "finetune_siamese", *_EVAL_CATEGORY, "viewer"],
     "data_summary": [],
     "contact_sheet": [],
-    "extract_features": ["manifold", "pseudo_flow", "train_siamese", "finetune_siamese", *_EVAL_CATEGORY],
-    "manifold": ["pseudo_flow", *_EVAL_CATEGORY],       # embedded.zarr (+ labels.zarr)
+    "extract_features": ["manifold", "pseudo_flow", "train_siamese", "finetune_siamese", *_EVAL_CATEGORY,
+                         "viewer"],
+    "manifold": ["pseudo_flow", *_EVAL_CATEGORY, "viewer"],  # embedded.zarr (+ labels.zarr)
     "pseudo_flow": ["train_siamese", "finetune_siamese"],
-    "train_siamese": ["finetune_siamese", "eval_keypoints", "eval_pairs", "eval_dense", "eval_figures"],
+    "train_siamese": ["finetune_siamese", "eval_keypoints", "eval_pairs", "eval_dense", "eval_figures",
+                      "viewer"],                          # model.pt: ours_network_geometric
     "finetune_siamese": _EVAL_CATEGORY,                  # ours_finetuned (+ its SVM descriptor)
     "eval_keypoints": ["eval_table", "eval_figures"],    # keypoints.json (Table 2, transfer rows)
     "eval_classify": ["eval_table"],
@@ -50,6 +52,7 @@ DOWNSTREAM: dict[str, list[str]] = {
     "eval_figures": ["report_description"],
     "eval_bars": ["report_description"],
     "report_description": [],                            # the report's first screen
+    "viewer": ["report_description"],                    # the viewer, linked from the first screen
 }
 #: every rule of the tiny run's default target
 EVERY = "generate_synthetic"
@@ -77,7 +80,7 @@ _SIFTFLOW = "eval_keypoints eval_pairs"                  # the siftflow / convfl
 KEYS: dict[str, tuple] = {
     "run": ("tiny_other", EVERY),                        # a new results/<run>/: every job
     "seed": (1, EVERY),
-    "categories": (["bird"], "data_summary train_siamese eval_table"),  # pooled jobs lose car
+    "categories": (["bird"], "data_summary train_siamese eval_table viewer"),  # pooled jobs lose car
     # dataset (synthetic): the generator and what reads the split
     "dataset.path": ("elsewhere", ""),                   # generic only
     "dataset.synthetic.categories": (["bird", "car", "fish"], EVERY),
@@ -232,6 +235,11 @@ KEYS: dict[str, tuple] = {
     "evaluate.dense_alphas": ([0.1], "eval_dense"),
     "evaluate.dense_stride": (8, "eval_dense"),
     "evaluate.ablation_layer_sets": ([["stage4"]], ""),  # the ablation target only
+    # viewer: the one job that writes results/<run>/viewer/ (its methods read flow.geometric and
+    # the seed too: those keys rerun it through train_siamese / EVERY)
+    "viewer.max_images": (3, "viewer"),
+    "viewer.image_size": (64, "viewer"),
+    "viewer.methods": (["nn_raw"], "viewer"),
 }
 
 #: schema keys this test does not change, and why

@@ -243,3 +243,13 @@ def test_write_viewer_is_deterministic_and_fails_whole(stores, tmp_path):
     with pytest.raises(SopcorrError, match="2 paths for 1 categories"):
         write_viewer(tmp_path / "d", "t", ["bird"], {**stores, "features": stores["features"] * 2}, settings,
                      MATCHERS, DEVICES)
+
+
+def test_the_viewer_is_registered_in_zip_reports_only():
+    from sopcorr.workflow_support import report_is_zip
+
+    assert report_is_zip(["snakemake", "--cores", "1", "--report", "results/r/report.zip"])
+    assert report_is_zip(["snakemake", "--report=R.ZIP"])
+    assert not report_is_zip(["snakemake", "--report", "results/r/report.html"])
+    assert not report_is_zip(["snakemake", "--cores", "2", "results/r/report.zip"])  # a target, not a report
+    assert not report_is_zip(["snakemake", "--report"])

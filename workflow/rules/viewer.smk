@@ -4,6 +4,23 @@
 # dense correspondences of every ordered pair of up to viewer.max_images images. One job for all
 # categories (the matchers and the network load once). VIEWER and viewer_inputs() live in
 # common.smk; the methods are built as eval_pairs builds them (matcher_params).
+import sys
+
+from sopcorr.workflow_support import report_is_zip, stable
+
+#: the viewer is registered in the report (a directory with an HTML index) only for a .zip
+#: report: Snakemake's single-file report.html refuses such a directory (docs/VIEWER.md). The
+#: report's front page links it either way (rule report_description).
+VIEWER_OUTPUT = directory(results("viewer"))
+if report_is_zip(sys.argv):
+    VIEWER_OUTPUT = report(
+        VIEWER_OUTPUT,
+        htmlindex="index.html",
+        caption="../report/viewer.rst",
+        category="Viewer",
+        subcategory="Correspondence viewer",
+        labels={"viewer": "every category"},
+    )
 
 
 rule viewer:
@@ -12,7 +29,7 @@ rule viewer:
     input:
         **viewer_inputs(VIEWER["methods"]),
     output:
-        directory(results("viewer")),
+        VIEWER_OUTPUT,
     log:
         results("logs", "viewer.log"),
     benchmark:
@@ -25,7 +42,7 @@ rule viewer:
     params:
         run=RUN,
         categories=CATEGORIES,
-        viewer=VIEWER,
+        viewer=stable(VIEWER),
         matchers=matcher_params(VIEWER["methods"]),
         devices=execution_devices,
     script:
