@@ -246,6 +246,7 @@ def write_viewer(out_dir: str | Path, run: str, categories: Sequence[str], input
     cache: dict = {}  # matchers built once, shared by the categories
     descriptions = method_descriptions()
     manifest = {"run": run, "format": 1, "data_global": DATA_GLOBAL, "categories": [],
+                "matchers": json.loads(json.dumps(dict(matchers), default=str)),  # what built the methods
                 "methods": [{"name": m, "description": descriptions.get(m, "")} for m in settings.methods],
                 "encoding": {"levels": 255, "bytes_per_cell": 3,
                              "doc": "qx, qy: target point quantised over the image, x = q * w / 255 - 0.5; "

@@ -74,7 +74,7 @@
   // image point (x, y) -> continuous cell (col, row) of the image's feature grid
   function toCell(im, x, y) {
     const g = cat.grid, sc = g.size / Math.max(im.w, im.h);
-    return [((x + 0.5) * sc + 0.5) / g.stride - 0.5, ((y + 0.5) * sc + 0.5) / g.stride - 0.5];
+    return [(x + 0.5) * sc / g.stride - 0.5, (y + 0.5) * sc / g.stride - 0.5];
   }
   const clamp = (v, lo, hi) => Math.min(Math.max(v, lo), hi);
   function pairBase(s, t) { return (s * (corr.n - 1) + t - (t > s ? 1 : 0)) * corr.HW * 3; }
