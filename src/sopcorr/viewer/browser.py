@@ -77,7 +77,10 @@ class ViewerPage:
 
     def page_xy(self, i: int, x: float, y: float) -> tuple[float, float]:
         """Page (viewport) coordinates of pixel (x, y) of image ``i`` of the shown category."""
-        box = self.page.locator(f"canvas.marks[data-index='{i}']").bounding_box()
+        loc = self.page.locator(f"canvas.marks[data-index='{i}']")
+        # in the middle of the window: never under the sticky header, never off screen
+        loc.evaluate("c => c.scrollIntoView({block: 'center', inline: 'center'})")
+        box = loc.bounding_box()
         px, py = self.js("([i, x, y]) => window.viewer.tilePoint(i, x, y)", [i, x, y])
         return box["x"] + px, box["y"] + py
 
