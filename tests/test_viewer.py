@@ -253,3 +253,29 @@ def test_the_viewer_is_registered_in_zip_reports_only():
     assert not report_is_zip(["snakemake", "--report", "results/r/report.html"])
     assert not report_is_zip(["snakemake", "--cores", "2", "results/r/report.zip"])  # a target, not a report
     assert not report_is_zip(["snakemake", "--report"])
+
+
+def test_a_category_with_one_image_is_left_out(stores, tmp_path):
+    """One image leaves nothing to match: the page leaves the category out and the job goes on."""
+    settings = ViewerSettings(max_images=None, image_size=32, methods=("nn_raw",))
+    inst = json.loads(open(stores["instances"][0]).read())
+    inst["instances"], inst["pairs"] = inst["instances"][:1], []
+    one = tmp_path / "one" / "instances.json"
+    one.parent.mkdir()
+    one.write_text(json.dumps(inst))
+    from sopcorr.features.store import FeatureStore
+
+    fs = FeatureStore.open(stores["features"][0])
+    feats_one = tmp_path / "one" / "f.zarr"
+    first = dict(zarr.open_group(stores["features"][0], mode="r").attrs)
+    first["image_ids"], first["image_hw"] = first["image_ids"][:1], first["image_hw"][:1]
+    write_feature_store(feats_one, fs.load(0)[None], np.asarray(fs.valid[:1]), None, first)
+    lab = zarr.open(stores["labels"][0], mode="r")[:1]
+    lab_one = tmp_path / "one" / "labels.zarr"
+    zarr.create_array(store=str(lab_one), shape=lab.shape, chunks=(1, 6, 6), dtype=np.int16)[:] = lab
+    man = write_viewer(tmp_path / "v", "t", ["bird", "bird"],
+                       {"instances": [str(one), stores["instances"][0]],
+                        "features": [str(feats_one), stores["features"][0]],
+                        "labels": [str(lab_one), stores["labels"][0]]}, settings, MATCHERS, DEVICES)
+    assert man["skipped"] == ["bird"] and [c["name"] for c in man["categories"]] == ["bird"]
+    assert man["categories"][0]["n_images"] == stores["n"]

@@ -245,7 +245,7 @@ def write_viewer(out_dir: str | Path, run: str, categories: Sequence[str], input
     checkpoints = {k: str(inputs[k]) for k in CHECKPOINTS if inputs.get(k)}
     cache: dict = {}  # matchers built once, shared by the categories
     descriptions = method_descriptions()
-    manifest = {"run": run, "format": 1, "data_global": DATA_GLOBAL, "categories": [],
+    manifest = {"run": run, "format": 1, "data_global": DATA_GLOBAL, "categories": [], "skipped": [],
                 "matchers": json.loads(json.dumps(dict(matchers), default=str)),  # what built the methods
                 "methods": [{"name": m, "description": descriptions.get(m, "")} for m in settings.methods],
                 "encoding": {"levels": 255, "bytes_per_cell": 3,
@@ -262,8 +262,12 @@ def write_viewer(out_dir: str | Path, run: str, categories: Sequence[str], input
                                    category=cat)
             lab_path = per_cat("labels", k)
             labels = FrameSource(frames["raw"].dataset, labels=lab_path, category=cat).labels if lab_path else None
-            methods = [build_method(m, ms, frames, checkpoints, cache) for m in settings.methods]
             n = len(select_images(frames["raw"].instances, settings.max_images))
+            if n < 2:  # nothing to match: the page leaves the category out (the run goes on)
+                log.warning("viewer %s: %d image(s), nothing to match; left out of the viewer", cat, n)
+                manifest["skipped"].append(cat)
+                continue
+            methods = [build_method(m, ms, frames, checkpoints, cache) for m in settings.methods]
             bar = progress_bar(total=len(methods) * n * (n - 1), desc=f"viewer {cat}", unit="pair", logger=log,
                                disable=not progress)
             images, per_method = category_payloads(frames["raw"], labels, methods, settings,

@@ -17,6 +17,11 @@
   const M = window.SOPCORR_VIEWER;
   const status = (t) => { document.getElementById("status").textContent = t; };
   if (!M) { status("no manifest: rebuild the viewer (snakemake results/<run>/viewer)"); return; }
+  if (!M.categories.length) {
+    status("no category of this run has two images to match" + (M.skipped.length ? " (" + M.skipped.join(", ") + ")" : ""));
+    document.body.dataset.state = "empty";
+    return;
+  }
 
   const state = {
     loaded: "", category: null, method: null, source: -1, point: null, pinned: false, markers: [],
