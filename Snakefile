@@ -16,6 +16,7 @@ include: "workflow/rules/flow.smk"
 include: "workflow/rules/siamese.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/viewer.smk"
 include: "workflow/rules/ablation.smk"
 
 

@@ -12,6 +12,7 @@ it, else ``keypoint_pck`` (the paper's Table 2; VOC/Berkeley has no pairs).
 """
 from __future__ import annotations
 
+import html
 import math
 import re
 from dataclasses import dataclass
@@ -188,8 +189,23 @@ _SCROLL_FROM_TOP = [
 ]
 
 
-def render_summary(tables: Sequence[RunTable], figures: Sequence[str | Path], params: SummaryParams) -> str:
-    """The workflow description (reStructuredText with Snakemake's Jinja links)."""
+def viewer_link(href: str, run: str) -> list[str]:
+    """The page's line pointing at the run's interactive viewer: ``href`` relative to the
+    report's folder (``results/<run>/``, where ``make demo`` writes report.html)."""
+    href = html.escape(href, quote=True)
+    run = html.escape(run)
+    return [".. raw:: html", "",
+            f'   <p><b>Interactive viewer:</b> <a href="{href}" target="_blank">{href}</a> beside this report '
+            f"(results/{run}/{href}): point at any image of a category and every other image marks where "
+            f"that point lands, for the methods below; or run <code>sopcorr view results/{run}</code>.</p>",
+            ""]
+
+
+def render_summary(tables: Sequence[RunTable], figures: Sequence[str | Path], params: SummaryParams,
+                   viewer: str | None = None) -> str:
+    """The workflow description (reStructuredText with Snakemake's Jinja links). ``viewer``: the
+    interactive viewer's index.html relative to the report's folder (linked on the first
+    screen), or None."""
     by_name = {t.name: t for t in tables}
     ordered = [by_name[n] for n in TABLE_ORDER if n in by_name] + \
               [t for t in tables if t.name not in TABLE_ORDER]
@@ -200,6 +216,8 @@ def render_summary(tables: Sequence[RunTable], figures: Sequence[str | Path], pa
            f"Dataset ``{params.dataset}`` ({len(params.categories)} categories: {cats}); backbone "
            f"{params.backbone}; manifold variant ``{params.variant}`` behind the ``ours_*`` rows. "
            f"Everything on this page is read from ``results/{params.run}/tables/``.", ""]
+    if viewer:
+        out += viewer_link(viewer, params.run)
     if not ordered:
         out += ["This run has no result tables yet: run ``snakemake --cores all`` first.", ""]
         return "\n".join(out) + "\n"

@@ -125,3 +125,17 @@ def siamese_settings(siamese: dict, finetune: bool) -> dict:
         out = {k: s[k] for k in shared}
         out["correlation"] = {k: v for k, v in s["correlation"].items() if finetune or not k.startswith("finetune_")}
     return stable({k: v for k, v in out.items() if k not in SIAMESE_RUNTIME_KEYS})
+
+
+def report_is_zip(argv) -> bool:
+    """True when a Snakemake command line ``argv`` asks for a .zip report (``--report X.zip`` or
+    ``--report=X.zip``). Snakemake's single-file report.html refuses a directory registered with
+    an HTML index (WorkflowError); a .zip report stores it beside report.html, so the viewer is
+    registered in the report only then (workflow/rules/viewer.smk)."""
+    argv = [str(a) for a in argv]
+    for k, a in enumerate(argv):
+        if a == "--report" and k + 1 < len(argv):
+            return argv[k + 1].lower().endswith(".zip")
+        if a.startswith("--report="):
+            return a.split("=", 1)[1].lower().endswith(".zip")
+    return False

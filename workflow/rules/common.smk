@@ -312,3 +312,21 @@ def architecture_settings(finetune):
     return lambda wildcards: siamese_settings(
         {**config["siamese"], "architecture": wildcards.architecture}, finetune=finetune
     )
+
+
+# ---- viewer (used by viewer.smk)
+VIEWER = config["viewer"]
+
+
+def viewer_inputs(methods):
+    """Inputs of the viewer job (one job for every category): per category, as lists in
+    CATEGORIES order, the instances, raw features, the manifold's part labels (labels.zarr) and
+    the stores ``methods`` read; the checkpoints they read once."""
+    out = {
+        "instances": per_category(layout("instances")),
+        "features": per_category(layout("features")),
+        "labels": per_category(layout("labels", variant=VARIANT)),
+    }
+    for k, path in matcher_inputs(methods).items():
+        out[k] = per_category(path) if "{category}" in path else path
+    return out

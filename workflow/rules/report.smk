@@ -54,6 +54,7 @@ rule report_description:
         figures=[results("figures", f"{_n}.png") for _n in _BARS]
         + per_category(results("figures", "correspondence_{category}.png"))
         + per_category(results("figures", "keypoints_{category}.png")),
+        viewer=results("viewer"),
     output:
         description=REPORT_DESCRIPTION,
     log:
@@ -74,6 +75,8 @@ rule report_description:
             "backbone": f"{config['backbone']['name']} at {config['backbone']['input_size']} px",
             "alpha": EVAL["alpha"],
         },
+        # the viewer's page relative to results/<run>/, where `make demo` writes report.html
+        viewer="viewer/index.html",
     script:
         "../scripts/report_description.py"
 
