@@ -17,6 +17,7 @@ include: "workflow/rules/siamese.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/ablation.smk"
+include: "workflow/rules/generalisation.smk"
 
 
 # the HTML report opens on the run's results: a page rule report_description writes from the
