@@ -214,10 +214,10 @@ rule protocol_unavailable:
         results("tables", "{unavailable}.csv"),
     log:
         results("logs", "eval_table", "{unavailable}.log"),
-    conda:
-        "../../envs/sopcorr.yaml"
     wildcard_constraints:
         unavailable=PROTOCOL_UNAVAILABLE,
+    conda:
+        "../../envs/sopcorr.yaml"
     params:
         message=lambda wc: protocol_unavailable_message(wc.unavailable),
     script:
