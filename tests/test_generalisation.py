@@ -260,3 +260,10 @@ def test_the_report_page_shows_the_protocol_tables(tmp_path):
     assert "transductive" in page and "supervised" in page
     without = render_summary([read_run_table(tmp_path / "pair_pck.csv")], [], params)
     assert "Generalisation" not in without
+    # a protocol without pairs (no dataset pair among the held-out half): an empty table, shown
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"pairs": []}))
+    build_table("inductive", [empty], ["car"], {"seed": 0}, False, tmp_path / "inductive.csv")
+    assert (tmp_path / "inductive.csv").read_text().startswith("method,alpha,car,mean,per_pair\n")
+    page = render_summary([read_run_table(tmp_path / f"{t}.csv") for t in ("pair_pck", "inductive")], [], params)
+    assert "`inductive.html`_" in page

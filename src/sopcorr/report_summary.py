@@ -97,8 +97,8 @@ def headline_rows(table: RunTable, alpha: float) -> pd.DataFrame:
     for key, fmt in _KEY_COLUMNS.items():
         if key in df.columns:
             want = fmt.format(alpha=alpha)
-            keep = df[key].map(lambda v: _key_text(v) == want)
-            df = df[keep].drop(columns=[key])
+            keep = df[key].map(lambda v: _key_text(v) == want).astype(bool)
+            df = df.loc[keep].drop(columns=[key])
     return df.reset_index(drop=True)
 
 
