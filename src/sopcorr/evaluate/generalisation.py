@@ -33,7 +33,7 @@ import numpy as np
 from ..data.model import Dataset
 from ..errors import DatasetError, SopcorrError
 
-__all__ = ["PROTOCOL_METHODS", "PROTOCOLS", "half_split", "InductiveSplit", "inductive_split",
+__all__ = ["PROTOCOL_METHODS", "PROTOCOLS", "half_split", "InductiveSplit", "inductive_split", "fit_dataset",
            "evaluation_dataset", "write_inductive_split", "leave_one_out"]
 
 #: the methods each protocol's table evaluates on the same pairs (names of
@@ -126,7 +126,8 @@ def write_inductive_split(instances: str | Path, features: str | Path, seed: int
     if list(store.ids) != ids:
         raise DatasetError(f"{features}: image ids differ from {instances} (rerun the stage that wrote it)")
     split = inductive_split(ds, seed)
-    rows = np.array([i for i, iid in enumerate(ids) if iid in set(split.fit)], dtype=int)
+    fit = set(split.fit)
+    rows = np.array([i for i, iid in enumerate(ids) if iid in fit], dtype=int)
     attrs = {k: v for k, v in store.attrs.items() if k != "complete"}
     attrs["image_ids"] = [ids[i] for i in rows]
     attrs["image_hw"] = [list(map(int, store.image_hw[i])) for i in rows]
