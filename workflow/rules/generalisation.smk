@@ -186,7 +186,7 @@ use rule eval_table as protocol_table with:
         tex=results("tables", "{protocol}.tex"),
         html=report(
             results("tables", "{protocol}.html"),
-            caption="../report/table.rst",
+            caption="../report/protocol_table.rst",
             category="Tables",
             subcategory="Generalisation",
             labels=lambda wc: {"table": protocol_title(wc.protocol)},
