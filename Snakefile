@@ -18,6 +18,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/viewer.smk"
 include: "workflow/rules/ablation.smk"
+include: "workflow/rules/generalisation.smk"
 
 
 # the HTML report opens on the run's results: a page rule report_description writes from the

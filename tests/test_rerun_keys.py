@@ -225,6 +225,8 @@ KEYS: dict[str, tuple] = {
     "evaluate.dense_alphas": ([0.1], _EV),
     "evaluate.dense_stride": (8, _EV),
     "evaluate.ablation_layer_sets": ([["stage4"]], ""),  # the ablation target only
+    "evaluate.transfer_from": ("other_run", ""),         # tables/transfer_from_<source>.csv only
+
     # viewer: the one job that writes results/<run>/viewer/ (its methods read flow.geometric and
     # the seed too: those keys rerun it through train_siamese / EVERY)
     "viewer.max_images": (3, "viewer"),
@@ -239,8 +241,9 @@ NOT_COVERED: dict[str, str] = {
 #: what the tiny run does not exercise, so KEYS maps it to nothing there (documented, not tested):
 #: the voc_berkeley reader and download keys, dataset.path of a generic dataset (its dataset.json is
 #: an input), the paper variant's pseudo-flow keys (flow.mutual, min_similarity, refine,
-#: pseudo_method) and top-level manifold keys the improved variant overrides, and the ablation
-#: target (evaluate.ablation_layer_sets; not part of the default target).
+#: pseudo_method) and top-level manifold keys the improved variant overrides, the ablation
+#: target (evaluate.ablation_layer_sets) and the generalisation targets (evaluate.transfer_from;
+#: tests/test_generalisation_targets.py), which are not part of the default target.
 
 
 def schema_keys(props: dict, prefix: str = ""):

@@ -27,6 +27,9 @@ from .matchers.methods import method_descriptions, parse_name_table  # noqa: F40
 #: tables in the order the page lists them; the first one the run has is the headline
 TABLE_ORDER = ("pair_pck", "keypoint_pck", "dense_synthetic", "keypoint_classification",
                "keypoint_pck_no_absence")
+#: the generalisation protocols' tables (sopcorr.evaluate.generalisation): a section of their own,
+#: in this order (``transfer_from_<source>`` tables after these)
+PROTOCOL_ORDER = ("inductive", "transfer")
 #: the row of a multi-row-per-method table that the page shows: key column -> value format
 _KEY_COLUMNS = {"alpha": "{alpha:g}", "metric": "pck@{alpha:g}"}
 #: columns that are neither keys nor values
@@ -95,8 +98,8 @@ def headline_rows(table: RunTable, alpha: float) -> pd.DataFrame:
     for key, fmt in _KEY_COLUMNS.items():
         if key in df.columns:
             want = fmt.format(alpha=alpha)
-            keep = df[key].map(lambda v: _key_text(v) == want)
-            df = df[keep].drop(columns=[key])
+            keep = df[key].map(lambda v: _key_text(v) == want).astype(bool)
+            df = df.loc[keep].drop(columns=[key])
     return df.reset_index(drop=True)
 
 
@@ -201,11 +204,44 @@ def viewer_link(href: str, run: str) -> list[str]:
             ""]
 
 
+def is_protocol_table(name: str) -> bool:
+    """A generalisation protocol's table (inductive, transfer, transfer_from_<source>)."""
+    return name in PROTOCOL_ORDER or name.startswith("transfer_from_")
+
+
+def protocol_section(tables: Sequence[RunTable], params: SummaryParams) -> list[str]:
+    """The page's section on the generalisation tables the run has: which figures are
+    transductive, inductive or use labels, then each table at the headline alpha (the best
+    row marked) with a link to it."""
+    if not tables:
+        return []
+    order = {n: k for k, n in enumerate(PROTOCOL_ORDER)}
+    tables = sorted(tables, key=lambda t: (order.get(t.name, len(order)), t.name))
+    head = "Generalisation: images and categories the network never trained on"
+    out = [head, "-" * len(head), "",
+           "The tables above are transductive: the manifold, the teacher's pseudo ground truth and "
+           "the network are fitted on every image of the run, the evaluated ones included (no labels; "
+           "``ours_finetuned`` also uses the training split's pairs, and keypoint labels only with "
+           "siamese.keypoint_supervision: true, which makes it supervised). The tables below hold the "
+           "evaluated images out of what is fitted:", ""]
+    for t in tables:
+        r = headline_rows(t, params.alpha)
+        c = value_columns(r, params.categories)
+        col = "per_pair" if "per_pair" in c else ("mean" if "mean" in c else None)
+        b = best_methods(r, col) if col else []
+        out += [f"`{t.name}.html`_ — {_table_title(t)}, alpha = {params.alpha:g}", ""]
+        out += _list_table(r, c, b) + [""]
+        out += [rst_text(n) for n in t.notes] + [""] if t.notes else []
+    return out
+
+
 def render_summary(tables: Sequence[RunTable], figures: Sequence[str | Path], params: SummaryParams,
                    viewer: str | None = None) -> str:
     """The workflow description (reStructuredText with Snakemake's Jinja links). ``viewer``: the
     interactive viewer's index.html relative to the report's folder (linked on the first
-    screen), or None."""
+    screen), or None. The generalisation tables among ``tables`` get a section of their own."""
+    protocols = [t for t in tables if is_protocol_table(t.name)]
+    tables = [t for t in tables if not is_protocol_table(t.name)]
     by_name = {t.name: t for t in tables}
     ordered = [by_name[n] for n in TABLE_ORDER if n in by_name] + \
               [t for t in tables if t.name not in TABLE_ORDER]
@@ -265,6 +301,8 @@ def render_summary(tables: Sequence[RunTable], figures: Sequence[str | Path], pa
             lead = f": best {', '.join(f'``{x}``' for x in b)} ({_fmt(r.set_index('method').loc[b[0], col])})" if b else ""
             out.append(f"- `{t.name}.html`_ — {_table_title(t)}{lead}")
         out.append("")
+
+    out += protocol_section(protocols, params)
 
     figs = [Path(f).name for f in figures]
     if figs:

@@ -216,7 +216,8 @@ def build_matcher(name: str, settings: MatcherSettings, checkpoints: dict | None
         if ck is None:
             raise SopcorrError(f"method {name}: the job was given no '{sp.checkpoint}' checkpoint")
         p = replace(_need(settings, "geometric", name), embedding_weight=0.0)
-        return build("network_geometric", p, checkpoint=ck, device=_need(settings, "siamese", name).device)
+        sp = _need(settings, "siamese", name)
+        return build("network_geometric", p, checkpoint=ck, device=sp.device, siamese=sp)
     raise SopcorrError(f"method {name}: unknown matcher kind '{sp.kind}'")  # pragma: no cover
 
 

@@ -23,22 +23,23 @@ from .base import Frame
 __all__ = ["NetworkMatcher"]
 
 
-def _check_request(path: Path, spec, backbone: str | None, input_size: int | None) -> None:
+def _check_backbone(path: Path, spec, backbone: str | None) -> None:
     if backbone is not None and spec.backbone != backbone:
         raise CheckpointError(
             f"{path}: checkpoint was trained with backbone '{spec.backbone}', not '{backbone}' "
             f"(train it with backbone.name: {backbone} or use a matching checkpoint)")
-    if input_size is not None and spec.input_size != int(input_size):
-        raise CheckpointError(f"{path}: checkpoint input size is {spec.input_size}, not {input_size}")
 
 
 class NetworkMatcher:
     """A trained correlation network (:mod:`sopcorr.siamese.correlation`) ready for inference.
 
     checkpoint: ``model.pt`` / ``finetuned.pt`` of ``architecture: correlation``; device:
-    'auto' | 'cpu' | 'cuda'; backbone / input_size: when given, the checkpoint must have been
-    trained with them (CheckpointError otherwise); interpolation: how the correspondence
-    transfers points between cells ('bilinear' or 'nearest')."""
+    'auto' | 'cpu' | 'cuda'; backbone: when given, the checkpoint must have been trained with
+    it (CheckpointError otherwise); input_size: when given, the network runs at this size
+    instead of the one it was trained at (encoder and head are convolutional: the encoder is
+    rebuilt for the size, the head and the read-out work on any grid; e.g. another run's
+    network on this run's images); interpolation: how the correspondence transfers points
+    between cells ('bilinear' or 'nearest')."""
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", backbone: str | None = None,
                  input_size: int | None = None, interpolation: str = "bilinear", _ck: dict | None = None):
@@ -47,9 +48,13 @@ class NetworkMatcher:
         ck = _ck if _ck is not None else load_checkpoint(self.path)
         if architecture_of(ck) != "correlation":
             raise CheckpointError(f"{self.path}: not a correlation network (architecture {architecture_of(ck)!r})")
+        from ..siamese.checkpoint import spec_from_checkpoint
+
+        _check_backbone(self.path, spec_from_checkpoint(ck, self.path), backbone)
+        if input_size is not None and int(input_size) != int(ck["spec"]["input_size"]):
+            ck = {**ck, "spec": {**ck["spec"], "input_size": int(input_size)}}
         self.model = model_from_checkpoint(ck, device=self.device, path=self.path).eval()
         self.spec = self.model.spec
-        _check_request(self.path, self.spec, backbone, input_size)
         self.size = self.spec.input_size
         self.stride = self.spec.stride
         self.interpolation = interpolation

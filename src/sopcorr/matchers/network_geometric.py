@@ -39,18 +39,19 @@ __all__ = ["NetworkGeometricMatcher"]
 class NetworkGeometricMatcher:
     """params: GeometricParams (``embedding_weight`` is not used: the descriptor is the
     network's); checkpoint: ``siamese/<variant>/model.pt`` / ``finetuned.pt`` of either
-    architecture; device: 'auto' | 'cpu' | 'cuda'."""
+    architecture; device: 'auto' | 'cpu' | 'cuda'; siamese: the network's SiameseParams
+    (device, and the run it is evaluated in: backbone, input size), overriding ``device``."""
 
     name = "network_geometric"
     params_class = GeometricParams
 
     def __init__(self, params: GeometricParams = GeometricParams(), checkpoint: str | Path | None = None,
-                 device: str = "auto", readout: str = "soft"):
+                 device: str = "auto", readout: str = "soft", siamese=None):
         from .siamese import SiameseMatcher, SiameseParams
 
         if checkpoint is None:
             raise TypeError("NetworkGeometricMatcher needs a checkpoint")
-        self.siamese = SiameseMatcher(checkpoint, SiameseParams(device=device))
+        self.siamese = SiameseMatcher(checkpoint, siamese if siamese is not None else SiameseParams(device=device))
         #: the correlation network (None for the paper's architecture)
         self.network = self.siamese.network
         if readout not in ("soft", "argmax"):

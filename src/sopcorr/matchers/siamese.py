@@ -35,9 +35,14 @@ __all__ = ["SiameseParams", "SiameseMatcher"]
 
 @dataclass(frozen=True)
 class SiameseParams(Params):
-    """device: 'auto' | 'cpu' | 'cuda' (speed only)."""
+    """device: 'auto' | 'cpu' | 'cuda' (speed only). backbone, input_size: the run the network
+    is evaluated in (another run's network: ``evaluate.transfer_from``); None: the checkpoint's
+    own. A checkpoint of another backbone is a CheckpointError; another input size is one for
+    the paper's network, while the correlation network (convolutional) runs at the given size."""
 
     device: str = "auto"
+    backbone: str | None = None
+    input_size: int | None = None
 
     SCHEMA: ClassVar[dict[str, str]] = {"device": "siamese.device"}
 
@@ -58,6 +63,8 @@ class SiameseMatcher:
         self.path = Path(checkpoint)
         self.params = params
         self.device = resolve_device(params.device)
+        backbone = backbone if backbone is not None else params.backbone
+        input_size = input_size if input_size is not None else params.input_size
         ck = load_checkpoint(self.path)
         #: the correlation network (siamese.architecture: correlation) or None (the paper's net)
         self.network = None
