@@ -16,7 +16,9 @@ include: "workflow/rules/flow.smk"
 include: "workflow/rules/siamese.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/viewer.smk"
 include: "workflow/rules/ablation.smk"
+include: "workflow/rules/generalisation.smk"
 
 
 # the HTML report opens on the run's results: a page rule report_description writes from the

@@ -25,12 +25,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from _cli import positive_int
 
-from sopcorr.features.backbones import build_backbone
-from sopcorr.features.extract import combine_layers, extract_images, preprocess, valid_mask
 from sopcorr.geometry import FeatureGrid, Letterbox, bilinear_sample
+
+
+def _import_heavy() -> None:
+    """The modules the benchmark computes with, imported after the command line is checked (a
+    usage error answers at once, without loading torch)."""
+    global torch, build_backbone, combine_layers, extract_images, preprocess, valid_mask
+    import torch
+    from sopcorr.features.backbones import build_backbone
+    from sopcorr.features.extract import combine_layers, extract_images, preprocess, valid_mask
 
 
 def _random_vgg16_weights(tmp: Path) -> Path:
@@ -209,6 +215,7 @@ def main() -> None:
     l.add_argument("--relu-ablation", action="store_true", help="also without ReLU")
     l.add_argument("--data", default=None, help="reuse (or create) the synthetic dataset here")
     args = ap.parse_args()
+    _import_heavy()
     from sopcorr.errors import SopcorrError
 
     try:

@@ -23,8 +23,8 @@ from scipy.ndimage import gaussian_filter
 
 from _cli import positive_int, require_paths
 
-from sopcorr.flow import dense_sift, nearest_neighbour, siftflow, siftflow_correspondence
-from sopcorr.flow.siftflow import DEFAULTS
+from sopcorr.flow.dsift import dense_sift
+from sopcorr.flow.siftflow import DEFAULTS, siftflow, siftflow_correspondence
 from sopcorr.geometry import DenseCorrespondence, FeatureGrid, Letterbox
 
 
@@ -44,6 +44,8 @@ def _field(rng, n, c):
 
 
 def speed(args):
+    from sopcorr.flow.nn import nearest_neighbour
+
     rng = np.random.default_rng(0)
     n, c = args.grid, args.channels
     s2 = _field(rng, n, c)
@@ -74,6 +76,7 @@ def speed(args):
 
 def quality(args):
     from sopcorr.data import groundtruth as gt
+    from sopcorr.flow.nn import nearest_neighbour
     from sopcorr.data.generic import load_dataset, read_image
     from sopcorr.evaluate.dense import dense_metrics, sample_points
     from sopcorr.evaluate.pck import box_size

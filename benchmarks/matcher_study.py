@@ -26,19 +26,28 @@ from pathlib import Path
 
 import numpy as np
 from _cli import nonnegative_int, positive_int, require_paths
-import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from sopcorr.config import load_config  # noqa: E402
-from sopcorr.evaluate.category import EvalCategory  # noqa: E402
-from sopcorr.evaluate.dense import run_dense_evaluation  # noqa: E402
-from sopcorr.evaluate.pairs import run_pair_evaluation  # noqa: E402
-from sopcorr.flow import geometric as G  # noqa: E402
-from sopcorr.geometry import DenseCorrespondence  # noqa: E402
-from sopcorr.matchers.base import frame_sources  # noqa: E402
-from sopcorr.matchers.geometric import concat_descriptors  # noqa: E402
-from sopcorr.matchers.methods import MatcherSettings, Method, build_method  # noqa: E402
+
+
+def _import_heavy() -> None:
+    """The modules the study computes with, imported after the command line and the run's
+    files are checked (a usage error answers at once, without loading torch)."""
+    global torch, F, load_config, EvalCategory, run_dense_evaluation, run_pair_evaluation, G
+    global DenseCorrespondence, frame_sources, concat_descriptors, MatcherSettings, Method, build_method
+    import torch
+    import torch.nn.functional as F
+    from sopcorr.config import load_config
+    from sopcorr.evaluate.category import EvalCategory
+    from sopcorr.evaluate.dense import run_dense_evaluation
+    from sopcorr.evaluate.pairs import run_pair_evaluation
+    from sopcorr.flow import geometric as G
+    from sopcorr.geometry import DenseCorrespondence
+    from sopcorr.matchers.base import frame_sources
+    from sopcorr.matchers.geometric import concat_descriptors
+    from sopcorr.matchers.methods import MatcherSettings, Method, build_method
+
+    torch.set_num_threads(1)
 
 
 class _Fn:
@@ -72,7 +81,6 @@ class StudyContext:
     def get_labels(self):
         return self.frames["embedding"].labels
 
-torch.set_num_threads(1)
 
 def nd(feat, valid, radius, cw):
     f = F.normalize(torch.as_tensor(np.asarray(feat, np.float32)), dim=-1, eps=1e-12)
@@ -303,6 +311,7 @@ def main(argv=None) -> int:
     require_paths(ap, cfgs, "the run's config files")
     require_paths(ap, [p for c in cats for p in (f"{run_dir}/features/{c}.zarr", f"{run_dir}/manifold/improved/{c}")],
                   f"a finished {a.split} run (features and the improved manifold of each category)")
+    _import_heavy()
     run(run_dir, cfgs, cats, max_pairs, a.pair_seed, dense, names)
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from integration.helpers import (TINY, copy_workflow, dry_runs, leftover_temporaries, run_snakemake,
+from integration.helpers import (JSON_DEFECTS, TINY, copy_workflow, dry_runs, leftover_temporaries, run_snakemake,
                                  write_dataset_json, write_generic_dataset)
 
 pytestmark = pytest.mark.slow
@@ -43,25 +43,19 @@ def _keypoint_outside(root, data, cfg):
     return r"bird/0001.*keypoints\.head.*outside"
 
 
-def _bbox_inverted(root, data, cfg):
-    x0, y0, x1, y1 = data["instances"][1]["bbox"]
-    data["instances"][1]["bbox"] = [x1, y0, x0, y1]
-    return r"bird/0001.*bbox.*inverted"
+def _json_defect(name: str, pattern: str):
+    """A case from the shared JSON-level dataset defects (integration.helpers.JSON_DEFECTS)."""
+    def mutate(root, data, cfg):
+        JSON_DEFECTS[name](data)
+        return pattern
+
+    return mutate
 
 
-def _duplicate_ids(root, data, cfg):
-    data["instances"][2]["id"] = data["instances"][1]["id"]
-    return r"bird/0001.*duplicate instance id|duplicate instance id.*bird/0001"
-
-
-def _unknown_category_in_pairs(root, data, cfg):
-    data["pairs"].append(["bird/0000", "dog/0000"])
-    return r"dog/0000.*pairs|pairs.*dog/0000"
-
-
-def _empty_category(root, data, cfg):
-    data["categories"]["fish"] = {"keypoints": ["head", "tail"]}
-    return r"fish"
+_bbox_inverted = _json_defect("bbox_inverted", r"bird/0001.*bbox.*inverted")
+_duplicate_ids = _json_defect("dup_ids", r"bird/0001.*duplicate instance id|duplicate instance id.*bird/0001")
+_unknown_category_in_pairs = _json_defect("pair_unknown", r"dog/0000.*pairs|pairs.*dog/0000")
+_empty_category = _json_defect("empty_category", r"fish")
 
 
 def _wrong_type_in_config(root, data, cfg):

@@ -259,3 +259,53 @@ def test_no_run_features_are_the_default_configs():
     s = FeatureSettings()
     assert s.backbone == cfg["name"] and s.relu == cfg["relu"] and s.input_size == 448
     assert s.layers is None and list(cfg["layers"]) == list(get_spec(s.backbone).default_layers)
+
+
+# ---------------------------------------------------------------------- sopcorr view
+def _view_env(tmp_path, **extra):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")}
+    env.update(extra)
+    return env
+
+
+def test_view_prints_the_path_without_a_browser_and_opens_with_one(tmp_path):
+    run = tmp_path / "results" / "r"
+    (run / "viewer").mkdir(parents=True)
+    (run / "viewer" / "index.html").write_text("<html></html>")
+    cmd = [sys.executable, "-m", "sopcorr.cli", "view", str(run)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=_view_env(tmp_path))
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.strip() == f"open in a browser: {(run / 'viewer' / 'index.html').resolve()}"
+    # a browser (here $BROWSER, a script recording what it was asked to open) gets the file:// URL
+    rec = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {rec}\n')
+    browser.chmod(0o755)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=_view_env(tmp_path, BROWSER=str(browser)))
+    url = (run / "viewer" / "index.html").resolve().as_uri()
+    assert r.returncode == 0 and r.stdout.strip() == f"opened {url}"
+    for _ in range(50):  # webbrowser may start the command in the background
+        if rec.exists():
+            break
+        import time
+        time.sleep(0.1)
+    assert rec.read_text().strip() == url
+    # --print never opens a browser
+    rec.unlink()
+    r = subprocess.run(cmd + ["--print"], capture_output=True, text=True, timeout=60,
+                       env=_view_env(tmp_path, BROWSER=str(browser)))
+    assert r.returncode == 0 and r.stdout.startswith("open in a browser: ") and not rec.exists()
+
+
+@pytest.mark.parametrize("case, needle", [("missing", "no such run folder"), ("no_viewer", "has no viewer yet")])
+def test_view_errors_are_one_line(tmp_path, case, needle):
+    run = tmp_path / "results" / "r"
+    if case == "no_viewer":
+        (run / "tables").mkdir(parents=True)
+    r = subprocess.run([sys.executable, "-m", "sopcorr.cli", "view", str(run)], capture_output=True, text=True,
+                       timeout=60, env=_view_env(tmp_path))
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("sopcorr error:") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert needle in r.stderr and str(run) in r.stderr

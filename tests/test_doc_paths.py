@@ -33,7 +33,7 @@ REPO_PREFIXES = ("src/", "workflow/", "config/", "docs/", "benchmarks/", "tests/
 REPO_FILES = ("Makefile", "Snakefile", "README.md", "pyproject.toml")
 #: first folders of results/<run>/ (paths written relative to the run folder)
 RUN_DIRS = ("data/", "dataset/", "eval/", "features/", "figures/", "flow/", "logs/", "manifold/",
-            "siamese/", "tables/", "report/")
+            "siamese/", "tables/", "report/", "viewer/")
 #: runs of the tiny config: the tiny run itself and the default config it shrinks
 THIS_RUN = ("<run>", "default", "tiny")
 #: named as absent on purpose ("there is deliberately no profiles/default/")

@@ -128,3 +128,13 @@ def test_params_from_the_rule():
     with pytest.raises(SopcorrError, match="'alpha'"):
         SummaryParams.from_params({"run": "r", "dataset": "d", "categories": [], "variant": "v",
                                    "backbone": "b"})
+
+
+def test_the_first_screen_links_the_viewer():
+    pairs = RunTable("pair_pck", _pairs(), "Pair-wise PCK (%)")
+    html = _render_like_snakemake(render_summary([pairs], [], PARAMS, viewer="viewer/index.html"))
+    link = '<a href="viewer/index.html" target="_blank">viewer/index.html</a>'
+    assert link in html and "<code>sopcorr view results/tiny</code>" in html
+    # on the first screen: before the headline table
+    assert html.index(link) < html.index("Best method")
+    assert "Interactive viewer" not in _render_like_snakemake(render_summary([pairs], [], PARAMS))

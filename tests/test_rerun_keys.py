@@ -31,18 +31,19 @@ from sopcorr.config import SCHEMA_PATH, deep_merge, load_config, validate_config
 DOWNSTREAM: dict[str, list[str]] = {
     "generate_synthetic": ["prepare_category"],
     "prepare_category": ["data_summary", "contact_sheet", "extract_features", "manifold", "pseudo_flow",
-                         "train_siamese", "finetune_siamese", "evaluate"],
+                         "train_siamese", "finetune_siamese", "evaluate", "viewer"],
     "data_summary": [],
     "contact_sheet": [],
-    "extract_features": ["manifold", "pseudo_flow", "train_siamese", "finetune_siamese", "evaluate"],
-    "manifold": ["pseudo_flow", "evaluate"],            # embedded.zarr (+ labels.zarr)
+    "extract_features": ["manifold", "pseudo_flow", "train_siamese", "finetune_siamese", "evaluate", "viewer"],
+    "manifold": ["pseudo_flow", "evaluate", "viewer"],  # embedded.zarr (+ labels.zarr)
     "pseudo_flow": ["train_siamese", "finetune_siamese"],
-    "train_siamese": ["finetune_siamese", "evaluate"],
+    "train_siamese": ["finetune_siamese", "evaluate", "viewer"],  # model.pt: ours_network_geometric
     "finetune_siamese": ["evaluate"],                   # ours_finetuned (+ its SVM descriptor)
     "evaluate": ["eval_table", "report_description"],   # every protocol's records and the figures
     "eval_table": ["eval_bars", "report_description"],
     "eval_bars": ["report_description"],
     "report_description": [],                           # the report's first screen
+    "viewer": ["report_description"],                   # the viewer, linked from the first screen
 }
 #: every rule of the tiny run's default target
 EVERY = "generate_synthetic"
@@ -69,7 +70,7 @@ _EV = "evaluate"                                         # every protocol of a c
 KEYS: dict[str, tuple] = {
     "run": ("tiny_other", EVERY),                        # a new results/<run>/: every job
     "seed": (1, EVERY),
-    "categories": (["bird"], "data_summary train_siamese eval_table"),  # pooled jobs lose car
+    "categories": (["bird"], "data_summary train_siamese eval_table viewer"),  # pooled jobs lose car
     # dataset (synthetic): the generator and what reads the split
     "dataset.path": ("elsewhere", ""),                   # generic only
     "dataset.synthetic.categories": (["bird", "car", "fish"], EVERY),
@@ -224,6 +225,13 @@ KEYS: dict[str, tuple] = {
     "evaluate.dense_alphas": ([0.1], _EV),
     "evaluate.dense_stride": (8, _EV),
     "evaluate.ablation_layer_sets": ([["stage4"]], ""),  # the ablation target only
+    "evaluate.transfer_from": ("other_run", ""),         # tables/transfer_from_<source>.csv only
+
+    # viewer: the one job that writes results/<run>/viewer/ (its methods read flow.geometric and
+    # the seed too: those keys rerun it through train_siamese / EVERY)
+    "viewer.max_images": (3, "viewer"),
+    "viewer.image_size": (64, "viewer"),
+    "viewer.methods": (["nn_raw"], "viewer"),
 }
 
 #: schema keys this test does not change, and why
@@ -233,8 +241,9 @@ NOT_COVERED: dict[str, str] = {
 #: what the tiny run does not exercise, so KEYS maps it to nothing there (documented, not tested):
 #: the voc_berkeley reader and download keys, dataset.path of a generic dataset (its dataset.json is
 #: an input), the paper variant's pseudo-flow keys (flow.mutual, min_similarity, refine,
-#: pseudo_method) and top-level manifold keys the improved variant overrides, and the ablation
-#: target (evaluate.ablation_layer_sets; not part of the default target).
+#: pseudo_method) and top-level manifold keys the improved variant overrides, the ablation
+#: target (evaluate.ablation_layer_sets) and the generalisation targets (evaluate.transfer_from;
+#: tests/test_generalisation_targets.py), which are not part of the default target.
 
 
 def schema_keys(props: dict, prefix: str = ""):

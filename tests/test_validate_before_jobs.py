@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.helpers import copy_workflow, dry_runs, write_dataset_json, write_generic_dataset
+from integration.helpers import JSON_DEFECTS, copy_workflow, dry_runs, write_dataset_json, write_generic_dataset
 from sopcorr.config import validate_config
 from sopcorr.data.generic import load_dataset
 from sopcorr.errors import ConfigError, DatasetError
@@ -38,44 +38,6 @@ def test_shipped_configs_pass_the_backbone_check():
 
 
 # ---------------------------------------------------------------- the dataset, at the JSON level
-def _dup_ids(data):
-    data["instances"][2]["id"] = data["instances"][1]["id"]
-
-
-def _pair_unknown(data):
-    data["pairs"].append(["bird/0000", "dog/0000"])
-
-
-def _empty_category(data):
-    data["categories"]["fish"] = {"keypoints": ["head"]}
-
-
-def _bbox_inverted(data):
-    x0, y0, x1, y1 = data["instances"][1]["bbox"]
-    data["instances"][1]["bbox"] = [x1, y0, x0, y1]
-
-
-def _visible_not_a_flag(data):
-    data["instances"][0]["keypoints"]["head"][2] = "yes"
-
-
-def _id_not_a_string(data):
-    data["instances"][0]["id"] = 7
-
-
-def _pairs_not_a_list(data):
-    data["pairs"] = {"a": "b"}
-
-
-def _unknown_keypoint(data):
-    data["instances"][0]["keypoints"]["wing"] = [1.0, 1.0, 1]
-
-
-JSON_DEFECTS = {f.__name__[1:]: f for f in (_dup_ids, _pair_unknown, _empty_category, _bbox_inverted,
-                                             _visible_not_a_flag, _id_not_a_string, _pairs_not_a_list,
-                                             _unknown_keypoint)}
-
-
 @pytest.fixture(scope="module")
 def generic(tmp_path_factory):
     root = tmp_path_factory.mktemp("generic")

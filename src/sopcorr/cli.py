@@ -9,6 +9,10 @@ by default the geometric matcher on the raw features of the default backbone at 
 run's instances when the images are among them); ``--checkpoint`` a Siamese checkpoint file.
 Every flag is checked before anything is computed: an error is one line on stderr and exit
 status 1, and nothing is written.
+
+``sopcorr view results/<run>`` opens the run's interactive correspondence viewer
+(``results/<run>/viewer/index.html``) in the browser, or prints its path where no browser can
+open; a run folder that does not exist or has no viewer yet is one line and exit status 1.
 """
 from __future__ import annotations
 
@@ -161,6 +165,48 @@ def _cmd_match(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- sopcorr view
+#: where a run keeps its viewer (rule viewer, workflow/rules/viewer.smk)
+VIEWER_INDEX = ("viewer", "index.html")
+
+
+def viewer_index(run: str) -> Path:
+    """``<run>/viewer/index.html`` of a run folder; SopcorrError (one line) when the folder does
+    not exist or has no viewer yet."""
+    path = Path(run)
+    if not path.is_dir():
+        raise SopcorrError(f"{run}: no such run folder (give a run's results/<run>)")
+    index = path.joinpath(*VIEWER_INDEX)
+    if not index.is_file():
+        raise SopcorrError(f"{run}: this run has no viewer yet; make it with "
+                           f"`snakemake --cores all {path.as_posix().rstrip('/')}/viewer` (and the run's --configfile)")
+    return index
+
+
+def _gui_browser_possible() -> bool:
+    """A browser window can open here: macOS, Windows, a display, or $BROWSER set by the user
+    (a console browser cannot draw the viewer, so a bare terminal gets the path instead)."""
+    return (sys.platform in ("darwin", "win32") or bool(os.environ.get("BROWSER"))
+            or bool(os.environ.get("DISPLAY")) or bool(os.environ.get("WAYLAND_DISPLAY")))
+
+
+def _cmd_view(args) -> int:
+    import webbrowser
+
+    index = viewer_index(args.run)
+    url = index.resolve().as_uri()
+    if not args.print_path and _gui_browser_possible():
+        try:
+            opened = webbrowser.open(url)
+        except webbrowser.Error:
+            opened = False
+        if opened:
+            print(f"opened {url}")
+            return 0
+    print(f"open in a browser: {index.resolve()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .match import NO_RUN_METHODS
 
@@ -195,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone of the no-run methods (default efficientnet_lite0); with --checkpoint, "
                         "require a checkpoint of this backbone")
     m.set_defaults(func=_cmd_match)
+    v = sub.add_parser("view", help="open a run's interactive correspondence viewer",
+                       description="Open results/<run>/viewer/index.html (written by the workflow's viewer "
+                                   "rule) in the browser, or print its path where no browser can open.")
+    v.add_argument("run", help="the run folder, results/<run>")
+    v.add_argument("--print", dest="print_path", action="store_true",
+                   help="only print the viewer's path, open no browser")
+    v.set_defaults(func=_cmd_view)
     return p
 
 

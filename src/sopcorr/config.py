@@ -102,6 +102,14 @@ def _check_semantics(config: dict) -> None:
     lo, hi = config["siamese"]["paper"]["scale_range"]
     if lo > hi:
         raise ConfigError(f"config error: siamese.paper.scale_range: lower bound {lo} exceeds upper bound {hi}")
+    # the viewer shows what the tables scored: only methods the run evaluates
+    ev = config["evaluate"]
+    evaluated = {m.removesuffix("_prior") for k in ("localisation_methods", "pair_methods", "dense_methods",
+                                                   "figure_methods") for m in ev[k]}
+    for m in config["viewer"]["methods"]:
+        if m not in evaluated:
+            raise ConfigError(f"config error: viewer.methods: '{m}' is not a method the run evaluates "
+                              f"(add it to evaluate.pair_methods, or choose among: {', '.join(sorted(evaluated))})")
     # the backbone's layer names and stride constraint (cheap: no network is built)
     from .features.registry import check_backbone_config
 

@@ -12,6 +12,7 @@ it, else ``keypoint_pck`` (the paper's Table 2; VOC/Berkeley has no pairs).
 """
 from __future__ import annotations
 
+import html
 import math
 import re
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from .matchers.methods import method_descriptions
 #: tables in the order the page lists them; the first one the run has is the headline
 TABLE_ORDER = ("pair_pck", "keypoint_pck", "dense_synthetic", "keypoint_classification",
                "keypoint_pck_no_absence")
+#: the generalisation protocols' tables (sopcorr.evaluate.generalisation): a section of their own,
+#: in this order (``transfer_from_<source>`` tables after these)
+PROTOCOL_ORDER = ("inductive", "transfer")
 #: the row of a multi-row-per-method table that the page shows: key column -> value format
 _KEY_COLUMNS = {"alpha": "{alpha:g}", "metric": "pck@{alpha:g}"}
 #: columns that are neither keys nor values
@@ -94,8 +98,8 @@ def headline_rows(table: RunTable, alpha: float) -> pd.DataFrame:
     for key, fmt in _KEY_COLUMNS.items():
         if key in df.columns:
             want = fmt.format(alpha=alpha)
-            keep = df[key].map(lambda v: _key_text(v) == want)
-            df = df[keep].drop(columns=[key])
+            keep = df[key].map(lambda v: _key_text(v) == want).astype(bool)
+            df = df.loc[keep].drop(columns=[key])
     return df.reset_index(drop=True)
 
 
@@ -188,8 +192,56 @@ _SCROLL_FROM_TOP = [
 ]
 
 
-def render_summary(tables: Sequence[RunTable], figures: Sequence[str | Path], params: SummaryParams) -> str:
-    """The workflow description (reStructuredText with Snakemake's Jinja links)."""
+def viewer_link(href: str, run: str) -> list[str]:
+    """The page's line pointing at the run's interactive viewer: ``href`` relative to the
+    report's folder (``results/<run>/``, where ``make demo`` writes report.html)."""
+    href = html.escape(href, quote=True)
+    run = html.escape(run)
+    return [".. raw:: html", "",
+            f'   <p><b>Interactive viewer:</b> <a href="{href}" target="_blank">{href}</a> beside this report '
+            f"(results/{run}/{href}): point at any image of a category and every other image marks where "
+            f"that point lands, for the methods below; or run <code>sopcorr view results/{run}</code>.</p>",
+            ""]
+
+
+def is_protocol_table(name: str) -> bool:
+    """A generalisation protocol's table (inductive, transfer, transfer_from_<source>)."""
+    return name in PROTOCOL_ORDER or name.startswith("transfer_from_")
+
+
+def protocol_section(tables: Sequence[RunTable], params: SummaryParams) -> list[str]:
+    """The page's section on the generalisation tables the run has: which figures are
+    transductive, inductive or use labels, then each table at the headline alpha (the best
+    row marked) with a link to it."""
+    if not tables:
+        return []
+    order = {n: k for k, n in enumerate(PROTOCOL_ORDER)}
+    tables = sorted(tables, key=lambda t: (order.get(t.name, len(order)), t.name))
+    head = "Generalisation: images and categories the network never trained on"
+    out = [head, "-" * len(head), "",
+           "The tables above are transductive: the manifold, the teacher's pseudo ground truth and "
+           "the network are fitted on every image of the run, the evaluated ones included (no labels; "
+           "``ours_finetuned`` also uses the training split's pairs, and keypoint labels only with "
+           "siamese.keypoint_supervision: true, which makes it supervised). The tables below hold the "
+           "evaluated images out of what is fitted:", ""]
+    for t in tables:
+        r = headline_rows(t, params.alpha)
+        c = value_columns(r, params.categories)
+        col = "per_pair" if "per_pair" in c else ("mean" if "mean" in c else None)
+        b = best_methods(r, col) if col else []
+        out += [f"`{t.name}.html`_ — {_table_title(t)}, alpha = {params.alpha:g}", ""]
+        out += _list_table(r, c, b) + [""]
+        out += [rst_text(n) for n in t.notes] + [""] if t.notes else []
+    return out
+
+
+def render_summary(tables: Sequence[RunTable], figures: Sequence[str | Path], params: SummaryParams,
+                   viewer: str | None = None) -> str:
+    """The workflow description (reStructuredText with Snakemake's Jinja links). ``viewer``: the
+    interactive viewer's index.html relative to the report's folder (linked on the first
+    screen), or None. The generalisation tables among ``tables`` get a section of their own."""
+    protocols = [t for t in tables if is_protocol_table(t.name)]
+    tables = [t for t in tables if not is_protocol_table(t.name)]
     by_name = {t.name: t for t in tables}
     ordered = [by_name[n] for n in TABLE_ORDER if n in by_name] + \
               [t for t in tables if t.name not in TABLE_ORDER]
@@ -200,6 +252,8 @@ def render_summary(tables: Sequence[RunTable], figures: Sequence[str | Path], pa
            f"Dataset ``{params.dataset}`` ({len(params.categories)} categories: {cats}); backbone "
            f"{params.backbone}; manifold variant ``{params.variant}`` behind the ``ours_*`` rows. "
            f"Everything on this page is read from ``results/{params.run}/tables/``.", ""]
+    if viewer:
+        out += viewer_link(viewer, params.run)
     if not ordered:
         out += ["This run has no result tables yet: run ``snakemake --cores all`` first.", ""]
         return "\n".join(out) + "\n"
@@ -247,6 +301,8 @@ def render_summary(tables: Sequence[RunTable], figures: Sequence[str | Path], pa
             lead = f": best {', '.join(f'``{x}``' for x in b)} ({_fmt(r.set_index('method').loc[b[0], col])})" if b else ""
             out.append(f"- `{t.name}.html`_ — {_table_title(t)}{lead}")
         out.append("")
+
+    out += protocol_section(protocols, params)
 
     figs = [Path(f).name for f in figures]
     if figs:

@@ -171,3 +171,42 @@ def siamese_memory_mb(config: dict, categories: list[str], architecture: str | N
     if train_encoder:
         mb += job_memory_mb(bb["name"], bb["input_size"], 2 * c["batch_size"], bb["layers"], training=True)
     return mb
+
+
+def check_transfer_source(config: dict, results_root: str | Path = "results") -> None:
+    """Parse-time check of ``evaluate.transfer_from`` (the run whose network
+    ``tables/transfer_from_<source>.csv`` evaluates): when the source run's feature stores exist,
+    its backbone (their ``backbone`` attribute, which its network was trained with) must be this
+    run's ``backbone.name``: a network runs only on the backbone it was trained with. ConfigError
+    naming the key otherwise. Reads the stores' ``zarr.json`` only (no zarr, no torch); a source
+    run that does not exist yet is left to the job (the checkpoint's own check)."""
+    import json
+
+    source = (config.get("evaluate") or {}).get("transfer_from")
+    if not source:
+        return
+    want = config["backbone"]["name"]
+    for meta in sorted((Path(results_root) / str(source) / "features").glob("*.zarr/zarr.json")):
+        try:
+            got = json.loads(meta.read_text()).get("attributes", {}).get("backbone")
+        except (OSError, ValueError):
+            continue
+        if got and got != want:
+            raise ConfigError(f"config error: evaluate.transfer_from: run '{source}' was trained on backbone "
+                              f"'{got}' ({meta.parent}), this run uses backbone.name: {want}; a network "
+                              f"runs only on the backbone it was trained with")
+        return
+
+
+def report_is_zip(argv) -> bool:
+    """True when a Snakemake command line ``argv`` asks for a .zip report (``--report X.zip`` or
+    ``--report=X.zip``). Snakemake's single-file report.html refuses a directory registered with
+    an HTML index (WorkflowError); a .zip report stores it beside report.html, so the viewer is
+    registered in the report only then (workflow/rules/viewer.smk)."""
+    argv = [str(a) for a in argv]
+    for k, a in enumerate(argv):
+        if a == "--report" and k + 1 < len(argv):
+            return argv[k + 1].lower().endswith(".zip")
+        if a.startswith("--report="):
+            return a.split("=", 1)[1].lower().endswith(".zip")
+    return False

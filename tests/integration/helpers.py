@@ -293,3 +293,44 @@ def write_dataset_json(root: Path, data: dict) -> Path:
     path = Path(root) / "dataset.json"
     path.write_text(json.dumps(data, indent=1))
     return path
+
+
+# the dataset defects a loader must name (the instance and field at fault), each a mutation of
+# a dataset.json object as write_generic_dataset returns it; the JSON-level ones, which the
+# workflow catches at parse time (tests/test_validate_before_jobs.py, tests/test_bad_input.py)
+def _dup_ids(data):
+    data["instances"][2]["id"] = data["instances"][1]["id"]
+
+
+def _pair_unknown(data):
+    data["pairs"].append(["bird/0000", "dog/0000"])
+
+
+def _empty_category(data):
+    data["categories"]["fish"] = {"keypoints": ["head"]}
+
+
+def _bbox_inverted(data):
+    x0, y0, x1, y1 = data["instances"][1]["bbox"]
+    data["instances"][1]["bbox"] = [x1, y0, x0, y1]
+
+
+def _visible_not_a_flag(data):
+    data["instances"][0]["keypoints"]["head"][2] = "yes"
+
+
+def _id_not_a_string(data):
+    data["instances"][0]["id"] = 7
+
+
+def _pairs_not_a_list(data):
+    data["pairs"] = {"a": "b"}
+
+
+def _unknown_keypoint(data):
+    data["instances"][0]["keypoints"]["wing"] = [1.0, 1.0, 1]
+
+
+JSON_DEFECTS = {f.__name__[1:]: f for f in (_dup_ids, _pair_unknown, _empty_category, _bbox_inverted,
+                                             _visible_not_a_flag, _id_not_a_string, _pairs_not_a_list,
+                                             _unknown_keypoint)}

@@ -1,4 +1,5 @@
 # Shared helpers: config validation (before any job runs), categories, paths.
+import re
 import sys
 from pathlib import Path
 
@@ -55,7 +56,17 @@ LAYOUT = {
     "flow": "flow/{variant}/{category}.zarr",
     "model": "siamese/{variant}/model.pt",
     "finetuned": "siamese/{variant}/finetuned.pt",
+    # the generalisation protocols (generalisation.smk): the leave-one-category-out network that
+    # never saw {category}; under the inductive scope, the evaluation's instances (every image,
+    # the pairs among the held-out half) and every image embedded with the fit half's manifold
+    "model_without": "siamese/{variant}/without_{category}/model.pt",
+    "evaluation": "data/{category}/evaluation.json",
+    "embedding_all": "manifold/{variant}/{category}/embedded_all.zarr",
 }
+#: the inductive protocol's fitted artifacts live under results/<run>/<INDUCTIVE>/ in the same
+#: layout as the run's (layout(kind, scope=INDUCTIVE)): the fit half's instances and features,
+#: the manifold, pseudo flow and network fitted on them
+INDUCTIVE = "inductive"
 #: the ablation's network of each architecture: the configured one is the run's network, the
 #: other is trained for the ablation only (rules train/finetune_siamese_architecture)
 SIAMESE_ARCH = config["siamese"]["architecture"]
@@ -68,12 +79,15 @@ for _arch in ("paper", "correlation"):
         )
 
 
-def layout(kind, **wildcards):
-    """results/<run>/<LAYOUT[kind]> with the given wildcards filled (others stay wildcards)."""
+def layout(kind, scope=None, run=None, **wildcards):
+    """results/<run>/[<scope>/]<LAYOUT[kind]> with the given wildcards filled (others stay
+    wildcards); ``run``: another run's folder (results/<run>/), e.g. evaluate.transfer_from.
+    """
     path = LAYOUT[kind]
     for k, v in wildcards.items():
         path = path.replace(f"{{{k}}}", str(v))
-    return results(path)
+    base = f"results/{run}" if run else RESULTS
+    return "/".join([base, *([scope] if scope else []), path])
 
 
 def per_category(pattern, **wildcards):
@@ -144,10 +158,12 @@ def execution_devices(wildcards, resources):
     }
 
 
-def matcher_params(methods, variant=VARIANT):
+def matcher_params(methods, variant=VARIANT, network_run=None):
     """The ``matchers`` params entry of a job running ``methods`` (sopcorr.matchers.methods:
     MatcherSettings.from_params): per matcher kind in use, exactly the keys it reads (devices
-    come apart, from execution_devices)."""
+    come apart, from execution_devices). ``network_run``: the backbone and input size a network
+    of another run is evaluated at (evaluate.transfer_from; None: the run's own network).
+    """
     kinds = method_kinds(methods)
     out = {}
     if "nn" in kinds:
@@ -161,7 +177,7 @@ def matcher_params(methods, variant=VARIANT):
     if "pseudo_gt" in kinds:
         out["pseudo_gt"] = pseudo_gt_params(variant)
     if kinds & {"siamese", "network_geometric"}:
-        out["siamese"] = {}
+        out["siamese"] = dict(network_run or {})
     return out
 
 
@@ -311,4 +327,113 @@ def architecture_settings(finetune):
 
     return lambda wildcards: siamese_settings(
         config["siamese"], finetune=finetune, architecture=wildcards.architecture
+    )
+
+
+# ---- viewer (used by viewer.smk)
+VIEWER = config["viewer"]
+
+
+def viewer_inputs(methods):
+    """Inputs of the viewer job (one job for every category): per category, as lists in
+    CATEGORIES order, the instances, raw features, the manifold's part labels (labels.zarr) and
+    the stores ``methods`` read; the checkpoints they read once."""
+    out = {
+        "instances": per_category(layout("instances")),
+        "features": per_category(layout("features")),
+        "labels": per_category(layout("labels", variant=VARIANT)),
+    }
+    for k, path in matcher_inputs(methods).items():
+        out[k] = per_category(path) if "{category}" in path else path
+    return out
+
+
+# ---- generalisation protocols (used by generalisation.smk; sopcorr.evaluate.generalisation)
+from sopcorr.evaluate.generalisation import PROTOCOL_METHODS, leave_one_out
+from sopcorr.workflow_support import check_transfer_source
+
+#: evaluate.transfer_from: the run whose network tables/transfer_from_<source>.csv evaluates
+TRANSFER_FROM = EVAL["transfer_from"]
+try:
+    # a source run of another backbone: one line before any job runs (when its features exist)
+    check_transfer_source(config, Path("results"))
+except SopcorrError as _err:
+    print(str(_err), file=sys.stderr, flush=True)
+    sys.exit(1)
+#: the protocols whose tables this run can build (leave-one-out needs two categories)
+PROTOCOL_TABLES = ["inductive"] + (["transfer"] if len(CATEGORIES) > 1 else [])
+if TRANSFER_FROM:
+    PROTOCOL_TABLES.append(f"transfer_from_{TRANSFER_FROM}")
+#: protocol tables this run cannot build (protocol_unavailable says why in one line):
+#: transfer_from_<source> for a source other than evaluate.transfer_from (protocol_table wins
+#: for the configured one), transfer with one category
+PROTOCOL_UNAVAILABLE = "transfer_from_[A-Za-z0-9_.-]+" + (
+    "" if len(CATEGORIES) > 1 else "|transfer"
+)
+#: menu titles of the protocol tables (report)
+PROTOCOL_TITLES = {
+    "inductive": "Inductive: held-out half of each category",
+    "transfer": "Leave one category out",
+    "transfer_from": "Another run's network",
+}
+#: the settings a network of another run is evaluated with: this run's backbone and input size
+TRANSFER_NETWORK = {
+    "backbone": config["backbone"]["name"],
+    "input_size": config["backbone"]["input_size"],
+}
+
+
+def protocol_inputs(protocol):
+    """Input dict of one category's records of ``protocol`` (inductive, transfer,
+    transfer_from): the evaluation's instances and stores with the protocol's network.
+    """
+    out = eval_inputs(PROTOCOL_METHODS[protocol])
+    if protocol == "inductive":
+        out["instances"] = layout("evaluation", scope=INDUCTIVE)
+        out["embedding"] = layout("embedding_all", scope=INDUCTIVE, variant=VARIANT)
+        out["model"] = layout("model", scope=INDUCTIVE, variant=VARIANT)
+    elif protocol == "transfer":
+        out["model"] = layout("model_without", variant=VARIANT)
+    else:
+        out["model"] = layout("model", run=TRANSFER_FROM, variant=VARIANT)
+    return out
+
+
+def leave_one_out_inputs(kind):
+    """Input function of the leave-one-out network's training: the ``kind`` files
+    ('features', 'flow', 'instances') of every category but {category}."""
+    return lambda wc: [
+        layout(kind, category=c, variant=wc.variant)
+        for c in leave_one_out(CATEGORIES, wc.category)
+    ]
+
+
+def protocol_note_params(protocol):
+    """The values a protocol table's notes quote (sopcorr.evaluate.tables.table_notes)."""
+    if protocol == "inductive":
+        return {"seed": config["seed"]}
+    if protocol.startswith("transfer_from_"):
+        return {"source": TRANSFER_FROM, "input_size": TRANSFER_NETWORK["input_size"]}
+    return {}
+
+
+def protocol_title(protocol):
+    """The report's menu title of a protocol table."""
+    kind = "transfer_from" if protocol.startswith("transfer_from_") else protocol
+    title = PROTOCOL_TITLES[kind]
+    return f"{title} ({TRANSFER_FROM})" if kind == "transfer_from" else title
+
+
+def protocol_unavailable_message(table):
+    """Why tables/<table>.csv cannot be built in this run (one line)."""
+    if table == "transfer":
+        return (
+            f"{results('tables', 'transfer.csv')}: leaving one category out needs at least 2 "
+            f"categories; this run has 1 ({CATEGORIES[0]}): the table is not written"
+        )
+    source = table[len("transfer_from_") :]
+    return (
+        f"{results('tables', table + '.csv')}: evaluate.transfer_from is "
+        f"{TRANSFER_FROM or 'null'}; set evaluate.transfer_from: {source} (an overlay "
+        f"--configfile) to evaluate run '{source}'s network on this run's pairs"
     )

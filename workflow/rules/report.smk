@@ -4,6 +4,7 @@
 # headline table with the best method marked, what each method is, links to the figures); the
 # Snakefile's global `report:` points at it. The menu (every output registered with report()):
 #   Tables           / Correspondence | Keypoints / <table title>  tables/<table>.html (evaluate.smk, report/table.rst)
+#                    / Generalisation / <protocol>  tables/<protocol>.html, once built (generalisation.smk)
 #   Figures          / Dense correspondence / <cat>  figures/correspondence_<cat>.png (report/correspondence.rst)
 #                    / Keypoint predictions / <cat>  figures/keypoints_<cat>.png      (report/keypoints.rst)
 #                    / Per-category bars / <table>   figures/*_bars_*.png             (report/bars.rst)
@@ -36,6 +37,13 @@ REPORT_TABLE_GROUPS = {
     for t in REPORT_TABLE_TITLES
 }
 
+#: the generalisation tables (generalisation.smk, not part of `all`) that this run has built:
+#: the report shows them (menu Tables / Generalisation, and the first page), and from then on
+#: `snakemake` keeps them current (delete tables/<table>.csv to drop one)
+REPORT_PROTOCOL_TABLES = [
+    _t for _t in PROTOCOL_TABLES if os.path.exists(results("tables", f"{_t}.csv"))
+]
+
 REPORT_DESCRIPTION = results("report", "description.rst")
 #: the Snakefile's global `report:`: the run's generated page once it exists, else a page that
 #: says how to make it (absolute, since results/ lives in the working directory)
@@ -49,11 +57,18 @@ REPORT_PAGE = (
 rule report_description:
     """The report's first screen, generated from the run's tables (sopcorr.report_summary)."""
     input:
-        tables=[results("tables", f"{_t}.csv") for _t in EVAL_TABLES],
-        md=[results("tables", f"{_t}.md") for _t in EVAL_TABLES],
+        tables=[
+            results("tables", f"{_t}.csv")
+            for _t in EVAL_TABLES + REPORT_PROTOCOL_TABLES
+        ],
+        md=[
+            results("tables", f"{_t}.md")
+            for _t in EVAL_TABLES + REPORT_PROTOCOL_TABLES
+        ],
         figures=[results("figures", f"{_n}.png") for _n in _BARS]
         + per_category(results("figures", "correspondence_{category}.png"))
         + per_category(results("figures", "keypoints_{category}.png")),
+        viewer=results("viewer"),
     output:
         description=REPORT_DESCRIPTION,
     log:
@@ -74,6 +89,8 @@ rule report_description:
             "backbone": f"{config['backbone']['name']} at {config['backbone']['input_size']} px",
             "alpha": EVAL["alpha"],
         },
+        # the viewer's page relative to results/<run>/, where `make demo` writes report.html
+        viewer="viewer/index.html",
     script:
         "../scripts/report_description.py"
 

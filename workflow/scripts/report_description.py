@@ -7,7 +7,7 @@ from sopcorr.scriptutil import run
 def main(smk):
     params = SummaryParams.from_params(smk.params.summary)
     tables = [read_run_table(p) for p in smk.input.tables]
-    text = render_summary(tables, list(smk.input.figures), params)
+    text = render_summary(tables, list(smk.input.figures), params, viewer=smk.params.viewer)
     with atomic_path(smk.output.description) as tmp:
         tmp.write_text(text)
 

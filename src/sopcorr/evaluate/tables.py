@@ -255,7 +255,22 @@ TABLES = {
     "pair_pck": ("pairs", ("alpha",), 1, "Pair-wise PCK (%) over the dataset's pairs"),
     "dense_synthetic": ("dense", ("metric",), 1,
                         "Dense correspondence on the synthetic ground truth (end-point error in px; PCK and coverage in %)"),
+    # the generalisation protocols (sopcorr.evaluate.generalisation): pair-wise PCK records
+    "inductive": ("pairs", ("alpha",), 1,
+                  "Inductive pair-wise PCK (%): manifold, teacher and network fitted on half of each "
+                  "category's images, evaluated on pairs among the other half"),
+    "transfer": ("pairs", ("alpha",), 1,
+                 "Leave-one-category-out pair-wise PCK (%): each category's pairs matched by a network "
+                 "trained on the other categories"),
+    "transfer_from": ("pairs", ("alpha",), 1,
+                      "Cross-run pair-wise PCK (%): another run's network on this run's pairs"),
 }
+
+
+def table_kind(table: str) -> str:
+    """The key of :data:`TABLES` that builds ``table`` (``transfer_from_<source>`` ->
+    ``transfer_from``)."""
+    return "transfer_from" if table.startswith("transfer_from_") else table
 
 
 def method_order(methods) -> list[str]:
@@ -288,6 +303,23 @@ def table_notes(table: str, notes: dict) -> list[str]:
                    "each category pools its pairs' keypoints, 'mean' is the mean of the categories; "
                    "'per_pair' is the mean over all pairs of all categories of each pair's PCK over its "
                    "keypoints visible in both (the PF-WILLOW / PF-PASCAL / SPair papers' number).")
+    elif table == "inductive":
+        out.append("Per category the images are split in half by a seeded hash of the instance id "
+                   f"(seed {ev.get('seed')}); the manifold embedding, the teacher's pseudo ground truth and the "
+                   "network are fitted on one half only, the other half is embedded with the fitted models as "
+                   "new images; every row is evaluated on the dataset's pairs among the held-out half "
+                   "(no labels are used). ours_geometric is the teacher with the inductive manifold. "
+                   "Columns as in pair_pck.")
+    elif table == "transfer":
+        out.append("Rows ours_network and ours_network_geometric: for each category (column), a network "
+                   "trained on the pseudo ground truth of every other category, never on this category; "
+                   "nn_raw and the teacher ours_geometric (transductive: its manifold is fitted on the "
+                   "category's own images, no labels) on the same pairs. Columns as in pair_pck.")
+    elif table == "transfer_from":
+        out.append(f"Rows ours_network and ours_network_geometric: the network of run '{ev.get('source')}' "
+                   f"(never trained on this run's images) at this run's input size ({ev.get('input_size')} px); "
+                   "nn_raw and this run's teacher ours_geometric on the same pairs (pair_pck has this run's "
+                   "own network on them). Columns as in pair_pck.")
     elif table == "dense_synthetic":
         out.append(f"Object pixels visible in both images, sampled every {ev.get('dense_stride')} px; "
                    "PCK at alpha of max(target box h, w); undefined matches count as wrong in PCK, "
@@ -317,15 +349,16 @@ def build_table(table: str, inputs, categories: list[str], notes: dict, with_pap
     """Gather the per-category result files ``inputs`` into ``table`` (see :data:`TABLES`) and
     write CSV / Markdown / LaTeX (/ HTML). notes: the config values the notes quote
     (:func:`table_notes`); with_paper_rows: append the paper's numbers (the voc_berkeley dataset).
-    Tables whose records carry ``per_pair`` lists (pair_pck) get a ``per_pair`` column after
-    ``mean``."""
-    section, keys, decimals, title = TABLES[table]
+    Tables whose records carry ``per_pair`` lists (pair-wise PCK: ``pair_pck`` and the
+    generalisation tables) get a ``per_pair`` column after ``mean``."""
+    kind = table_kind(table)
+    section, keys, decimals, title = TABLES[kind]
     rec = read_records(inputs, section)
     order = method_order(rec["method"]) if len(rec) else []
     df = wide_table(rec, list(categories), order, keys)
-    if table == "pair_pck":
+    if section == "pairs":
         df["per_pair"] = per_pair_column(rec, df, list(categories), keys) if len(rec) else pd.Series(dtype=float)
-    notes = table_notes(table, notes)
+    notes = table_notes(kind, notes)
     if with_paper_rows and not keys:
         prow, src = paper_rows(table, list(categories))
         if len(prow):

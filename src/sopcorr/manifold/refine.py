@@ -614,7 +614,6 @@ def write_outputs(result: ManifoldResult, outputs: ManifoldOutputs, features, va
     import pandas as pd
     import zarr
 
-    from ..features.store import write_feature_store
     from .metrics import plot_convergence
 
     for path in dataclasses.astuple(outputs):
@@ -638,9 +637,43 @@ def write_outputs(result: ManifoldResult, outputs: ManifoldOutputs, features, va
         arr.attrs.update({"image_ids": list(store_attrs.get("image_ids", [])), "n_parts": params.n_parts,
                           "invalid": -1, "complete": True})
     for path, emb in ((outputs.embedded, result.embedding), (outputs.embedded_iter1, result.first_embedding)):
-        attrs = {k: v for k, v in store_attrs.items() if k != "complete"}
-        attrs.update({"embedding": "kfd", "source_backbone": store_attrs.get("backbone"),
-                      "normalisation": "none (KFD embedding)", "channels": emb.dim})
-        write_feature_store(path, embed_grid(emb, features, valid), valid, None, attrs,
-                            dtype=embedded_dtype)
+        write_embedded(path, emb, features, valid, store_attrs, dtype=embedded_dtype)
     plot_convergence(result.rows, outputs.figure, title=title)
+
+
+def write_embedded(path: str | Path, embedding: Embedding, features, valid: np.ndarray, store_attrs: dict,
+                   dtype=np.float16) -> None:
+    """Write the embedded store of ``features`` (N, H, W, C) / ``valid`` (N, H, W) at ``path``
+    (the feature store layout, C = ``embedding.dim``); ``store_attrs``: the input feature
+    store's attrs (ids, geometry)."""
+    from ..features.store import write_feature_store
+
+    attrs = {k: v for k, v in store_attrs.items() if k != "complete"}
+    attrs.update({"embedding": "kfd", "source_backbone": store_attrs.get("backbone"),
+                  "normalisation": "none (KFD embedding)", "channels": embedding.dim})
+    write_feature_store(path, embed_grid(embedding, features, valid), valid, None, attrs, dtype=dtype)
+
+
+def load_embedding(path: str | Path) -> Embedding:
+    """The fitted embedding of a manifold job's ``embedding.npz`` (DatasetError naming the file
+    when it is missing or not one)."""
+    from ..errors import DatasetError
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return Embedding.from_state({k: z[k] for k in z.files})
+    except (OSError, KeyError, ValueError) as exc:
+        raise DatasetError(f"{path}: not a readable manifold embedding ({type(exc).__name__}: {exc})") from None
+
+
+def embed_new_images(embedding_npz: str | Path, features: str | Path, out: str | Path) -> int:
+    """Embed every image of the feature store ``features`` with a manifold fitted elsewhere
+    (``embedding_npz``, e.g. on another set of images: the inductive protocol's held-out half
+    is embedded as a new image would be) and write the embedded store ``out`` (the layout of a
+    manifold job's ``embedded.zarr``). Returns the number of images."""
+    from ..features.store import FeatureStore
+
+    emb = load_embedding(embedding_npz)
+    store = FeatureStore.open(features)
+    write_embedded(out, emb, store.features, store.valid, store.attrs)
+    return len(store)

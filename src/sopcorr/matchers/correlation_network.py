@@ -1,7 +1,8 @@
 """The correlation network (``siamese.architecture: correlation``) as a matcher.
 
 ``CorrelationNetworkMatcher(params, checkpoint)``: both images letterboxed at the network's input
-size (the feature stage's), the encoder, the head's L2-normalised descriptors, their correlation
+size (the feature stage's; ``params.input_size``: another size, the encoder rebuilt for it and
+the same head on its grid, e.g. another run's network on this run's images), the encoder, the head's L2-normalised descriptors, their correlation
 and the kernel soft-argmax read-out: a :class:`~sopcorr.geometry.DenseCorrespondence` on the
 source's feature grid (stride s): ``target_xy`` the read-out's target image coordinates,
 ``score`` the cosine of the best match, ``valid`` the source cells on the image.
@@ -46,6 +47,7 @@ class CorrelationNetworkMatcher(NetworkMatcher):
     architecture = "correlation"
     params_class = CorrelationNetworkParams
     soft_readout = True
+    any_input_size = True
 
     def backbone(self):
         return self.model.encoder.backbone

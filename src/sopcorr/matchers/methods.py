@@ -240,7 +240,9 @@ def _build_network_geometric(name, sp, settings, checkpoints):
     from .network_geometric import NetworkGeometricParams
 
     geometric = replace(_need(settings, "geometric", name), embedding_weight=0.0)
-    params = NetworkGeometricParams(geometric=geometric, device=_need(settings, "siamese", name).device)
+    net = _need(settings, "siamese", name)  # the device, and the run the network is evaluated in
+    params = NetworkGeometricParams(geometric=geometric, device=net.device, backbone=net.backbone,
+                                    input_size=net.input_size)
     return build("network_geometric", params, checkpoint=_checkpoint(sp, name, checkpoints))
 
 

@@ -45,11 +45,14 @@ class NetworkGeometricParams(Params):
     """geometric: the geometric matcher's settings (``embedding_weight`` is not used: the
     descriptor is the network's); device: the network's ('auto' | 'cpu' | 'cuda', speed only);
     readout: 'soft' (the network's kernel soft-argmax with the prior) or 'argmax' (module
-    docstring)."""
+    docstring); backbone, input_size: the run the network is evaluated in, as
+    :class:`~sopcorr.matchers.networks.NetworkParams`' (None: the checkpoint's own)."""
 
     geometric: GeometricParams = field(default_factory=GeometricParams)
     device: str = "auto"
     readout: str = "soft"
+    backbone: str | None = None
+    input_size: int | None = None
 
     SCHEMA: ClassVar[dict[str, str]] = {"device": "siamese.device"}
 

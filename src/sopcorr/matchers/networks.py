@@ -10,14 +10,16 @@ architecture     class (module)                                      params
 
 Both share :class:`NetworkMatcher`: the checkpoint read once
 (:func:`sopcorr.siamese.checkpoint.read_checkpoint`), its architecture, backbone and input
-size checked, the network rebuilt in eval mode, images letterboxed as the network expects, and
+size checked (the correlation network, convolutional throughout, runs at another input size
+instead: another run's network on this run's images, ``evaluate.transfer_from``), the network
+rebuilt in eval mode, images letterboxed as the network expects, and
 each frame's descriptors cached on the frame. Every network matcher offers
 ``correspondence(src: Frame, tgt: Frame)``, ``descriptors(frame)``, ``match_images(a, b)``
 and ``image_descriptors(img)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,9 +36,15 @@ NETWORK_KINDS = {"paper": "paper_network", "correlation": "correlation_network"}
 
 @dataclass(frozen=True)
 class NetworkParams(Params):
-    """What every network matcher's params hold: device: 'auto' | 'cpu' | 'cuda' (speed only)."""
+    """What every network matcher's params hold: device: 'auto' | 'cpu' | 'cuda' (speed only);
+    backbone, input_size: the run the network is evaluated in (another run's network:
+    ``evaluate.transfer_from``); None: the checkpoint's own. A checkpoint of another backbone is
+    a CheckpointError; another input size is one for the paper's network, while the correlation
+    network runs at the given size (:attr:`NetworkMatcher.any_input_size`)."""
 
     device: str = "auto"
+    backbone: str | None = None
+    input_size: int | None = None
 
     SCHEMA: ClassVar[dict[str, str]] = {"device": "siamese.device"}
 
@@ -63,14 +71,18 @@ def _read(checkpoint):
 class NetworkMatcher:
     """A trained network of architecture ``architecture`` ready for inference (see the module
     docstring). checkpoint: ``model.pt`` / ``finetuned.pt`` (a path, or a checkpoint already
-    read); backbone / input_size: when given, the checkpoint must have been trained with them
-    (CheckpointError otherwise)."""
+    read); backbone / input_size (default: the params'): when given, the checkpoint must have
+    been trained with them (CheckpointError otherwise), except that a network whose class has
+    :attr:`any_input_size` is rebuilt to run at ``input_size``."""
 
     name = "network"
     architecture = ""
     params_class = NetworkParams
     #: the network has a read-out that can take a location prior (``readout(objective, ...)``)
     soft_readout = False
+    #: the network runs at any input size (encoder and head convolutional, the read-out on any
+    #: grid): a requested input size rebuilds the encoder for it instead of failing the check
+    any_input_size = False
 
     def __init__(self, params: NetworkParams | None = None, checkpoint=None, backbone: str | None = None,
                  input_size: int | None = None):
@@ -82,9 +94,13 @@ class NetworkMatcher:
             raise TypeError(f"{type(self).__name__} needs a checkpoint")
         self.params = params if params is not None else self.params_class()
         self.device = resolve_device(self.params.device)
+        backbone = backbone if backbone is not None else self.params.backbone
+        input_size = input_size if input_size is not None else self.params.input_size
         ck = _read(checkpoint)
         if ck.architecture != self.architecture:
             raise CheckpointError(f"{ck.path}: a '{ck.architecture}' network, not a '{self.architecture}' one")
+        if self.any_input_size and input_size is not None and int(input_size) != int(ck.spec.input_size):
+            ck = replace(ck, spec=replace(ck.spec, input_size=int(input_size)))  # the encoder rebuilt for the size
         check_request(ck.path, ck.spec, backbone, input_size)
         self.path, self.spec, self.size = ck.path, ck.spec, int(ck.spec.input_size)
         self.model = model_from_checkpoint(ck, device=self.device).eval()
@@ -119,7 +135,8 @@ def network_matcher(checkpoint, params=None, backbone: str | None = None,
                     input_size: int | None = None) -> NetworkMatcher:
     """The matcher of a trained network: the class of the architecture the checkpoint records
     (:data:`NETWORK_KINDS`; the file is read once), with the :class:`NetworkParams` fields of
-    ``params`` (any params object that has them; None: the defaults)."""
+    ``params`` (device, backbone, input_size; any params object that has them; None: the
+    defaults)."""
     from . import matcher_class
 
     ck = _read(checkpoint)
