@@ -11,15 +11,16 @@
 # --install also times `make install` in a fresh `git clone` of this repository (a new .venv
 # from PyPI: needs the network; excluded from the main-job figure).
 # --keep keeps the work folder (printed).
-# How long: about 5.5 min on an idle 2-core machine (main job 323 s, report 3 s; README "How long
-# it takes"), plus `make install` with --install. Exempt from the benchmarks' two-minute rule.
+# How long: 3-6 min on an idle 2-core machine (main job 147 s and report 2 s on the machine of
+# docs/PERFORMANCE.md; machines differ by up to 2x), plus `make install` with --install. Exempt
+# from the benchmarks' two-minute rule.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=$REPO/.venv/bin/python
 usage() {
     echo "usage: $0 [--install] [--cores N] [--keep]" >&2
-    echo "  times the default run (make demo) in a throw-away copy: about 5.5 min on an idle 2-core machine" >&2
+    echo "  times the default run (make demo) in a throw-away copy: 3-6 min on an idle 2-core machine" >&2
 }
 CORES=all
 INSTALL=0
@@ -47,7 +48,7 @@ fi
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
-echo "bench_demo: this takes about 5.5 min on an idle 2-core machine (longer on a busy one)"
+echo "bench_demo: this takes 3-6 min on an idle 2-core machine (longer on a busy one)"
 echo "bench_demo: $(nproc) CPU cores, --cores $CORES, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "bench_demo: load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
