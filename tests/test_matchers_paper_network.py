@@ -64,7 +64,7 @@ def test_features_shape_and_norm(tmp_path):
 def test_wrong_checkpoints(tmp_path):
     ck = make_checkpoint(tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match="backbone 'efficientnet_lite0', not 'vgg16'"):
-        PaperNetworkMatcher(CPU, ck, backbone="vgg16")
+        PaperNetworkMatcher(PaperNetworkParams(device="cpu", backbone="vgg16"), ck)
     with pytest.raises(CheckpointError, match="not found"):
         PaperNetworkMatcher(CPU, tmp_path / "missing.pt")
     bad = tmp_path / "bad.pt"

@@ -95,7 +95,7 @@ def test_cached_grids_then_finetune_then_inference(run, tmp_path):
     assert np.allclose(mt.describe(store.load(0)), desc, atol=1e-2)
     via = mt.match_descriptors(mt.describe(store.load(0)), mt.describe(store.load(1)), store.grid(0), store.grid(1))
     assert np.abs(via.target_xy - corr.target_xy).max() < 0.5
-    facade = network_matcher(tmp_path / "ft.pt", NetworkParams(device="cpu"), backbone="efficientnet_lite0")
+    facade = network_matcher(tmp_path / "ft.pt", NetworkParams(device="cpu", backbone="efficientnet_lite0"))
     assert isinstance(facade, CorrelationNetworkMatcher) and facade.match_images(img0, img1).grid.stride == store.stride
     # on frames: each image is encoded once (descriptors cached on the frame), and the read-out
     # equals the batched pass of both images

@@ -123,7 +123,7 @@ def _matcher(args, method: str, category: str | None):
     if method == LEARNED:
         from .matchers.networks import NetworkParams, network_matcher
 
-        matcher = network_matcher(args.checkpoint, NetworkParams(device=args.device), backbone=args.backbone)
+        matcher = network_matcher(args.checkpoint, NetworkParams(device=args.device, backbone=args.backbone))
         return matcher, image_frames, (f"learned: the Siamese network of {args.checkpoint} "
                                        f"({matcher.spec.backbone}, {matcher.size} px)")
     matcher, desc = no_run_matcher(method, device=args.device)

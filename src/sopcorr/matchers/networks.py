@@ -71,8 +71,8 @@ def _read(checkpoint):
 class NetworkMatcher:
     """A trained network of architecture ``architecture`` ready for inference (see the module
     docstring). checkpoint: ``model.pt`` / ``finetuned.pt`` (a path, or a checkpoint already
-    read); backbone / input_size (default: the params'): when given, the checkpoint must have
-    been trained with them (CheckpointError otherwise), except that a network whose class has
+    read); the params' backbone / input_size, when set: the checkpoint must have been trained
+    with them (CheckpointError otherwise), except that a network whose class has
     :attr:`any_input_size` is rebuilt to run at ``input_size``."""
 
     name = "network"
@@ -84,8 +84,7 @@ class NetworkMatcher:
     #: grid): a requested input size rebuilds the encoder for it instead of failing the check
     any_input_size = False
 
-    def __init__(self, params: NetworkParams | None = None, checkpoint=None, backbone: str | None = None,
-                 input_size: int | None = None):
+    def __init__(self, params: NetworkParams | None = None, checkpoint=None):
         from ..device import resolve_device
         from ..siamese.checkpoint import CheckpointError, model_from_checkpoint
         from ..siamese.encoder import normalisation
@@ -94,8 +93,7 @@ class NetworkMatcher:
             raise TypeError(f"{type(self).__name__} needs a checkpoint")
         self.params = params if params is not None else self.params_class()
         self.device = resolve_device(self.params.device)
-        backbone = backbone if backbone is not None else self.params.backbone
-        input_size = input_size if input_size is not None else self.params.input_size
+        backbone, input_size = self.params.backbone, self.params.input_size
         ck = _read(checkpoint)
         if ck.architecture != self.architecture:
             raise CheckpointError(f"{ck.path}: a '{ck.architecture}' network, not a '{self.architecture}' one")
@@ -131,8 +129,7 @@ class NetworkMatcher:
         raise NotImplementedError
 
 
-def network_matcher(checkpoint, params=None, backbone: str | None = None,
-                    input_size: int | None = None) -> NetworkMatcher:
+def network_matcher(checkpoint, params=None) -> NetworkMatcher:
     """The matcher of a trained network: the class of the architecture the checkpoint records
     (:data:`NETWORK_KINDS`; the file is read once), with the :class:`NetworkParams` fields of
     ``params`` (device, backbone, input_size; any params object that has them; None: the
@@ -142,4 +139,4 @@ def network_matcher(checkpoint, params=None, backbone: str | None = None,
     ck = _read(checkpoint)
     cls = matcher_class(NETWORK_KINDS[ck.architecture])
     shared = {f.name: getattr(params, f.name) for f in fields(NetworkParams)} if params is not None else {}
-    return cls(params=cls.params_class(**shared), checkpoint=ck, backbone=backbone, input_size=input_size)
+    return cls(params=cls.params_class(**shared), checkpoint=ck)
