@@ -1,21 +1,26 @@
 """Profile one category's evaluation job (rule ``evaluate``) by protocol and by method.
 
-Runs ``sopcorr.evaluate.protocols.evaluate_category`` on one category of a finished run exactly
-as the job does (the rule's inputs and params, from the run's own Snakefile parse; outputs go to
-a temporary folder, nothing is written into the run) and prints, per protocol and per method:
-seconds, correspondence requests and the matcher computations behind them, seconds per query
-(keypoints) or per pair (pairs, dense, figures), the SVM baselines' seconds per descriptor, and
-the repeated computations of the job: an image encoded twice by one checkpoint's network, one
-encoder pass of an image repeated for another checkpoint with the same encoder weights, a
-(matcher, source, target) correspondence computed more than once (across protocols, or inside
-another method such as the pseudo ground truth's forward-backward check).
+Runs ``sopcorr.evaluate.protocols.evaluate_category`` on one category of a finished run as the
+job does: the rule's inputs and params come from a dry run of this checkout's Snakefile with the
+run's config, in a shadow workdir whose entries link to the run's (Snakemake writes its own
+state into a workdir even for a dry run; nothing is written into the run, and outputs go to a
+temporary folder). It prints, per protocol and per method: seconds, correspondence requests,
+seconds per query (keypoints: K neighbour -> query correspondences each) or per pair (pairs,
+dense) or per match (figures); the SVM baselines' seconds per descriptor; and the repeated
+computations of the job: an image described twice by one checkpoint's network, an encoder pass
+of an image repeated for another checkpoint with the same encoder weights, a (matcher, source,
+target) correspondence computed more than once (across protocols, or inside another method such
+as the pseudo ground truth's forward-backward check).
 
-    python benchmarks/bench_evaluate.py --run results/default               # bird, about 1 min
-    python benchmarks/bench_evaluate.py --run results/default --category car --tsv out.tsv
+    python benchmarks/bench_evaluate.py --run results/default --category bird      # about 30 s
+    python benchmarks/bench_evaluate.py --run results/default --tsv per_method.tsv
 
 ``--run`` is a finished run's ``results/<run>`` folder (its workdir is two levels up; the
-config: ``--configfile``, default ``<workdir>/config/config.yaml``). Seconds are wall clock on
-one torch thread, as the job runs (``threads: 1``); a busy machine inflates them.
+config: ``--configfile``, default ``<workdir>/config/config.yaml``; a config path that climbs
+above the workdir does not resolve in the shadow workdir). ``--category``: default the run's
+first in alphabetical order. Seconds are wall clock on one torch thread, as the job runs
+(``threads: 1``); a busy machine inflates them. The first request of a method on an image
+includes that image's descriptors (features, dense SIFT, the network's encoding).
 """
 from __future__ import annotations
 
@@ -104,7 +109,6 @@ class Recorder:
         self.encoder_passes = collections.defaultdict(list)  # (encoder weights hash, input hash) -> [checkpoint]
         self.svm = collections.defaultdict(lambda: [0.0, 0.0])  # descriptor -> [describe s, svm s]
         self.units = {}                                 # protocol -> (queries or pairs, unit)
-        self._depth = 0
 
 
 def _hash_array(a) -> str:
@@ -171,12 +175,10 @@ def instrument(rec: Recorder):
                 NetworkGeometricMatcher, PaperNetworkMatcher):
         def make(orig):
             def corr(self, src, tgt):
-                rec._depth += 1
                 t = time.perf_counter()
                 try:
                     return orig(self, src, tgt)
                 finally:
-                    rec._depth -= 1
                     rec.computations[(matcher_key(self), id(src), id(tgt))].append(
                         (rec.protocol, time.perf_counter() - t))
             return corr
@@ -261,15 +263,10 @@ def instrument(rec: Recorder):
 
 def report(rec: Recorder, total: float, names: list[str], ev, tsv: str | None) -> None:
     rows = []
-    print(f"\n{'protocol':<10} {'method':<24} {'seconds':>8} {'requests':>8} {'computed':>8} {'s/unit':>8}  unit")
+    print(f"\n{'protocol':<10} {'method':<24} {'seconds':>8} {'requests':>8} {'s/unit':>8}  unit")
     units = {"keypoints": "query", "pairs": "pair", "dense": "pair", "figures": "match"}
     n_units = {"keypoints": ev.keypoints_queries, "pairs": ev.n_pairs, "dense": ev.n_dense_pairs,
                "figures": None}
-    comp_by = collections.Counter()
-    comp_s = collections.Counter()
-    for (mkey, _, _), calls in rec.computations.items():
-        for proto, s in calls:
-            comp_by[(proto, mkey)] += 1
     for proto in ("keypoints", "pairs", "dense", "figures"):
         groups = collections.OrderedDict()
         for (p, m), n in rec.requests.items():
@@ -283,7 +280,7 @@ def report(rec: Recorder, total: float, names: list[str], ev, tsv: str | None) -
             per = n_units[proto] if proto != "figures" else n
             unit_s = s / per if per else float("nan")
             rows.append((proto, m, s, n, unit_s, units[proto]))
-            print(f"{proto:<10} {m:<24} {s:8.2f} {n:8d} {'':>8} {unit_s:8.4f}  {units[proto]}")
+            print(f"{proto:<10} {m:<24} {s:8.2f} {n:8d} {unit_s:8.4f}  {units[proto]}")
         other = rec.proto_seconds[proto] - sum(rec.request_seconds[(proto, m)] for m in groups)
         print(f"{proto:<10} {'(protocol, rest)':<24} {other:8.2f}")
         print(f"{proto:<10} {'= total':<24} {rec.proto_seconds[proto]:8.2f}")
@@ -356,7 +353,7 @@ def main() -> None:
         smk, category, cats = job_namespace(workdir, configs, args.category, snakefile, Path(tmp))
         if smk is None:
             ap.error(f"--category {category}: not a category of the run ({', '.join(cats)})")
-        if Path(smk.output.keypoints).name and not (run / "eval" / category).is_dir():
+        if not (run / "eval" / category).is_dir():
             ap.error(f"needs a finished run: {run / 'eval' / category} not found")
         parse = time.perf_counter() - t0
 
@@ -364,7 +361,6 @@ def main() -> None:
 
         from sopcorr.evaluate.category import EvalCategory
         from sopcorr.evaluate.protocols import CategoryEvaluation, CategoryOutputs, evaluate_category
-        from sopcorr.evaluate.retrieval import retrieve  # noqa: F401  (imported before timing)
         from sopcorr.matchers.methods import MatcherSettings
         from sopcorr.scriptutil import evaluation_inputs
 
