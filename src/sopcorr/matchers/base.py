@@ -383,14 +383,17 @@ class SharedCorrespondences:
         left = self.remaining.pop(k, 0) - 1
         if left <= 0:
             return val
+        frozen = copy.copy(val)  # read-only views: the arrays' owners (a frame's valid mask) keep theirs
         for name in ("target_xy", "score", "valid"):
-            arr = getattr(val, name, None)
+            arr = getattr(frozen, name, None)
             if isinstance(arr, np.ndarray):
-                arr.flags.writeable = False
-        self.store[k] = (val, src, tgt)
+                view = arr.view()
+                view.flags.writeable = False
+                setattr(frozen, name, view)
+        self.store[k] = (frozen, src, tgt)
         self.remaining[k] = left
         self.peak = max(self.peak, len(self.store))
-        return copy.copy(val)
+        return copy.copy(frozen)
 
 
 class SharedMatcher:
