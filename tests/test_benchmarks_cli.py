@@ -79,6 +79,8 @@ def test_benchmarks_that_need_a_run_say_so(tmp_path):
     _assert_usage_exit(_py("matcher_study.py", "syn", "no_such_variant", cwd=tmp_path), "no_such_variant")
     _assert_usage_exit(_py("bench_siftflow.py", "quality", "--run", "nothing", cwd=tmp_path),
                        "needs", "results/nothing/")
+    _assert_usage_exit(_py("bench_evaluate.py", cwd=tmp_path), "needs a finished run", "results/default")
+    _assert_usage_exit(_py("bench_evaluate.py", "--run", "nothing", cwd=tmp_path), "needs", "not found")
 
 
 def test_bench_siamese_without_cuda_refuses_cuda_in_one_line(tmp_path):

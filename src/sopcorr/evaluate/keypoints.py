@@ -147,6 +147,35 @@ def threshold_queries(train: np.ndarray, n: int | None, seed: int) -> np.ndarray
     return np.sort(rng.choice(train, size=n, replace=False))
 
 
+def keypoint_queries(cat, k: int, n_threshold_queries: int | None = None, seed: int = 0):
+    """The queries of :func:`run_keypoint_evaluation` and their retrieved neighbours:
+    (threshold queries (train split), their neighbours, test queries, their neighbours); each
+    query's correspondences are neighbour -> query. None when the split has too few images."""
+    from .retrieval import retrieve
+
+    train = cat.split_indices("train")
+    test = cat.split_indices("test")
+    if len(train) < 2 or len(test) == 0:
+        return None
+    g = np.asarray(cat.global_desc)
+    thr_q = threshold_queries(train, n_threshold_queries, seed)
+    return thr_q, retrieve(g, thr_q, train, k), test, retrieve(g, test, train, k)
+
+
+def keypoint_requests(cat, methods, k: int, n_threshold_queries: int | None = None, seed: int = 0):
+    """Every correspondence request :func:`run_keypoint_evaluation` makes, in order: (method,
+    neighbour, query), one method per group of methods sharing correspondences."""
+    q = keypoint_queries(cat, k, n_threshold_queries, seed)
+    if q is None:
+        return []
+    thr_q, nb_thr, test, nb_test = q
+    bases: dict = {}
+    for m in methods:
+        bases.setdefault(m.base, m)
+    return [(m, int(n), int(query)) for m in bases.values()
+            for queries, nbs in ((thr_q, nb_thr), (test, nb_test)) for query, nb in zip(queries, nbs) for n in nb]
+
+
 def run_keypoint_evaluation(cat, methods, k: int, alpha: float, sigma_min: float = 0.1,
                             vote_sigma: float = 0.1, n_threshold_queries: int | None = None,
                             seed: int = 0, progress=False):
@@ -165,18 +194,13 @@ def run_keypoint_evaluation(cat, methods, k: int, alpha: float, sigma_min: float
     log (:func:`sopcorr.progress.counting`).
     """
     from ..progress import counting
-    from .retrieval import retrieve
     from .transfer import transfer_from_neighbours
 
-    train = cat.split_indices("train")
-    test = cat.split_indices("test")
     loc, cls, preds, loc_all = [], [], {}, []
-    if len(train) < 2 or len(test) == 0:
+    queries = keypoint_queries(cat, k, n_threshold_queries, seed)
+    if queries is None:
         return loc, cls, preds, loc_all
-    g = np.asarray(cat.global_desc)
-    nb_test = retrieve(g, test, train, k)
-    thr_q = threshold_queries(train, n_threshold_queries, seed)
-    nb_thr = retrieve(g, thr_q, train, k)
+    thr_q, nb_thr, test, nb_test = queries
     kps = {i: cat.keypoints(i) for i in range(len(cat.instances))}
     boxes = {i: cat.bbox(i) for i in range(len(cat.instances))}
     groups: dict[str, list] = {}

@@ -163,6 +163,7 @@ def evaluate_category(frames: dict, checkpoints: dict, settings, evaluation: Cat
     built = dict(zip(names, build_methods(names, settings, frames, checkpoints)))
     chosen = lambda group: [built[n] for n in group]  # noqa: E731
     log.info("evaluation of %s with %s", cat.category, names)
+    shared = share_job_correspondences(cat, built, ev, outputs)
 
     kp = ev.keypoints
     loc, cls, preds, loc_all = run_keypoint_evaluation(
@@ -194,3 +195,42 @@ def evaluate_category(frames: dict, checkpoints: dict, settings, evaluation: Cat
     correspondence_figure(cat, chosen(fig.methods), outputs.correspondence_figure, n_pairs=fig.n_pairs,
                           progress=progress)
     keypoint_figure(cat, outputs.keypoints, outputs.keypoint_figure, methods=list(fig.methods))
+    log.info("correspondences of %s: %d computed, %d asked again and served from the job's store "
+             "(at most %d held at once)", cat.category, shared.computed, shared.served, shared.peak)
+
+
+def planned_requests(cat, built: dict, ev: CategoryEvaluation, outputs: CategoryOutputs) -> list[tuple]:
+    """Every correspondence request the protocols of ``ev`` make when they write ``outputs``,
+    as (method, source, target) instance indices: keypoints (neighbour -> query, one method per
+    group sharing correspondences), pairs, dense, figures (B -> A)."""
+    from ..viz.correspondence import figure_pairs
+    from .keypoints import keypoint_requests
+
+    kp = ev.keypoints
+    out = keypoint_requests(cat, [built[n] for n in kp.methods], kp.k_neighbors, kp.threshold_queries, ev.seed)
+    for proto, path in ((ev.pairs, outputs.pairs), (ev.dense, outputs.dense)):
+        if proto is not None and path is not None:
+            pairs = cat.pairs(proto.max_pairs, ev.seed)
+            out += [(built[n], s, t) for n in proto.methods for s, t in pairs]
+    out += [(built[n], b, a) for a, b in figure_pairs(cat, ev.figures.n_pairs) for n in ev.figures.methods]
+    return out
+
+
+def share_job_correspondences(cat, built: dict, ev: CategoryEvaluation, outputs: CategoryOutputs):
+    """Route every method's correspondences through one
+    :class:`~sopcorr.matchers.base.SharedCorrespondences` (in place: each method's matcher is
+    wrapped once), told every request the protocols will make (:func:`planned_requests`): a
+    (matcher, source, target) correspondence that more than one request needs (the dense
+    protocol's pairs are the pair protocol's; the pseudo ground truth's forward match is
+    ``ours_geometric``'s) is computed once and held until its last use. Returns it."""
+    from ..matchers.base import SharedCorrespondences, share_correspondences
+
+    shared = SharedCorrespondences()
+    wrapped: dict = {}
+    for m in built.values():
+        if id(m.matcher) not in wrapped:
+            wrapped[id(m.matcher)] = (m.matcher, share_correspondences(m.matcher, shared))
+        m.matcher = wrapped[id(m.matcher)][1]
+    for m, s, t in planned_requests(cat, built, ev, outputs):
+        shared.expect(m.matcher, m.frames[int(s)], m.frames[int(t)])
+    return shared

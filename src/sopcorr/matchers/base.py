@@ -11,7 +11,8 @@ A matcher is a class built once from a frozen params dataclass (and a model wher
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+import copy
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
@@ -22,7 +23,8 @@ from ..errors import ConfigError, DatasetError, SopcorrError
 from ..geometry import DenseCorrespondence, FeatureGrid
 
 __all__ = ["Frame", "FrameSource", "frame_sources", "Matcher", "ForwardBackward", "MinSimilarity",
-           "forward_backward_valid", "MatcherUnavailable", "Params", "LRU"]
+           "forward_backward_valid", "MatcherUnavailable", "Params", "LRU", "SharedCorrespondences",
+           "SharedMatcher", "share_correspondences"]
 
 
 class MatcherUnavailable(SopcorrError):
@@ -311,3 +313,114 @@ class MinSimilarity:
 
     def descriptors(self, frame: Frame):
         return self.inner.descriptors(frame)
+
+
+# ---------------------------------------------------------------------- shared correspondences
+#: matcher classes whose correspondence is a function of their params and the two frames alone
+#: (no model, no state): two instances with equal params compute the same correspondence
+_PARAM_ONLY = ("GeometricMatcher", "NearestNeighbourMatcher", "SiftFlowMatcher")
+
+
+def _matcher_key(matcher):
+    """What identifies a matcher's computation: (class, params) for the classes of
+    :data:`_PARAM_ONLY` (pure functions of their frozen params), the object itself otherwise."""
+    if type(matcher).__name__ in _PARAM_ONLY:
+        try:
+            hash(matcher.params)
+            return (type(matcher), matcher.params)
+        except TypeError:  # unhashable params: by identity
+            pass
+    return ("object", id(matcher))
+
+
+class SharedCorrespondences:
+    """The correspondences one job asks for more than once, each computed once.
+
+    A job first states what it will ask (:meth:`expect`, with a matcher tree as built by
+    :func:`share_correspondences`); a correspondence expected more than once is kept after it is
+    first computed and dropped at its last expected use; anything else passes through, never
+    stored. Keys: (the matcher's computation, :func:`_matcher_key`; the source frame; the
+    target frame), frames by identity (an entry holds its frames, so an identity is never
+    reused while it is stored). Every use gets its own shallow copy whose arrays are read-only
+    views of the stored ones: a consumer that rebinds a field (the forward-backward check sets
+    ``valid``) changes only its copy, one that writes into an array fails loudly. Correctness
+    never depends on the plan: a wrong count only costs a recomputation or a longer-kept entry.
+
+    ``computed`` / ``served``: matcher computations run / answered from the store; ``peak``:
+    the most entries held at once (each a DenseCorrespondence of the source grid: H * W * 13
+    bytes plus the object)."""
+
+    def __init__(self):
+        self.remaining: Counter = Counter()
+        self.store: dict = {}
+        self.computed = 0
+        self.served = 0
+        self.peak = 0
+
+    def expect(self, matcher, src: Frame, tgt: Frame) -> None:
+        """Count one future request of ``matcher`` (a tree of :func:`share_correspondences`)
+        for (src, tgt)."""
+        if isinstance(matcher, SharedMatcher):
+            self.remaining[(matcher.key, id(src), id(tgt))] += 1
+        elif isinstance(matcher, ForwardBackward):
+            self.expect(matcher.inner, src, tgt)
+            self.expect(matcher.inner, tgt, src)
+        elif isinstance(matcher, MinSimilarity):
+            self.expect(matcher.inner, src, tgt)
+
+    def get(self, key, src: Frame, tgt: Frame, make: Callable) -> DenseCorrespondence:
+        k = (key, id(src), id(tgt))
+        if k in self.store:
+            val = self.store[k][0]
+            self.served += 1
+            self.remaining[k] -= 1
+            if self.remaining[k] <= 0:
+                del self.store[k]
+                del self.remaining[k]
+            return copy.copy(val)
+        val = make()
+        self.computed += 1
+        left = self.remaining.pop(k, 0) - 1
+        if left <= 0:
+            return val
+        frozen = copy.copy(val)  # read-only views: the arrays' owners (a frame's valid mask) keep theirs
+        for name in ("target_xy", "score", "valid"):
+            arr = getattr(frozen, name, None)
+            if isinstance(arr, np.ndarray):
+                view = arr.view()
+                view.flags.writeable = False
+                setattr(frozen, name, view)
+        self.store[k] = (frozen, src, tgt)
+        self.remaining[k] = left
+        self.peak = max(self.peak, len(self.store))
+        return copy.copy(frozen)
+
+
+class SharedMatcher:
+    """A matcher whose correspondences go through a :class:`SharedCorrespondences`; every other
+    attribute (``descriptors``, ``image_descriptors``, ``params``, ...) is the matcher's own."""
+
+    def __init__(self, matcher, shared: SharedCorrespondences):
+        self.matcher = matcher
+        self.shared = shared
+        self.key = _matcher_key(matcher)
+
+    def correspondence(self, src: Frame, tgt: Frame) -> DenseCorrespondence:
+        return self.shared.get(self.key, src, tgt, lambda: self.matcher.correspondence(src, tgt))
+
+    def __getattr__(self, name):
+        if name in ("matcher", "shared", "key"):  # not yet set (copy, pickle)
+            raise AttributeError(name)
+        return getattr(self.matcher, name)
+
+
+def share_correspondences(matcher, shared: SharedCorrespondences):
+    """``matcher`` with its correspondences (and those of the matcher inside a
+    :class:`ForwardBackward` / :class:`MinSimilarity`) going through ``shared``: two matchers
+    that compute the same thing (e.g. the improved pseudo ground truth's geometric matcher and
+    ``ours_geometric``, equal params) share one entry."""
+    if isinstance(matcher, (ForwardBackward, MinSimilarity)):
+        out = copy.copy(matcher)
+        out.inner = share_correspondences(matcher.inner, shared)
+        return out
+    return SharedMatcher(matcher, shared)

@@ -78,6 +78,38 @@ class CorrelationNetworkMatcher(NetworkMatcher):
         d = self.model.describe(self.model.encode(x))[0].permute(1, 2, 0).float().cpu().numpy()
         return np.ascontiguousarray(d), FeatureGrid(lb, self.stride)
 
+    def same_encoder(self, other) -> bool:
+        """Both correlation networks letterbox and normalise an image alike, on the same device,
+        and their encoders (class, layers, ReLU, weights) are equal: one encoder pass serves
+        both (their heads differ)."""
+        if type(other) is not type(self) or (self.size, self.stride, str(self.device)) != (
+                other.size, other.stride, str(other.device)):
+            return False
+        if not (np.array_equal(np.asarray(self.mean), np.asarray(other.mean))
+                and np.array_equal(np.asarray(self.std), np.asarray(other.std))):
+            return False
+        a, b = self.model.encoder, other.model.encoder
+        if a is None or b is None or type(a) is not type(b) or type(a.backbone) is not type(b.backbone):
+            return False
+        if (list(getattr(a, "layers", [])), getattr(a, "relu", None)) != (list(getattr(b, "layers", [])),
+                                                                         getattr(b, "relu", None)):
+            return False
+        sa, sb = a.state_dict(), b.state_dict()
+        return sa.keys() == sb.keys() and all(
+            sa[k].dtype == sb[k].dtype and sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa)
+
+    @torch.no_grad()
+    def describe_with_peers(self, frame: Frame) -> None:
+        """One encoder pass of the frame's image, each of this matcher's and its peers' heads on
+        it: exactly :meth:`image_descriptors` of each (the same encoder output tensor)."""
+        x, lb = self._prep(frame.image)
+        enc = self.model.encode(x)
+        for m in (self, *self.encoder_peers):
+            key = m.descriptor_key()
+            if key not in frame.cache:
+                d = m.model.describe(enc)[0].permute(1, 2, 0).float().cpu().numpy()
+                frame.cache[key] = (np.ascontiguousarray(d), FeatureGrid(lb, m.stride))
+
     def store_descriptors(self, frame: Frame) -> np.ndarray | None:
         """The head on the frame's stored feature grid when that grid is this network's encoder
         output: a checkpoint whose encoder was not trained end to end, and a grid of the

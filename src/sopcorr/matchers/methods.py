@@ -280,9 +280,14 @@ def build_method(name: str, settings: MatcherSettings, frames: dict, checkpoints
 
 def build_methods(names, settings: MatcherSettings, frames: dict, checkpoints: dict | None = None) -> list[Method]:
     """:func:`build_method` for every name (matchers shared between a method and its prior
-    variant)."""
+    variant; networks with identical encoders encode each image once,
+    :func:`~sopcorr.matchers.networks.share_encoders`)."""
+    from .networks import share_encoders
+
     cache: dict = {}
-    return [build_method(n, settings, frames, checkpoints, cache) for n in names]
+    out = [build_method(n, settings, frames, checkpoints, cache) for n in names]
+    share_encoders(cache.values())
+    return out
 
 
 def method_descriptions() -> dict[str, str]:

@@ -89,7 +89,7 @@ class NetworkGeometricMatcher:
             if d is not None:
                 valid = frame.valid if frame.valid is not None else frame.grid.valid_mask()
                 return d, frame.grid, np.asarray(valid, bool)
-            d, grid = self.network.image_descriptors(frame.image)
+            d, grid = self.network.descriptors(frame)  # the network's own, shared with its method
             return d, grid, grid.valid_mask()
 
         return frame.cached(("network_geometric.descriptors", str(self.network.path)), make)

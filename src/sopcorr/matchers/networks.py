@@ -28,7 +28,7 @@ import numpy as np
 from ..geometry import FeatureGrid
 from .base import Frame, Params
 
-__all__ = ["NETWORK_KINDS", "NetworkParams", "NetworkMatcher", "network_matcher", "check_request"]
+__all__ = ["NETWORK_KINDS", "NetworkParams", "NetworkMatcher", "network_matcher", "check_request", "share_encoders"]
 
 #: checkpoint architecture -> the kind (a key of :data:`sopcorr.matchers.MATCHERS`) of its matcher
 NETWORK_KINDS = {"paper": "paper_network", "correlation": "correlation_network"}
@@ -115,10 +115,32 @@ class NetworkMatcher:
         x, lb = preprocess(np.asarray(img), self.size, self.mean, self.std)
         return x[None].to(self.device), lb
 
+    #: the job's other network matchers whose encoder is this one's (:func:`share_encoders`)
+    encoder_peers: tuple = ()
+
+    def descriptor_key(self) -> tuple:
+        """The frame-cache key of this network's descriptors of a frame's image (its class,
+        checkpoint and input size: one network matcher built again from the same checkpoint
+        shares them)."""
+        return (f"{self.name}.descriptors", str(self.path), self.size)
+
     def descriptors(self, frame: Frame) -> tuple[np.ndarray, FeatureGrid]:
         """The network's dense descriptors of the frame's image (:meth:`image_descriptors`),
-        cached on the frame."""
-        return frame.cached((f"{self.name}.descriptors", str(self.path)), lambda: self.image_descriptors(frame.image))
+        cached on the frame. With :attr:`encoder_peers`, the image's one encoder pass also
+        gives every peer its descriptors of the frame (:meth:`describe_with_peers`)."""
+        key = self.descriptor_key()
+        if key not in frame.cache and self.encoder_peers:
+            self.describe_with_peers(frame)
+        return frame.cached(key, lambda: self.image_descriptors(frame.image))
+
+    def describe_with_peers(self, frame: Frame) -> None:
+        """Cache this matcher's and its peers' descriptors of the frame from one encoder pass
+        (the architectures that can: :class:`~.correlation_network.CorrelationNetworkMatcher`)."""
+
+    def same_encoder(self, other) -> bool:
+        """Whether ``other``'s encoder computes exactly what this one's does from the same
+        image (never, unless the architecture says how to tell)."""
+        return False
 
     def store_descriptors(self, frame: Frame) -> np.ndarray | None:
         """(H, W, D) descriptors of the frame's stored feature grid when that grid is this
@@ -127,6 +149,23 @@ class NetworkMatcher:
 
     def image_descriptors(self, img: np.ndarray) -> tuple[np.ndarray, FeatureGrid]:
         raise NotImplementedError
+
+
+def share_encoders(matchers) -> None:
+    """Make the network matchers among ``matchers`` (a network matcher, or a matcher with one as
+    ``.network``) whose encoders are identical (:meth:`NetworkMatcher.same_encoder`: the same
+    architecture, input size, normalisation and encoder weights, e.g. ``model.pt`` and
+    ``finetuned.pt`` of a correlation network trained on the frozen backbone) peers: a frame's
+    image is then encoded once for all of them (:meth:`NetworkMatcher.descriptors`)."""
+    nets: list = []
+    for m in matchers:
+        for net in (m, getattr(m, "network", None)):
+            if isinstance(net, NetworkMatcher) and all(net is not n for n in nets):
+                nets.append(net)
+    for net in nets:
+        peers = tuple(o for o in nets if o is not net and o.descriptor_key() != net.descriptor_key()
+                      and net.same_encoder(o))
+        net.encoder_peers = peers
 
 
 def network_matcher(checkpoint, params=None) -> NetworkMatcher:

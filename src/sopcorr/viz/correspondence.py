@@ -84,14 +84,9 @@ def draw_correspondence_grid(rows, method_names: list[str], out: str | Path, tit
     save_figure(fig, out, dpi=100)
 
 
-def correspondence_figure(cat, methods, out: str | Path, n_pairs: int = 2, progress: bool = False) -> None:
-    """The colour-map figure of ``n_pairs`` pairs of a category (an
-    :class:`~sopcorr.evaluate.category.EvalCategory`): the first evaluation pairs with distinct
-    source images, else consecutive test instances; one panel per method of ``methods``
-    (:class:`~sopcorr.matchers.methods.Method` objects). Progress (one unit per pair and
-    method) goes to the log (:mod:`sopcorr.progress`); ``progress`` also shows a console bar."""
-    from ..progress import progress as reporter
-
+def figure_pairs(cat, n_pairs: int = 2) -> list[tuple[int, int]]:
+    """The (A, B) instance pairs of :func:`correspondence_figure`: the first evaluation pairs
+    with distinct source images, else consecutive test instances (each matched B -> A)."""
     n = int(n_pairs)
     pairs, seen = [], set()
     for a, b in cat.pairs(None, 0):  # prefer pairs with distinct source images
@@ -102,6 +97,18 @@ def correspondence_figure(cat, methods, out: str | Path, n_pairs: int = 2, progr
         test = [int(i) for i in cat.split_indices("test")] or list(range(len(cat.instances)))
         pairs += [(test[i], test[(i + 1) % len(test)]) for i in range(min(n - len(pairs), len(test)))
                   if len(test) > 1]
+    return pairs
+
+
+def correspondence_figure(cat, methods, out: str | Path, n_pairs: int = 2, progress: bool = False) -> None:
+    """The colour-map figure of ``n_pairs`` pairs of a category (an
+    :class:`~sopcorr.evaluate.category.EvalCategory`): the first evaluation pairs with distinct
+    source images, else consecutive test instances; one panel per method of ``methods``
+    (:class:`~sopcorr.matchers.methods.Method` objects). Progress (one unit per pair and
+    method) goes to the log (:mod:`sopcorr.progress`); ``progress`` also shows a console bar."""
+    from ..progress import progress as reporter
+
+    pairs = figure_pairs(cat, n_pairs)
     rows = []
     bar = reporter(total=len(pairs) * len(methods), desc=f"figures {cat.category}", unit="match",
                    disable=not progress, logger=log)
