@@ -215,30 +215,35 @@ def test_memory_request_known_answers_and_monotone():
 
 
 _PEAK_SCRIPT = """
-import resource, sys, torch
+import sys, torch
 from sopcorr.features.backbones import build_backbone
 name, size, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(1)
 net = build_backbone(name, size)
 with torch.inference_mode():
     net(torch.zeros(batch, 3, size, size))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+status = {k: int(v.split()[0]) // 1024 for k, v in (line.split(":", 1) for line in open("/proc/self/status"))
+          if k in ("VmHWM", "RssFile", "RssShmem")}
+print(status["VmHWM"], status["VmHWM"] - status["RssFile"] - status["RssShmem"])
 """
 
 
 @pytest.mark.parametrize("name, size, batch", [("efficientnet_lite0", 256, 8)])
 def test_memory_request_covers_the_measured_peak(name, size, batch):
-    """A real extraction's peak resident memory (a fresh process: torch, the ImageNet weights,
-    one forward pass of ``batch`` images) lies below the request, and the request is not more
-    than 2.5 x that peak."""
+    """A real extraction's peak memory (a fresh process: torch, the ImageNet weights, one forward
+    pass of ``batch`` images) lies below the request, and the request is not more than 2.5 x the
+    peak resident set. The peak that must fit is the anonymous part (the peak RSS less the
+    file-backed pages still mapped at the end: torch's shared libraries, which are reclaimable
+    page cache and whose resident share depends on the machine: a freshly installed .venv maps
+    them in larger folios, about 390 MB against 220 MB for the same packages installed earlier)."""
     import subprocess
     import sys
 
     out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, name, str(size), str(batch)],
                          capture_output=True, text=True, check=True, timeout=300)
-    peak_mb = int(out.stdout.split()[-1])
+    peak_rss_mb, peak_anon_mb = map(int, out.stdout.split()[-2:])
     request = memory.job_memory_mb(name, size, batch)
-    assert peak_mb <= request <= 2.5 * peak_mb, (peak_mb, request)
+    assert peak_anon_mb <= request <= 2.5 * peak_rss_mb, (peak_anon_mb, peak_rss_mb, request)
 
 
 def test_unknown_backbone_lists_valid_names():
