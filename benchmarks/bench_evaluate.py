@@ -370,10 +370,7 @@ def main() -> None:
         p = smk.params
         t1 = time.perf_counter()
         frames, checkpoints = evaluation_inputs(smk)
-        out = smk.output
-        outputs = CategoryOutputs(keypoints=out.keypoints, classify=out.classify,
-                                  correspondence_figure=out.correspondence, keypoint_figure=out.keypoint_figure,
-                                  pairs=getattr(out, "pairs", None), dense=getattr(out, "dense", None))
+        outputs = CategoryOutputs.from_rule_outputs(smk.output)
         evaluation = CategoryEvaluation.from_params(p.protocols, p.seed, p.devices["backbone"])
         settings = MatcherSettings.from_params(p.matchers, p.devices)
         cat = EvalCategory.from_frames(frames["raw"])

@@ -19,24 +19,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _cli import require_paths  # noqa: E402
+from _cli import positive_int, require_paths  # noqa: E402
 
 
 def queries(text: str):
     """argparse type: a comma list of positive integers or null."""
-    out = []
-    for t in text.split(","):
-        if t == "null":
-            out.append(None)
-            continue
-        try:
-            v = int(t)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{t!r} is not an integer or null") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{t} is not >= 1")
-        out.append(v)
-    return out
+    return [None if t == "null" else positive_int(t) for t in text.split(",")]
 
 
 def main(argv=None) -> int:

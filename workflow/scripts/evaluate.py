@@ -9,10 +9,7 @@ def main(smk):
     limit_threads(smk)
     p = smk.params
     frames, checkpoints = evaluation_inputs(smk)
-    out = smk.output
-    outputs = CategoryOutputs(keypoints=out.keypoints, classify=out.classify,
-                              correspondence_figure=out.correspondence, keypoint_figure=out.keypoint_figure,
-                              pairs=getattr(out, "pairs", None), dense=getattr(out, "dense", None))
+    outputs = CategoryOutputs.from_rule_outputs(smk.output)
     evaluation = CategoryEvaluation.from_params(p.protocols, p.seed, p.devices["backbone"])
     evaluate_category(frames, checkpoints, MatcherSettings.from_params(p.matchers, p.devices), evaluation, outputs)
 

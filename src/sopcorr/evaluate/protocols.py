@@ -140,6 +140,14 @@ class CategoryOutputs:
     pairs: str | Path | None = None
     dense: str | Path | None = None
 
+    @classmethod
+    def from_rule_outputs(cls, out) -> "CategoryOutputs":
+        """From the ``evaluate`` rule's named outputs (``snakemake.output``: keypoints, classify,
+        correspondence, keypoint_figure, and pairs / dense where the rule declares them)."""
+        return cls(keypoints=out.keypoints, classify=out.classify, correspondence_figure=out.correspondence,
+                   keypoint_figure=out.keypoint_figure, pairs=getattr(out, "pairs", None),
+                   dense=getattr(out, "dense", None))
+
 
 def evaluate_category(frames: dict, checkpoints: dict, settings, evaluation: CategoryEvaluation,
                       outputs: CategoryOutputs, progress: bool = True) -> None:
