@@ -183,6 +183,8 @@ KEYS: dict[str, tuple] = {
     "siamese.correlation.cells_per_pair": (16, "train_siamese"),
     "siamese.correlation.target_sigma": (0.5, "train_siamese"),
     "siamese.correlation.readout_sigma": (1.0, "train_siamese"),
+    "siamese.correlation.raw_weight": (0.25, "train_siamese"),
+    "siamese.correlation.consensus_radius": (2, "train_siamese"),
     "siamese.correlation.flow_weight": (0.5, "train_siamese"),
     "siamese.correlation.truncation": (0.5, "train_siamese"),
     "siamese.correlation.symmetric": (False, "train_siamese"),
