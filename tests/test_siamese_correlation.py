@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from sopcorr.siamese.correlation.net import (MASKED, NetworkSpec, build_network, cell_coordinates, correlation,
-                                         kernel_soft_argmax, neighbourhood_consensus, residual_descriptors)
+                                         kernel_soft_argmax, consensus_radius, neighbourhood_consensus, residual_descriptors,
+                                         soft_mutual)
 from sopcorr.siamese.correlation.data import GridPairs, Teacher, add_keypoints, flip_batch, teacher_from_arrays
 from sopcorr.siamese.correlation.losses import (dense_infonce, readout_flow_loss, sample_cells, soft_cross_entropy,
                                     target_distribution)
@@ -145,6 +146,11 @@ def test_neighbourhood_consensus_equals_the_loop_reference(radius):
     assert neighbourhood_consensus(c, (3, 4), (5, 3), 0) is c
 
 
+def test_consensus_radius_is_a_share_of_the_grid():
+    assert [consensus_radius(1 / 16, (g, g)) for g in (7, 8, 16, 24, 28, 44)] == [0, 1, 1, 2, 2, 3]
+    assert consensus_radius(0.0, (28, 28)) == 0 and consensus_radius(0.1, (10, 30)) == 3
+
+
 def test_neighbourhood_consensus_prefers_the_consistent_displacement():
     """Two candidate targets with the same cosine for a cell: the one whose neighbours move by the
     same displacement wins after the consensus, an isolated look-alike loses."""
@@ -159,6 +165,18 @@ def test_neighbourhood_consensus_prefers_the_consistent_displacement():
     c[0, s, 4 * w + 4] = 1.0                       # an isolated distractor (4, 4) with the same cosine
     out = neighbourhood_consensus(c, (h, w), (h, w), 1)
     assert out[0, s, 2 * w + 2] > out[0, s, 4 * w + 4]
+
+
+def test_soft_mutual_known_answer_and_mutual_matches_kept():
+    """c' = c (c / row max) (c / column max) on c clipped at 0: a mutual best match keeps its
+    value, a row's best that is not its column's best is damped, negatives become 0."""
+    c = torch.tensor([[[0.9, 0.2, -0.3],
+                       [0.8, 0.4, 0.1]]])
+    got = soft_mutual(c)
+    want = torch.tensor([[[0.9, 0.2 * (0.2 / 0.9) * (0.2 / 0.4), 0.0],
+                          [0.8 * (0.8 / 0.8) * (0.8 / 0.9), 0.4 * (0.4 / 0.8) * 1.0, 0.1 * (0.1 / 0.8) * 1.0]]])
+    torch.testing.assert_close(got, want)
+    assert got[0, 1].argmax() == 0 and got[0, 1, 0] < c[0, 1, 0]   # row 1's best (col 0) is row 0's: damped
 
 
 def test_residual_descriptors_mix_the_raw_and_learned_cosines():

@@ -140,11 +140,10 @@ class CorrelationNetworkMatcher(NetworkMatcher):
                                    valid=vs, grid=grid_src, interpolation=self.params.interpolation)
 
     def correlate(self, corr: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int]) -> torch.Tensor:
-        """The network's correlation from the cosines (Ns, Nt) of its descriptors: their
-        neighbourhood consensus when the network has one (``consensus_radius``), else the cosines."""
-        from ..siamese.correlation.net import neighbourhood_consensus
-
-        return neighbourhood_consensus(corr[None], shape_src, shape_tgt, self.spec.consensus_radius)[0]
+        """The correlation the network reads out from the cosines (Ns, Nt) of its descriptors
+        (:meth:`~sopcorr.siamese.correlation.net.CorrelationNet.filter`: neighbourhood consensus
+        and soft mutual filter where the network has them, else the cosines)."""
+        return self.model.filter(corr[None], shape_src, shape_tgt)[0]
 
     def readout(self, objective: torch.Tensor, shape_tgt: tuple[int, int], valid_tgt: torch.Tensor) -> torch.Tensor:
         """The network's kernel soft-argmax (its temperature and kernel) of an objective (Ns, Nt)

@@ -9,10 +9,11 @@ L2-normalised descriptors: a k x k convolution, ReLU, a 1 x 1 convolution (``hid
 linear k x k convolution); with ``raw_weight`` a the descriptor also carries the encoder grid
 itself, ``(sqrt(a) g, sqrt(1 - a) h)`` (a residual descriptor: the learned head corrects the raw
 features' similarity instead of replacing it). The network then **matches inside itself**: the
-cosine correlation of the two streams' descriptors ``(B, Hs*Ws, Ht*Wt)``, with
-``consensus_radius`` its **neighbourhood consensus** (a fixed 4-D filter: each match averaged
-with its neighbours' matches under the same displacement), and a **kernel soft-argmax**
-read-out (SFNet): per source cell, the softmax of ``correlation / temperature`` restricted by a
+cosine correlation of the two streams' descriptors ``(B, Hs*Ws, Ht*Wt)``, with ``consensus``
+its **neighbourhood consensus** (a fixed 4-D filter: each match averaged with its neighbours'
+matches under the same displacement, over a radius that is a fixed fraction of the grid), with
+``mutual`` NC-Net's soft mutual nearest-neighbour filter, and a **kernel soft-argmax** read-out
+(SFNet): per source cell, the softmax of ``correlation / temperature`` restricted by a
 Gaussian of ``readout_sigma`` cells around its arg-max, whose expectation is the matched target
 cell (continuous ``(col, row)``). One forward pass per pair; no RANSAC, no prior.
 
@@ -22,6 +23,7 @@ row) and (B, Ns) scores (the cosine of the arg-max).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -49,11 +51,13 @@ class NetworkSpec:
     readout_sigma: Gaussian of the kernel soft-argmax in cells (0: plain soft-argmax);
     raw_weight: a in [0, 1): the descriptor is the unit vector (sqrt(a) g, sqrt(1 - a) h) of the
     encoder grid g (L2 per cell) and the head's h, so the correlation is a x the raw cosine +
-    (1 - a) x the learned one (0: the head alone); consensus_radius: r > 0 reads out the
-    correlation's neighbourhood consensus, the mean of c(s + d, t + d) over the (2r + 1)^2
-    offsets d inside both grids (:func:`neighbourhood_consensus`; 0: off). Both are read-out
-    settings: the training loss sees the head's descriptors and their plain correlation
-    (training through either was no better across categories, docs/RESULTS.md);
+    (1 - a) x the learned one (0: the head alone); consensus: f > 0 reads out the correlation's
+    neighbourhood consensus, the mean of c(s + d, t + d) over the offsets |d| <= r inside both
+    grids (:func:`neighbourhood_consensus`), r = f x the grid's long side in cells, rounded
+    (:func:`consensus_radius`: the same share of the image at any input size; 0: off); mutual: then NC-Net's
+    soft mutual nearest-neighbour filter (:func:`soft_mutual`). All three are read-out settings:
+    the training loss sees the head's descriptors and their plain correlation (training through
+    the residual or the consensus was no better across categories, docs/RESULTS.md);
     encoder_trained: the checkpoint carries encoder weights (end-to-end training).
     """
 
@@ -70,7 +74,8 @@ class NetworkSpec:
     readout_sigma: float = 2.0
     reduce_first: bool = True
     raw_weight: float = 0.0
-    consensus_radius: int = 0
+    consensus: float = 0.0
+    mutual: bool = False
     weights: str | None = None
     encoder_trained: bool = False
     architecture: str = field(default=ARCHITECTURE, init=False)
@@ -80,8 +85,8 @@ class NetworkSpec:
             raise SopcorrError(f"siamese.correlation.kernel_size: must be odd, got {self.kernel_size}")
         if not 0.0 <= float(self.raw_weight) < 1.0:
             raise SopcorrError(f"siamese.correlation.raw_weight: must be in [0, 1), got {self.raw_weight}")
-        if int(self.consensus_radius) < 0:
-            raise SopcorrError(f"siamese.correlation.consensus_radius: must be >= 0, got {self.consensus_radius}")
+        if not 0.0 <= float(self.consensus) <= 0.5:
+            raise SopcorrError(f"siamese.correlation.consensus: must be in [0, 0.5], got {self.consensus}")
 
     @property
     def grid_size(self) -> int:
@@ -96,7 +101,7 @@ class NetworkSpec:
     def from_dict(cls, d: dict) -> "NetworkSpec":
         keys = ("backbone", "input_size", "layers", "relu", "in_channels", "stride", "hidden_channels",
                 "descriptor_dim", "kernel_size", "temperature", "readout_sigma", "reduce_first", "weights",
-                "encoder_trained", "raw_weight", "consensus_radius")
+                "encoder_trained", "raw_weight", "consensus", "mutual")
         kw = {k: d[k] for k in keys if k in d}
         kw["layers"] = tuple(kw.get("layers", ()))
         return cls(**kw)
@@ -157,6 +162,13 @@ class DescriptorHead(nn.Module):
         return F.normalize(self.net(grid.float()), dim=1, eps=1e-6)
 
 
+def soft_mutual(corr: torch.Tensor) -> torch.Tensor:
+    """NC-Net's soft mutual nearest-neighbour filter: c' = c * (c / max_t c) * (c / max_s c) on
+    the correlation (B, Ns, Nt) clipped at 0 (a match that is not its target's best is damped)."""
+    c = corr.clamp(min=0)
+    return c * (c / c.amax(2, keepdim=True).clamp(min=1e-6)) * (c / c.amax(1, keepdim=True).clamp(min=1e-6))
+
+
 def residual_descriptors(grid: torch.Tensor, learned: torch.Tensor, raw_weight: float) -> torch.Tensor:
     """(B, C + D, H, W) unit descriptors (sqrt(a) g, sqrt(1 - a) h) of the encoder grid g
     (B, C, H, W), L2-normalised per cell, and the head's unit descriptors h (B, D, H, W): their
@@ -180,6 +192,12 @@ def correlation(desc_src: torch.Tensor, desc_tgt: torch.Tensor) -> torch.Tensor:
     """Cosine correlation of L2-normalised descriptors (B, D, Hs, Ws), (B, D, Ht, Wt) ->
     (B, Hs*Ws, Ht*Wt)."""
     return torch.bmm(desc_src.flatten(2).transpose(1, 2), desc_tgt.flatten(2))
+
+
+def consensus_radius(fraction: float, shape: tuple[int, int]) -> int:
+    """The neighbourhood consensus radius in cells on a grid of ``shape`` (H, W): ``fraction`` x
+    its long side, rounded half up (1/16: 1 cell on 16 x 16, 2 on 28 x 28, 3 on 44 x 44)."""
+    return int(math.floor(float(fraction) * max(shape) + 0.5))
 
 
 def neighbourhood_consensus(corr: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int],
@@ -283,11 +301,18 @@ class CorrelationNet(EncoderTraining, nn.Module):
         with ``raw_weight``: :func:`residual_descriptors`)."""
         return residual_descriptors(grid, self.head(grid), self.spec.raw_weight)
 
+    def filter(self, corr: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int]) -> torch.Tensor:
+        """The correlation the network reads out from the cosines (B, Ns, Nt) of its descriptors:
+        their neighbourhood consensus (``consensus``, radius from the source grid), then the soft mutual filter
+        (``mutual``); the cosines themselves when both are off."""
+        corr = neighbourhood_consensus(corr, shape_src, shape_tgt,
+                                       consensus_radius(self.spec.consensus, tuple(shape_src)))
+        return soft_mutual(corr) if self.spec.mutual else corr
+
     def match(self, desc_src: torch.Tensor, desc_tgt: torch.Tensor, valid_tgt: torch.Tensor | None = None):
         """Descriptors (B, D, Hs, Ws), (B, D, Ht, Wt) -> (correlation (B, Ns, Nt), read-out
         (B, Ns, 2) target cells (col, row), score (B, Ns))."""
-        corr = neighbourhood_consensus(correlation(desc_src, desc_tgt), desc_src.shape[-2:], desc_tgt.shape[-2:],
-                                       self.spec.consensus_radius)
+        corr = self.filter(correlation(desc_src, desc_tgt), desc_src.shape[-2:], desc_tgt.shape[-2:])
         cells, score = kernel_soft_argmax(corr, desc_tgt.shape[-2:], valid_tgt, self.spec.temperature,
                                           self.spec.readout_sigma)
         return corr, cells, score

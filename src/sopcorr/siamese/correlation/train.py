@@ -9,7 +9,7 @@ probability 1/2 (``flip``), both streams described by the head, correlated, and 
         + flow_weight * truncated Euclidean loss on the kernel soft-argmax read-out
 
 (:mod:`sopcorr.siamese.correlation.losses`), on the head's own descriptors and their plain
-correlation: the network's read-out settings ``raw_weight`` and ``consensus_radius`` are not in
+correlation: the network's read-out settings ``raw_weight``, ``consensus`` and ``mutual`` are not in
 the loss (training through them was no better across categories, docs/RESULTS.md). With ``freeze_encoder`` (the CPU default) the inputs
 are the cached encoder grids (:mod:`sopcorr.siamese.correlation.data`) and only the head learns;
 otherwise the images go through the encoder (batch-norm statistics frozen) and both learn, under
@@ -70,7 +70,8 @@ def network_spec(section: dict, backbone: dict, feature_attrs: dict, channels: i
                        kernel_size=int(c["kernel_size"]), temperature=float(c["temperature"]),
                        readout_sigma=float(c["readout_sigma"]),
                        reduce_first=bool(c["reduce_first"]), weights=backbone.get("weights"),
-                       raw_weight=float(c["raw_weight"]), consensus_radius=int(c["consensus_radius"]))
+                       raw_weight=float(c["raw_weight"]), consensus=float(c["consensus"]),
+                       mutual=bool(c["mutual"]))
 
 
 def network_loss(model: CorrelationNet, batch: dict, cfg: CorrelationSettings, T2: float,
