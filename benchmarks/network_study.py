@@ -312,7 +312,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", nargs="*", default=None)
     ap.add_argument("--categories", default=None, help="comma list (default: every features/<cat>.zarr)")
     ap.add_argument("--teacher", choices=["all", "store"], default="all")
-    ap.add_argument("--protocol", choices=["both", "transductive", "inductive"], default="both")
+    ap.add_argument("--protocol", choices=["both", "transductive", "inductive", "transfer", "all"], default="both")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--work", default=None)
     ap.add_argument("--save", default=None, help="save the trained heads to SAVE.<protocol>.pt")
@@ -415,7 +415,7 @@ def main(argv=None) -> int:
             rows[name] = summarise(per)
         return rows
 
-    if args.protocol in ("both", "transductive"):
+    if args.protocol in ("both", "all", "transductive"):
         model, info = train_head(data, teachers_for(), config, overrides, seed,
                                  load=args.load and f"{args.load}.transductive.pt", save=args.save and f"{args.save}.transductive.pt")
         print(f"# transductive: {info['pairs']} teacher pairs, {info['seconds']:.0f} s ({info['cpu']:.0f} CPU s), loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
@@ -423,7 +423,7 @@ def main(argv=None) -> int:
         ms.update(methods_for(model))
         report("transductive (trained on teacher pairs of all images; evaluated on the dataset's pairs)",
                table(ms, lambda c: c.pairs), cats)
-    if args.protocol in ("both", "inductive"):
+    if args.protocol in ("both", "all", "inductive"):
         halves = {c.name: half_split(c.raw.ids, seed) for c in data}
         model, info = train_head(data, teachers_for(halves), config, overrides, seed,
                                  load=args.load and f"{args.load}.inductive.pt", save=args.save and f"{args.save}.inductive.pt")
@@ -434,6 +434,39 @@ def main(argv=None) -> int:
         held = lambda c: [(s, t) for s, t in c.pairs if not halves[c.name][s] and not halves[c.name][t]]  # noqa: E731
         report("inductive (trained on teacher pairs among one half of the images; evaluated on the dataset's "
                "pairs among the other half)", table(ms, held), cats)
+    if args.protocol in ("transfer", "all"):
+        # leave one category out: each category's pairs matched by a head trained on the others'
+        rows: dict[str, dict] = {}
+        for left in data:
+            others = [c for c in data if c is not left]
+            if not others:
+                break
+            tset = [all_pairs_teacher(c, gcfg, seed, work) if args.teacher == "all" else teacher_from_store(c.flow, c.raw)
+                    for c in others]
+            model, info = train_head(others, tset, config, overrides, seed,
+                                     load=args.load and f"{args.load}.without_{left.name}.pt",
+                                     save=args.save and f"{args.save}.without_{left.name}.pt")
+            print(f"# transfer to {left.name}: {info['pairs']} teacher pairs of the other categories, "
+                  f"{info['seconds']:.0f} s, loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
+            ms = baselines()
+            ms.update(methods_for(model))
+            one = data
+            data = [left]
+            try:
+                r = table(ms, lambda c: c.pairs)
+            finally:
+                data = one
+            for name, v in r.items():
+                rows.setdefault(name, {"per": {}})["per"][left.name] = v
+        out = {}
+        for name, r in rows.items():
+            per = r["per"]
+            out[name] = {**{c: per[c][c] for c in per}, "mean": float(np.mean([per[c][c] for c in per])),
+                         "per_pair": float(np.sum([per[c]["per_pair"] * per[c]["pairs"] for c in per])
+                                           / max(1, sum(per[c]["pairs"] for c in per))),
+                         "pairs": sum(per[c]["pairs"] for c in per)}
+        report("leave one category out (each category matched by a head trained on the other categories' "
+               "teacher pairs)", out, [c.name for c in data])
     return 0
 
 

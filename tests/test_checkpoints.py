@@ -81,7 +81,7 @@ def test_match_run_on_a_run_written_before(tmp_path, expected, capsys):
     Image.fromarray(B).save(tmp_path / "b.png")
     out = tmp_path / "m.json"
     assert main(["match", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--run", str(run), "-o", str(out),
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu", "--method", "learned"]) == 0  # the run has no categories: forced
     assert "ours_network_geometric" in capsys.readouterr().out
     got = read_correspondence(out)
     before = json.loads((FIX / "cli.json").read_text())

@@ -53,7 +53,32 @@ def run_dir(tmp_path_factory, files):
                 {"id": "thing/b", "image": "b.jpg", "category": "thing", "bbox": [8, 20, 80, 100],
                  "keypoints": {"k": [40, 60, 1]}, "split": "test"}]}
     (run / "data" / "thing" / "instances.json").write_text(json.dumps(data))
+    (run / "siamese" / "improved").mkdir(parents=True)
+    (run / "siamese" / "improved" / "model.pt").write_bytes(b"")  # the learned matcher is faked below
     return run
+
+
+class Shift:
+    """A fake learned matcher: every source cell to its own position + (2, 1) px."""
+
+    def correspondence(self, src, tgt):
+        h, w = src.image.shape[:2]
+        grid = FeatureGrid(Letterbox(h, w, 64), 8)
+        xy = grid.cell_centers_image() + np.array([2.0, 1.0])
+        return DenseCorrespondence(xy.astype(np.float32), np.ones(grid.shape, np.float32), grid.valid_mask(), grid)
+
+
+@pytest.fixture
+def fake_learned(monkeypatch):
+    """Replaces sopcorr.matchers.best_learned_matcher; the list records its (run, category) calls."""
+    calls = []
+
+    def fake(run, category):
+        calls.append((str(run), category))
+        return Shift(), "a fake learned matcher"
+
+    monkeypatch.setattr(matchers_pkg, "best_learned_matcher", fake, raising=False)
+    return calls
 
 
 def test_position_colours_injective_on_box():
@@ -105,7 +130,7 @@ def test_npz_output_equals_json(files, tmp_path):
     np.testing.assert_allclose(z["target_xy"], j["target_xy"], atol=1e-3)
 
 
-def test_run_boxes_and_the_learned_entry_point(files, run_dir, tmp_path, monkeypatch, capsys):
+def test_run_boxes_and_the_learned_entry_point(files, run_dir, tmp_path, fake_learned, capsys):
     """--run: the images' boxes come from the run's instances; the learned matcher comes from
     sopcorr.matchers.best_learned_matcher(run_dir, category)."""
     inst = run_instance(run_dir, files / "." / "a.png")
@@ -116,29 +141,64 @@ def test_run_boxes_and_the_learned_entry_point(files, run_dir, tmp_path, monkeyp
     assert main(["match", a, b, "-o", str(tmp_path / "g.png"), "--run", str(run_dir), "--method", "geometric",
                  "--device", "cpu"]) == 0
     assert "A coloured: object box" in capsys.readouterr().out
+    assert fake_learned == []
 
-    calls = []
-
-    class Shift:  # matches every source cell to its own position + (2, 1) px
-        def correspondence(self, src, tgt):
-            h, w = src.image.shape[:2]
-            grid = FeatureGrid(Letterbox(h, w, 64), 8)
-            xy = grid.cell_centers_image() + np.array([2.0, 1.0])
-            return DenseCorrespondence(xy.astype(np.float32), np.ones(grid.shape, np.float32),
-                                       grid.valid_mask(), grid)
-
-    def fake(run, category):
-        calls.append((run, category))
-        return Shift(), "a fake learned matcher"
-
-    monkeypatch.setattr(matchers_pkg, "best_learned_matcher", fake, raising=False)
     js = tmp_path / "l.json"
     assert main(["match", a, b, "-o", str(js), "--run", str(run_dir)]) == 0
     assert "a fake learned matcher" in capsys.readouterr().out
-    assert [(str(r), c) for r, c in calls] == [(str(run_dir), "thing")]
+    assert fake_learned == [(str(run_dir), "thing")]
     rec = read_correspondence(js)
     assert rec["method"] == "learned"
     np.testing.assert_allclose(rec["target_xy"], rec["source_xy"] + np.array([2.0, 1.0]), atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def outside(files, tmp_path_factory):
+    """Copies of the two photos that are not among the run's instances."""
+    d = tmp_path_factory.mktemp("outside")
+    for n in ("a.png", "b.jpg"):
+        (d / n).write_bytes((files / n).read_bytes())
+    return d
+
+
+@pytest.fixture(scope="module")
+def no_run_json(outside, tmp_path_factory):
+    """The dense correspondence `sopcorr match` writes with no run."""
+    js = tmp_path_factory.mktemp("norun") / "n.json"
+    assert main(["match", str(outside / "a.png"), str(outside / "b.jpg"), "-o", str(js), "--device", "cpu"]) == 0
+    return read_correspondence(js)
+
+
+@pytest.mark.parametrize("category", [None, "other"], ids=["unknown", "not_trained"])
+def test_run_falls_back_to_the_no_run_matcher_off_its_categories(outside, run_dir, tmp_path, fake_learned, capsys,
+                                                                no_run_json, category):
+    """A pair the run cannot place in a category it trained on (photos not among its instances
+    and no --category, or a --category it never saw) gets exactly the no-run matcher's
+    correspondence, and says why; the learned matcher is not built."""
+    js = tmp_path / "f.json"
+    extra = ["--category", category] if category else []
+    assert main(["match", str(outside / "a.png"), str(outside / "b.jpg"), "-o", str(js), "--run", str(run_dir),
+                 "--device", "cpu", *extra]) == 0
+    out = capsys.readouterr().out
+    assert fake_learned == []
+    assert "no-run fall-back" in out and ("trained on: thing" in out or "(thing)" in out)
+    rec = read_correspondence(js)
+    assert rec["method"] == "geometric"
+    for k in ("source_xy", "target_xy", "score", "valid"):
+        np.testing.assert_array_equal(rec[k], no_run_json[k])
+
+
+def test_run_uses_the_learned_matcher_for_a_named_trained_category(outside, run_dir, tmp_path, fake_learned, capsys):
+    """Photos outside the run, named as one of its categories (--category), or any pair with an
+    explicit --method learned, get the learned matcher."""
+    a, b = str(outside / "a.png"), str(outside / "b.jpg")
+    assert main(["match", a, b, "-o", str(tmp_path / "l.json"), "--run", str(run_dir), "--category", "thing"]) == 0
+    assert fake_learned == [(str(run_dir), "thing")]
+    assert main(["match", a, b, "-o", str(tmp_path / "m.json"), "--run", str(run_dir), "--method", "learned"]) == 0
+    assert fake_learned[-1] == (str(run_dir), None)
+    out = capsys.readouterr().out
+    assert "--method learned although" in out
+    assert read_correspondence(tmp_path / "m.json")["method"] == "learned"
 
 
 def test_checkpoint_match_writes_png(files, capsys, tmp_path):

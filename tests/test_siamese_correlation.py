@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from sopcorr.siamese.correlation.net import (MASKED, NetworkSpec, build_network, cell_coordinates, correlation,
-                                         kernel_soft_argmax)
+                                         kernel_soft_argmax, consensus_radius, neighbourhood_consensus, residual_descriptors,
+                                         soft_mutual)
 from sopcorr.siamese.correlation.data import GridPairs, Teacher, add_keypoints, flip_batch, teacher_from_arrays
 from sopcorr.siamese.correlation.losses import (dense_infonce, readout_flow_loss, sample_cells, soft_cross_entropy,
                                     target_distribution)
@@ -119,6 +120,79 @@ def test_infonce_weights_and_samples():
     idx = sample_cells(weight, 2, torch.Generator().manual_seed(0))
     assert idx.shape == (2, 2) and 3 in idx[0].tolist()  # the only positive cell is always drawn
     assert sample_cells(weight, None).shape == (2, n)
+
+
+def _consensus_reference(c, hs, ws, ht, wt, r):
+    """Loop reference of neighbourhood_consensus: mean of c(s + d, t + d) over in-bounds offsets."""
+    C = c.reshape(c.shape[0], hs, ws, ht, wt)
+    out = torch.zeros_like(C)
+    for b in range(C.shape[0]):
+        for y in range(hs):
+            for x in range(ws):
+                for v in range(ht):
+                    for u in range(wt):
+                        vals = [C[b, y + dy, x + dx, v + dy, u + dx] for dy in range(-r, r + 1) for dx in range(-r, r + 1)
+                                if 0 <= y + dy < hs and 0 <= x + dx < ws and 0 <= v + dy < ht and 0 <= u + dx < wt]
+                        out[b, y, x, v, u] = sum(vals) / len(vals)
+    return out.reshape(c.shape)
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_neighbourhood_consensus_equals_the_loop_reference(radius):
+    g = torch.Generator().manual_seed(radius)
+    c = torch.randn(2, 3 * 4, 5 * 3, generator=g)
+    got = neighbourhood_consensus(c, (3, 4), (5, 3), radius)
+    torch.testing.assert_close(got, _consensus_reference(c, 3, 4, 5, 3, radius), atol=1e-6, rtol=0)
+    assert neighbourhood_consensus(c, (3, 4), (5, 3), 0) is c
+
+
+def test_consensus_radius_is_a_share_of_the_grid():
+    assert [consensus_radius(1 / 16, (g, g)) for g in (7, 8, 16, 24, 28, 44)] == [0, 1, 1, 2, 2, 3]
+    assert consensus_radius(0.0, (28, 28)) == 0 and consensus_radius(0.1, (10, 30)) == 3
+
+
+def test_neighbourhood_consensus_prefers_the_consistent_displacement():
+    """Two candidate targets with the same cosine for a cell: the one whose neighbours move by the
+    same displacement wins after the consensus, an isolated look-alike loses."""
+    h = w = 5
+    n = h * w
+    c = torch.zeros(1, n, n)
+    shift = 1  # every cell (y, x) -> (y, x + 1) where inside: the consistent flow
+    for y in range(h):
+        for x in range(w - shift):
+            c[0, y * w + x, y * w + x + shift] = 1.0
+    s = 2 * w + 1                                  # cell (2, 1): its true match (2, 2)
+    c[0, s, 4 * w + 4] = 1.0                       # an isolated distractor (4, 4) with the same cosine
+    out = neighbourhood_consensus(c, (h, w), (h, w), 1)
+    assert out[0, s, 2 * w + 2] > out[0, s, 4 * w + 4]
+
+
+def test_soft_mutual_known_answer_and_mutual_matches_kept():
+    """c' = c (c / row max) (c / column max) on c clipped at 0: a mutual best match keeps its
+    value, a row's best that is not its column's best is damped, negatives become 0."""
+    c = torch.tensor([[[0.9, 0.2, -0.3],
+                       [0.8, 0.4, 0.1]]])
+    got = soft_mutual(c)
+    want = torch.tensor([[[0.9, 0.2 * (0.2 / 0.9) * (0.2 / 0.4), 0.0],
+                          [0.8 * (0.8 / 0.8) * (0.8 / 0.9), 0.4 * (0.4 / 0.8) * 1.0, 0.1 * (0.1 / 0.8) * 1.0]]])
+    torch.testing.assert_close(got, want)
+    assert got[0, 1].argmax() == 0 and got[0, 1, 0] < c[0, 1, 0]   # row 1's best (col 0) is row 0's: damped
+
+
+def test_residual_descriptors_mix_the_raw_and_learned_cosines():
+    g = torch.Generator().manual_seed(0)
+    grid = torch.randn(2, 6, 3, 3, generator=g)
+    learned = torch.nn.functional.normalize(torch.randn(2, 4, 3, 3, generator=g), dim=1)
+    a = 0.3
+    d = residual_descriptors(grid, learned, a)
+    assert d.shape == (2, 10, 3, 3)
+    torch.testing.assert_close(d.norm(dim=1), torch.ones(2, 3, 3))
+    gu = torch.nn.functional.normalize(grid, dim=1)
+    want = a * correlation(gu[:1], gu[1:]) + (1 - a) * correlation(learned[:1], learned[1:])
+    torch.testing.assert_close(correlation(d[:1], d[1:]), want, atol=1e-5, rtol=0)
+    assert residual_descriptors(grid, learned, 0.0) is learned
+    with pytest.raises(Exception, match="raw_weight"):
+        _spec(raw_weight=1.0)
 
 
 def test_readout_flow_loss_is_truncated_and_normalised():

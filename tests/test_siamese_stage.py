@@ -90,7 +90,10 @@ def test_cached_grids_then_finetune_then_inference(run, tmp_path):
     corr = mt.match_images(img0, img1)
     assert corr.target_xy.shape == (*store.valid.shape[1:], 2) and corr.valid.shape == store.valid.shape[1:]
     desc, _ = mt.image_descriptors(img0)
-    assert desc.shape[-1] == 8 and np.allclose(np.linalg.norm(desc, axis=-1), 1, atol=1e-4)
+    # the read-out's descriptor: the raw grid (C channels) beside the head's 8 (raw_weight > 0)
+    assert mt.spec.raw_weight == 0.5 and desc.shape[-1] == store.load(0).shape[-1] + 8
+    assert np.allclose(np.linalg.norm(desc, axis=-1), 1, atol=1e-4)
+    assert np.allclose(np.linalg.norm(desc[..., -8:], axis=-1), 0.5 ** 0.5, atol=1e-4)  # the head's share
     # the descriptors of the cached grid are the image's
     assert np.allclose(mt.describe(store.load(0)), desc, atol=1e-2)
     via = mt.match_descriptors(mt.describe(store.load(0)), mt.describe(store.load(1)), store.grid(0), store.grid(1))

@@ -5,8 +5,11 @@ view (A and B, A's object coloured by position, B coloured by the colour of its 
 with a colour legend and both image names; ``-o`` ending in .json or .npz writes the dense
 correspondence itself instead (``--json`` writes it beside a figure). No pipeline run is needed:
 by default the geometric matcher on the raw features of the default backbone at 448 px.
-``--run results/<run>`` uses that finished run's best learned matcher (and the boxes of the
-run's instances when the images are among them); ``--checkpoint`` a Siamese checkpoint file.
+``--run results/<run>`` uses that finished run's best learned matcher for a pair of a category
+the run trained on (named by ``--category``, or the category of the run's instance an image is),
+and the no-run matcher otherwise (:mod:`sopcorr.matchers.coverage`; ``--method learned`` forces
+the learned one), with the boxes of the run's instances when the images are among them;
+``--checkpoint`` a Siamese checkpoint file.
 Every flag is checked before anything is computed: an error is one line on stderr and exit
 status 1, and nothing is written.
 
@@ -102,7 +105,10 @@ def _plan(args):
     if args.run and not Path(args.run).is_dir():
         raise SopcorrError(f"--run {args.run}: no such run folder (a finished run's results/<run>)")
     if args.run and method == LEARNED:
+        from .matchers.learned import learned_checkpoints
+
         learned_entry_point()
+        learned_checkpoints(args.run)  # a run without a trained network is an error, fall-back or not
     img_a, img_b = _read(args.img_a), _read(args.img_b)
     inst_a = run_instance(args.run, args.img_a) if args.run else None
     inst_b = run_instance(args.run, args.img_b) if args.run else None
@@ -114,18 +120,30 @@ def _plan(args):
 
 # ---------------------------------------------------------------------- the command
 def _matcher(args, method: str, category: str | None):
-    """(matcher, frames of the two images, what it is: one line)."""
+    """(matcher, frames of the two images, what it is: one line, the method it runs). With
+    ``--run`` and no ``--method``, the learned matcher only for a category the run trained on,
+    else the no-run matcher (:mod:`sopcorr.matchers.coverage`)."""
     from .match import FeatureSettings, PhotoFeatures, image_frames, learned_matcher, no_run_matcher
+    from .matchers.coverage import coverage
 
     if method == LEARNED and args.run:
-        matcher, desc = learned_matcher(args.run, category)
-        return matcher, image_frames, f"learned matcher of run {args.run}: {desc}"
+        cov = coverage(args.run, category)
+        if cov.learned or args.method == LEARNED:
+            matcher, desc = learned_matcher(args.run, cov.category)
+            note = "" if cov.learned else f" (--method {LEARNED} although {cov.reason})"
+            return matcher, image_frames, f"learned matcher of run {args.run}: {desc}{note}", LEARNED
+        method = "geometric"
+        fallback = (f"; no-run fall-back: {cov.reason}, and a network does not beat the no-run matcher on "
+                    f"categories it never trained on (docs/RESULTS.md); give --category or --method {LEARNED} "
+                    f"to use the run's learned matcher")
+    else:
+        fallback = ""
     if method == LEARNED:
         from .matchers.networks import NetworkParams, network_matcher
 
         matcher = network_matcher(args.checkpoint, NetworkParams(device=args.device, backbone=args.backbone))
         return matcher, image_frames, (f"learned: the Siamese network of {args.checkpoint} "
-                                       f"({matcher.spec.backbone}, {matcher.size} px)")
+                                       f"({matcher.spec.backbone}, {matcher.size} px)"), LEARNED
     matcher, desc = no_run_matcher(method, device=args.device)
     settings = FeatureSettings(input_size=args.size, device=args.device,
                                **({"backbone": args.backbone} if args.backbone else {}))
@@ -133,7 +151,7 @@ def _matcher(args, method: str, category: str | None):
         feats = PhotoFeatures(settings)
     except SopcorrError as err:  # the backbone's messages name config keys: say the flag too
         raise SopcorrError(f"--backbone/--size: {str(err).removeprefix('config error: ')}") from None
-    return matcher, feats.frames, f"{method}: {desc}; model {feats.describe()} (no run needed)"
+    return matcher, feats.frames, f"{method}: {desc}; model {feats.describe()} (no run needed){fallback}", method
 
 
 def _cmd_match(args) -> int:
@@ -142,7 +160,7 @@ def _cmd_match(args) -> int:
 
     out, corr_out, (img_a, img_b), (box_a, box_b), method, category = _plan(args)
     name_a, name_b = Path(args.img_a).name, Path(args.img_b).name
-    matcher, make_frames, what = _matcher(args, method, category)
+    matcher, make_frames, what, method = _matcher(args, method, category)
     print(f"sopcorr match: {what}", flush=True)
     t0 = time.perf_counter()
     fa, fb = make_frames([img_a, img_b], [name_a, name_b])
@@ -224,12 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"matcher: {', '.join(NO_RUN_METHODS)} (no run needed; default geometric), or "
                         f"{LEARNED} (default with --run / --checkpoint)")
     m.add_argument("--run", default=None, metavar="DIR",
-                   help="a finished run (results/<run>): its best learned matcher, and the boxes of its "
+                   help="a finished run (results/<run>): its best learned matcher for a category it trained on "
+                        "(else the no-run matcher; --method learned forces it), and the boxes of its "
                         "instances when the images are among them")
     m.add_argument("--checkpoint", default=None, metavar="FILE",
                    help="a Siamese checkpoint (results/<run>/siamese/<variant>/model.pt or finetuned.pt)")
     m.add_argument("--category", default=None,
-                   help="the run's category for --run (default: the one the images belong to)")
+                   help="the photos' category for --run: the learned matcher is used when the run trained on "
+                        "it (default: the category of the run's instance an image is; none: the no-run matcher)")
     m.add_argument("--box-a", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), default=None,
                    help="A's object box in pixels: colour only the object (default: the run's box, else the whole image)")
     m.add_argument("--box-b", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), default=None,

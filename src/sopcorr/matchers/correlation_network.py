@@ -139,6 +139,12 @@ class CorrelationNetworkMatcher(NetworkMatcher):
                                    score=score[0].float().cpu().numpy().reshape(h, w).astype(np.float32),
                                    valid=vs, grid=grid_src, interpolation=self.params.interpolation)
 
+    def correlate(self, corr: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int]) -> torch.Tensor:
+        """The correlation the network reads out from the cosines (Ns, Nt) of its descriptors
+        (:meth:`~sopcorr.siamese.correlation.net.CorrelationNet.filter`: neighbourhood consensus
+        and soft mutual filter where the network has them, else the cosines)."""
+        return self.model.filter(corr[None], shape_src, shape_tgt)[0]
+
     def readout(self, objective: torch.Tensor, shape_tgt: tuple[int, int], valid_tgt: torch.Tensor) -> torch.Tensor:
         """The network's kernel soft-argmax (its temperature and kernel) of an objective (Ns, Nt)
         over the valid target cells (Nt,) bool -> (Ns, 2) target cells (col, row)."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["LEARNED_CHECKPOINTS", "best_learned_matcher"]
+__all__ = ["LEARNED_CHECKPOINTS", "learned_checkpoints", "best_learned_matcher"]
 
 
 #: checkpoints of a run's learned network in the order they are tried: the configured default
@@ -13,6 +13,19 @@ __all__ = ["LEARNED_CHECKPOINTS", "best_learned_matcher"]
 #: docs/RESULTS.md)
 LEARNED_CHECKPOINTS = ("siamese/improved/model.pt", "siamese/improved/finetuned.pt",
                        "siamese/paper/model.pt", "siamese/paper/finetuned.pt")
+
+
+def learned_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's checkpoints of :data:`LEARNED_CHECKPOINTS` that exist, in that order;
+    SopcorrError (one line) when there is none."""
+    from ..errors import SopcorrError
+
+    run_dir = Path(run_dir)
+    found = [run_dir / rel for rel in LEARNED_CHECKPOINTS if (run_dir / rel).is_file()]
+    if not found:
+        raise SopcorrError(f"--run {run_dir}: no trained network under it (looked for "
+                           f"{', '.join(LEARNED_CHECKPOINTS)}); finish the run's siamese stage first")
+    return found
 
 
 def best_learned_matcher(run_dir: str | Path, category: str | None = None, device: str = "auto",
@@ -35,14 +48,9 @@ def best_learned_matcher(run_dir: str | Path, category: str | None = None, devic
 
     ``correspondence(src, tgt)`` needs only the frames' images. SopcorrError (one line) when the
     run has no trained network."""
-    from ..errors import SopcorrError
     from ..siamese.checkpoint import read_checkpoint
 
-    run_dir = Path(run_dir)
-    found = [run_dir / rel for rel in LEARNED_CHECKPOINTS if (run_dir / rel).is_file()]
-    if not found:
-        raise SopcorrError(f"--run {run_dir}: no trained network under it (looked for "
-                           f"{', '.join(LEARNED_CHECKPOINTS)}); finish the run's siamese stage first")
+    found = learned_checkpoints(run_dir)
     ck = read_checkpoint(found[0])
     return _BEST[ck.architecture](ck, found, device, int(seed))
 

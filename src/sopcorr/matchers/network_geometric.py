@@ -126,7 +126,8 @@ class NetworkGeometricMatcher:
         vs_t, vt_t = torch.as_tensor(vs.reshape(-1)), torch.as_tensor(vt.reshape(-1))
         a = cs.reshape(hs * ws, -1)
         b = ct.reshape(ht * wt, -1)
-        corr = torch.as_tensor(ds.reshape(hs * ws, -1)) @ torch.as_tensor(dt.reshape(ht * wt, -1)).T
+        corr = self.network.correlate(torch.as_tensor(ds.reshape(hs * ws, -1)) @ torch.as_tensor(dt.reshape(ht * wt, -1)).T,
+                                      (hs, ws), (ht, wt))
         objective = corr
         if p.strength > 0:
             pred = prior_target_cells(a, b, a @ b.T, vs_t, vt_t, (hs, ws), (ht, wt), **p.prior_kwargs())

@@ -6,11 +6,16 @@ backbone at the feature stage's layers and input size, combined exactly as the f
 combines them (:func:`sopcorr.features.extract.combine_layers`), so its output *is* a feature
 store's grid ``(B, C, H, W)``. A small trainable **head** turns each grid into dense
 L2-normalised descriptors: a k x k convolution, ReLU, a 1 x 1 convolution (``hidden = 0``: one
-linear k x k convolution). The network then **matches inside itself**: the cosine correlation of
-the two streams' descriptors ``(B, Hs*Ws, Ht*Wt)`` and a **kernel soft-argmax** read-out
-(SFNet): per source cell, the softmax of ``correlation / temperature`` restricted by a Gaussian
-of ``readout_sigma`` cells around its arg-max, whose expectation is the matched target cell
-(continuous ``(col, row)``). One forward pass per pair; no RANSAC, no prior.
+linear k x k convolution); with ``raw_weight`` a the descriptor also carries the encoder grid
+itself, ``(sqrt(a) g, sqrt(1 - a) h)`` (a residual descriptor: the learned head corrects the raw
+features' similarity instead of replacing it). The network then **matches inside itself**: the
+cosine correlation of the two streams' descriptors ``(B, Hs*Ws, Ht*Wt)``, with ``consensus``
+its **neighbourhood consensus** (a fixed 4-D filter: each match averaged with its neighbours'
+matches under the same displacement, over a radius that is a fixed fraction of the grid), with
+``mutual`` NC-Net's soft mutual nearest-neighbour filter, and a **kernel soft-argmax** read-out
+(SFNet): per source cell, the softmax of ``correlation / temperature`` restricted by a
+Gaussian of ``readout_sigma`` cells around its arg-max, whose expectation is the matched target
+cell (continuous ``(col, row)``). One forward pass per pair; no RANSAC, no prior.
 
 Shapes: grids (B, C, H, W); descriptors (B, D, H, W); correlation (B, Ns, Nt) with cells
 flattened row-major (n = row * W + col); read-out (B, Ns, 2) target cell coordinates (col,
@@ -18,6 +23,7 @@ row) and (B, Ns) scores (the cosine of the arg-max).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -43,6 +49,15 @@ class NetworkSpec:
     k x k conv -> ReLU -> 1 x 1 conv;
     temperature: of the correlation's softmax (training loss and read-out);
     readout_sigma: Gaussian of the kernel soft-argmax in cells (0: plain soft-argmax);
+    raw_weight: a in [0, 1): the descriptor is the unit vector (sqrt(a) g, sqrt(1 - a) h) of the
+    encoder grid g (L2 per cell) and the head's h, so the correlation is a x the raw cosine +
+    (1 - a) x the learned one (0: the head alone); consensus: f > 0 reads out the correlation's
+    neighbourhood consensus, the mean of c(s + d, t + d) over the offsets |d| <= r inside both
+    grids (:func:`neighbourhood_consensus`), r = f x the grid's long side in cells, rounded
+    (:func:`consensus_radius`: the same share of the image at any input size; 0: off); mutual: then NC-Net's
+    soft mutual nearest-neighbour filter (:func:`soft_mutual`). All three are read-out settings:
+    the training loss sees the head's descriptors and their plain correlation (training through
+    the residual or the consensus was no better across categories, docs/RESULTS.md);
     encoder_trained: the checkpoint carries encoder weights (end-to-end training).
     """
 
@@ -58,6 +73,9 @@ class NetworkSpec:
     temperature: float = 0.07
     readout_sigma: float = 2.0
     reduce_first: bool = True
+    raw_weight: float = 0.0
+    consensus: float = 0.0
+    mutual: bool = False
     weights: str | None = None
     encoder_trained: bool = False
     architecture: str = field(default=ARCHITECTURE, init=False)
@@ -65,6 +83,10 @@ class NetworkSpec:
     def __post_init__(self):
         if self.kernel_size % 2 != 1:
             raise SopcorrError(f"siamese.correlation.kernel_size: must be odd, got {self.kernel_size}")
+        if not 0.0 <= float(self.raw_weight) < 1.0:
+            raise SopcorrError(f"siamese.correlation.raw_weight: must be in [0, 1), got {self.raw_weight}")
+        if not 0.0 <= float(self.consensus) <= 0.5:
+            raise SopcorrError(f"siamese.correlation.consensus: must be in [0, 0.5], got {self.consensus}")
 
     @property
     def grid_size(self) -> int:
@@ -79,7 +101,7 @@ class NetworkSpec:
     def from_dict(cls, d: dict) -> "NetworkSpec":
         keys = ("backbone", "input_size", "layers", "relu", "in_channels", "stride", "hidden_channels",
                 "descriptor_dim", "kernel_size", "temperature", "readout_sigma", "reduce_first", "weights",
-                "encoder_trained")
+                "encoder_trained", "raw_weight", "consensus", "mutual")
         kw = {k: d[k] for k in keys if k in d}
         kw["layers"] = tuple(kw.get("layers", ()))
         return cls(**kw)
@@ -140,6 +162,24 @@ class DescriptorHead(nn.Module):
         return F.normalize(self.net(grid.float()), dim=1, eps=1e-6)
 
 
+def soft_mutual(corr: torch.Tensor) -> torch.Tensor:
+    """NC-Net's soft mutual nearest-neighbour filter: c' = c * (c / max_t c) * (c / max_s c) on
+    the correlation (B, Ns, Nt) clipped at 0 (a match that is not its target's best is damped)."""
+    c = corr.clamp(min=0)
+    return c * (c / c.amax(2, keepdim=True).clamp(min=1e-6)) * (c / c.amax(1, keepdim=True).clamp(min=1e-6))
+
+
+def residual_descriptors(grid: torch.Tensor, learned: torch.Tensor, raw_weight: float) -> torch.Tensor:
+    """(B, C + D, H, W) unit descriptors (sqrt(a) g, sqrt(1 - a) h) of the encoder grid g
+    (B, C, H, W), L2-normalised per cell, and the head's unit descriptors h (B, D, H, W): their
+    cosine is a x the raw cosine + (1 - a) x the learned one. ``raw_weight`` a = 0 returns h."""
+    a = float(raw_weight)
+    if a <= 0:
+        return learned
+    g = F.normalize(grid.float(), dim=1, eps=1e-6)
+    return torch.cat([g * a ** 0.5, learned * (1.0 - a) ** 0.5], 1)
+
+
 def cell_coordinates(h: int, w: int, device=None) -> torch.Tensor:
     """(h * w, 2) float (col, row) of the cells of an h x w grid, row-major."""
     r = torch.arange(h, device=device, dtype=torch.float32)
@@ -152,6 +192,39 @@ def correlation(desc_src: torch.Tensor, desc_tgt: torch.Tensor) -> torch.Tensor:
     """Cosine correlation of L2-normalised descriptors (B, D, Hs, Ws), (B, D, Ht, Wt) ->
     (B, Hs*Ws, Ht*Wt)."""
     return torch.bmm(desc_src.flatten(2).transpose(1, 2), desc_tgt.flatten(2))
+
+
+def consensus_radius(fraction: float, shape: tuple[int, int]) -> int:
+    """The neighbourhood consensus radius in cells on a grid of ``shape`` (H, W): ``fraction`` x
+    its long side, rounded half up (1/16: 1 cell on 16 x 16, 2 on 28 x 28, 3 on 44 x 44)."""
+    return int(math.floor(float(fraction) * max(shape) + 0.5))
+
+
+def neighbourhood_consensus(corr: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int],
+                            radius: int) -> torch.Tensor:
+    """The correlation's neighbourhood consensus: ``c'(s, t) = mean_d c(s + d, t + d)`` over the
+    offsets d in [-radius, radius]^2 for which both s + d and t + d lie inside their grids (a
+    fixed 4-D filter along the diagonal of the 4-D correlation: a match is supported by its
+    neighbours moving by the same displacement, the assumption NC-Net learns its 4-D filters
+    for). corr (B, Hs*Ws, Ht*Wt) -> the same shape; ``radius`` 0 returns ``corr``."""
+    r = int(radius)
+    if r <= 0:
+        return corr
+    hs, ws = shape_src
+    ht, wt = shape_tgt
+    B = corr.shape[0]
+    c = corr.reshape(B, hs, ws, ht, wt)
+    pad = F.pad(c, (r, r, r, r, r, r, r, r))
+    ones = F.pad(torch.ones(1, hs, ws, ht, wt, dtype=corr.dtype, device=corr.device), (r, r, r, r, r, r, r, r))
+    total = torch.zeros_like(c)
+    count = torch.zeros_like(c[:1])
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            sl = (slice(None), slice(r + dy, r + dy + hs), slice(r + dx, r + dx + ws),
+                  slice(r + dy, r + dy + ht), slice(r + dx, r + dx + wt))
+            total = total + pad[sl]
+            count = count + ones[sl]
+    return (total / count).reshape(B, hs * ws, ht * wt)
 
 
 #: added to the logits of invalid cells: exp() of it is exactly 0 in float32 (no -inf, no NaN)
@@ -224,13 +297,22 @@ class CorrelationNet(EncoderTraining, nn.Module):
         return self.encoder(images)
 
     def describe(self, grid: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) encoder grid -> (B, D, H, W) L2-normalised descriptors."""
-        return self.head(grid)
+        """(B, C, H, W) encoder grid -> (B, D, H, W) L2-normalised descriptors ((B, C + D, H, W)
+        with ``raw_weight``: :func:`residual_descriptors`)."""
+        return residual_descriptors(grid, self.head(grid), self.spec.raw_weight)
+
+    def filter(self, corr: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int]) -> torch.Tensor:
+        """The correlation the network reads out from the cosines (B, Ns, Nt) of its descriptors:
+        their neighbourhood consensus (``consensus``, radius from the source grid), then the soft mutual filter
+        (``mutual``); the cosines themselves when both are off."""
+        corr = neighbourhood_consensus(corr, shape_src, shape_tgt,
+                                       consensus_radius(self.spec.consensus, tuple(shape_src)))
+        return soft_mutual(corr) if self.spec.mutual else corr
 
     def match(self, desc_src: torch.Tensor, desc_tgt: torch.Tensor, valid_tgt: torch.Tensor | None = None):
         """Descriptors (B, D, Hs, Ws), (B, D, Ht, Wt) -> (correlation (B, Ns, Nt), read-out
         (B, Ns, 2) target cells (col, row), score (B, Ns))."""
-        corr = correlation(desc_src, desc_tgt)
+        corr = self.filter(correlation(desc_src, desc_tgt), desc_src.shape[-2:], desc_tgt.shape[-2:])
         cells, score = kernel_soft_argmax(corr, desc_tgt.shape[-2:], valid_tgt, self.spec.temperature,
                                           self.spec.readout_sigma)
         return corr, cells, score

@@ -8,7 +8,9 @@ probability 1/2 (``flip``), both streams described by the head, correlated, and 
     L = dense InfoNCE (soft target of ``target_sigma`` cells, confidence-weighted, symmetric)
         + flow_weight * truncated Euclidean loss on the kernel soft-argmax read-out
 
-(:mod:`sopcorr.siamese.correlation.losses`). With ``freeze_encoder`` (the CPU default) the inputs
+(:mod:`sopcorr.siamese.correlation.losses`), on the head's own descriptors and their plain
+correlation: the network's read-out settings ``raw_weight``, ``consensus`` and ``mutual`` are not in
+the loss (training through them was no better across categories, docs/RESULTS.md). With ``freeze_encoder`` (the CPU default) the inputs
 are the cached encoder grids (:mod:`sopcorr.siamese.correlation.data`) and only the head learns;
 otherwise the images go through the encoder (batch-norm statistics frozen) and both learn, under
 mixed precision on CUDA.
@@ -67,7 +69,9 @@ def network_spec(section: dict, backbone: dict, feature_attrs: dict, channels: i
                        hidden_channels=int(c["hidden_channels"]), descriptor_dim=int(c["descriptor_dim"]),
                        kernel_size=int(c["kernel_size"]), temperature=float(c["temperature"]),
                        readout_sigma=float(c["readout_sigma"]),
-                       reduce_first=bool(c["reduce_first"]), weights=backbone.get("weights"))
+                       reduce_first=bool(c["reduce_first"]), weights=backbone.get("weights"),
+                       raw_weight=float(c["raw_weight"]), consensus=float(c["consensus"]),
+                       mutual=bool(c["mutual"]))
 
 
 def network_loss(model: CorrelationNet, batch: dict, cfg: CorrelationSettings, T2: float,
@@ -75,7 +79,8 @@ def network_loss(model: CorrelationNet, batch: dict, cfg: CorrelationSettings, T
     """The loss of one batch of grids (see :mod:`sopcorr.siamese.correlation.data` for the
     layout) on ``cfg.cells_per_pair`` source cells per pair drawn with ``generator``."""
     spec = model.spec
-    ds, dt = model.describe(batch["src"]), model.describe(batch["tgt"])
+    ds, dt = model.head(batch["src"]), model.head(batch["tgt"])  # the head alone: raw_weight and the
+    # consensus are read-out settings (training through them was no better across categories)
     hs, ws = ds.shape[-2:]
     ht, wt = dt.shape[-2:]
     vs, vt = batch["valid_src"].flatten(1), batch["valid_tgt"].flatten(1)
