@@ -35,6 +35,8 @@ CPU_SCALE = ("efficientnet_lite0", 128, 4, 4, 1)
 
 def _with_random_vgg16(fn, backbone):
     """fn() with the VGG16 ImageNet weights replaced by random ones when they are absent."""
+    from sopcorr.errors import WeightsError
+
     try:
         return fn(), "ImageNet"
     except WeightsError as exc:
