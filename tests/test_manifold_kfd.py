@@ -5,7 +5,7 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sopcorr.manifold.kfd import KernelFisherDiscriminant, between_subclass_scatter
+from sopcorr.manifold.kfd import KernelFisherDiscriminant, between_subclass_scatter, polynomial_kernel
 
 # n_components=2: sklearn's check data has 2-3 classes; small landmark count keeps checks fast.
 # Sklearn checks fit transformers on a single class in a few places: those are xfailed with a
@@ -105,3 +105,21 @@ def test_state_round_trip():
 def test_rejects_single_class():
     with pytest.raises(ValueError, match="2 classes"):
         KernelFisherDiscriminant().fit(np.ones((5, 2)), np.zeros(5))
+
+
+@pytest.mark.parametrize("degree", [2, 3])
+def test_embed_in_reused_buffers_equals_the_plain_kernel_product(degree):
+    # embed computes the kernel chunk by chunk in two reused buffers: the same bits as
+    # polynomial_kernel(chunk, basis) @ projection + offset on the same chunks (BLAS may round a
+    # product of a few rows differently from one of many, so the chunks are the same)
+    rng = np.random.default_rng(6)
+    X, y = _blobs(rng, n_per=40)
+    kfd = KernelFisherDiscriminant(n_components=3, degree=degree, mode="landmark", n_landmarks=30,
+                                   random_state=0).fit(X, y)
+    X16 = X.astype(np.float16)
+    for dtype, kdt in ((np.float32, np.float32), (np.float64, np.float64)):
+        b, P = kfd.basis_.astype(kdt), kfd.projection_.astype(kdt)
+        for chunk in (1, 7, 32768):
+            ref = np.concatenate([polynomial_kernel(X16[s:s + chunk], b, degree, kfd.coef0, kdt) @ P + kfd.offset_
+                                  for s in range(0, len(X16), chunk)]).astype(dtype)
+            assert np.array_equal(kfd.embed(X16, chunk=chunk, dtype=dtype), ref)

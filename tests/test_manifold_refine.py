@@ -201,3 +201,38 @@ def test_gt_parts_sampled_at_cell_centres():
     assert out.shape == (2, 8, 8)
     assert np.all(out[0, :4, :4] == 0) and np.all(out[0, :4, 4:] == 3)
     assert np.all(out[0, 4:] == -1) and np.all(out[1] == -1)
+
+
+def test_gather_valid_views_a_fully_valid_array_and_copies_otherwise():
+    from sopcorr.manifold.refine import gather_valid
+
+    feats, valid, _ = _toy(3, N=3)
+    full = np.ones_like(valid)
+    X = gather_valid(feats, full)  # no second copy of a large in-memory feature array
+    assert np.shares_memory(X, feats) and not X.flags.writeable
+    assert X.dtype == np.float16 and np.array_equal(X, feats.reshape(-1, feats.shape[-1]))
+    Y = gather_valid(feats, valid)  # padding cells: a copy of the valid rows, in node order
+    assert not np.shares_memory(Y, feats) and np.array_equal(Y, feats[valid])
+    Z = gather_valid(feats.astype(np.float64), full)  # other dtypes: a float32 copy as before
+    assert Z.dtype == np.float32 and not np.shares_memory(Z, feats)
+
+
+def test_a_run_on_an_in_memory_array_equals_one_on_a_copy_per_image():
+    # the view above must not change the run: an array-like read per image (as zarr is) gives
+    # the same labels and energies, and the caller's array is left as it was
+    feats, valid, gt = _toy(4)
+    full = np.ones_like(valid)
+    before = feats.copy()
+
+    class PerImage:
+        shape, dtype = feats.shape, feats.dtype
+
+        def __getitem__(self, i):
+            return np.array(feats[i])
+
+    p = ManifoldParams(**{**PARAMS, "max_iter": 2, "tol": 0.0})
+    a = run_manifold(feats, full, p, gt_parts=gt)
+    b = run_manifold(PerImage(), full, p, gt_parts=gt)
+    assert np.array_equal(a.labels, b.labels)
+    assert [r["energy"] for r in a.rows] == [r["energy"] for r in b.rows]
+    assert np.array_equal(feats, before)

@@ -112,8 +112,111 @@ def check_pairwise(V: np.ndarray) -> np.ndarray:
     return V
 
 
+def _swap_move(a: int, b: int, unary: np.ndarray, V: np.ndarray, Vp: np.ndarray, nbr: np.ndarray,
+               deg: np.ndarray, lab_ext: np.ndarray, loc: np.ndarray, members: list, cand: list,
+               sure: np.ndarray, chunk: int) -> tuple[int, bool]:
+    """One alpha-beta swap move of the labels a < b (see :func:`alpha_beta_swap`), applied in place
+    to ``lab_ext`` (n + 1,: the labels, then L), ``members`` (sorted node ids per label) and
+    ``cand`` (positions in ``members[k]`` of the nodes that may be active: those not ``sure``
+    of their label). ``loc`` (n + 1,) is -1 everywhere on entry and on return. Returns (number
+    of nodes that changed label, whether any node was active).
+
+    The per-node work on the (|A|, 8) neighbour arrays runs ``chunk`` active nodes at a time (the
+    same row-wise arithmetic, so the same values), and every array of the move is freed when it
+    returns: peak memory O(|A|) words, not O(8 |A|)."""
+    Ma, Mb = members[a], members[b]
+    pa, pb = cand[a], cand[b]
+    if len(pa) + len(pb) == 0:
+        return 0, False
+    # the candidates labelled a, then those labelled b, in node order: every active node of S =
+    # [Ma, Mb] is one (see alpha_beta_swap), so A below is S's active nodes in S's order
+    C = np.concatenate([Ma[pa], Mb[pb]])
+    kc = len(pa)
+    u_a, u_b = unary[:, a][C], unary[:, b][C]  # unary[C, a], unary[C, b]
+    delta = np.abs(V[a] - V[b]).max()
+    # unary[C, other] - unary[C, current]
+    margin = np.concatenate([u_b[:kc] - u_a[:kc], u_a[kc:] - u_b[kc:]])
+    act = margin <= deg[C] * delta + 1e-12
+    del margin
+    A = C[act]
+    nA = len(A)
+    if nA == 0:
+        return 0, False
+    old_a = np.flatnonzero(act) < kc  # labelled a before the move
+    uA_a, uA_b = u_a[act], u_b[act]
+    del u_a, u_b, C
+    vab = V[a, b]
+    loc[A] = np.arange(nA)
+    inA = np.empty((nA, nbr.shape[1]), dtype=bool)  # neighbour is in A
+    n_a = np.empty(nA, dtype=np.int64)  # neighbours in A labelled a
+    n_b = np.empty(nA, dtype=np.int64)
+    cost_a = np.empty(nA)  # local cost of labelling the node a (unary + edges, in-A edges to b excluded)
+    cost_b = np.empty(nA)
+    for s in range(0, nA, chunk):
+        e = min(s + chunk, nA)
+        nb = nbr[A[s:e]]
+        nl = lab_ext[nb]  # neighbour labels, L where there is no neighbour (nb = -1)
+        ok = loc[nb] >= 0  # loc[-1] = -1: no neighbour is not in A
+        inA[s:e] = ok
+        n_a[s:e] = ((nl == a) & ok).sum(1)
+        n_b[s:e] = ((nl == b) & ok).sum(1)
+        cost_a[s:e] = uA_a[s:e] + Vp[a][nl].sum(1) - vab * n_b[s:e]
+        cost_b[s:e] = uA_b[s:e] + Vp[b][nl].sum(1) - vab * n_a[s:e]
+    del nb, nl, ok
+    # local energy (unary + edges touching A, in-A edges counted once)
+    e_old = np.where(old_a, cost_a, cost_b).sum() + vab * np.where(old_a, n_b, n_a).sum() / 2
+    g = maxflow.Graph[float](nA, 4 * nA)
+    nodes = g.add_nodes(nA)
+    m = np.minimum(cost_a, cost_b)
+    # sink segment -> label b: pays the source capacity
+    g.add_grid_tedges(nodes, cost_b - m, cost_a - m)
+    del m, cost_a, cost_b, n_a, n_b
+    if vab > 0:
+        for s in range(0, nA, chunk):  # the edges in node order, as one add_edges call would add them
+            e = min(s + chunk, nA)
+            fwd = inA[s:e, :4]
+            if fwd.any():
+                i = s + np.repeat(np.arange(e - s), 4).reshape(-1, 4)[fwd]
+                j = loc[nbr[A[s:e], :4][fwd]]
+                caps = np.full(len(i), vab)
+                g.add_edges(i, j, caps, caps)
+    g.maxflow()
+    new_b = g.get_grid_segments(nodes)  # True: label b
+    del g, nodes
+    loc[A] = -1
+    if np.array_equal(new_b, ~old_a):  # no node changes
+        return 0, True
+    new = np.where(new_b, b, a)
+    old = np.where(old_a, a, b)
+    lab_ext[A] = new
+    n_a2 = np.empty(nA, dtype=np.int64)
+    n_b2 = np.empty(nA, dtype=np.int64)
+    cost_new_b = np.empty(nA)
+    cost_new_a = np.empty(nA)
+    for s in range(0, nA, chunk):
+        e = min(s + chunk, nA)
+        nl2 = lab_ext[nbr[A[s:e]]]
+        ok = inA[s:e]
+        n_a2[s:e] = ((nl2 == a) & ok).sum(1)
+        n_b2[s:e] = ((nl2 == b) & ok).sum(1)
+        cost_new_b[s:e] = uA_b[s:e] + Vp[b][nl2].sum(1) - vab * n_a2[s:e]
+        cost_new_a[s:e] = uA_a[s:e] + Vp[a][nl2].sum(1) - vab * n_b2[s:e]
+    e_new = np.where(new_b, cost_new_b, cost_new_a).sum() + vab * np.where(new_b, n_a2, n_b2).sum() / 2
+    if e_new > e_old + 1e-9 * max(1.0, abs(e_old)):
+        lab_ext[A] = old  # numerical safety: never accept an increase
+        return 0, True
+    ka = len(Ma)
+    S = np.concatenate([Ma, Mb])
+    lab_s = np.where(np.arange(len(S)) < ka, a, b)
+    lab_s[np.concatenate([pa, ka + pb])[act]] = new  # A's positions in S
+    for k in (a, b):
+        members[k] = np.sort(S[lab_s == k], kind="stable")  # two sorted runs: a merge
+        cand[k] = np.flatnonzero(sure[members[k]] != k)
+    return int((new != old).sum()), True
+
+
 def alpha_beta_swap(graph: GridGraph, unary: np.ndarray, V: np.ndarray, labels: np.ndarray,
-                    max_sweeps: int = 5, history: list | None = None) -> np.ndarray:
+                    max_sweeps: int = 5, history: list | None = None, chunk: int = 65536) -> np.ndarray:
     """Alpha-beta-swap minimisation of :func:`energy` from ``labels`` (n,) (copied).
 
     unary: (n, L) float; V: (L, L) semimetric. A sweep tries every pair a < b once; stops after
@@ -124,81 +227,60 @@ def alpha_beta_swap(graph: GridGraph, unary: np.ndarray, V: np.ndarray, labels: 
     ``deg(p) * max_l |V[a, l] - V[b, l]|`` is in no optimal swap move (un-switching it lowers
     the energy whatever its neighbours do), so only the remaining *active* nodes enter the
     max-flow graph; pruned nodes act as fixed neighbours. With confident posteriors most pairs
-    have no active node at all."""
+    have no active node at all. ``chunk``: active nodes per block of the per-node work (memory
+    only; the result does not depend on it)."""
     V = check_pairwise(V)
     unary = np.asarray(unary, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64).copy()
     n, L = unary.shape
+    # the labels and loc (position of a node in the current move, -1: not in it) carry one extra
+    # entry at index n, read through a neighbour id of -1: label L (Vp's zero row), loc -1
+    lab_ext = np.empty(n + 1, dtype=np.int64)
+    lab_ext[:n] = labels
+    lab_ext[n] = L
+    labels = lab_ext[:n]
     if n == 0:
-        return labels
+        return labels.copy()
     Vp = _padded(V)
     nbr = graph.nbr
     deg = (nbr >= 0).sum(1)
-    loc = np.full(n, -1, dtype=np.int64)
-    members = [np.flatnonzero(labels == k) for k in range(L)]
+    loc = np.full(n + 1, -1, dtype=np.int64)
+    chunk = max(int(chunk), 1)
+    # sure[p] = l: l is p's unary favourite by more than any swap move can recover, so while p
+    # is labelled l it is in no active set: its margin U[p, b] - U[p, l] >= (second smallest
+    # U[p]) - U[p, l] > deg(p) * max_ab delta_ab + 1e-12 >= the threshold of every pair (l, b)
+    delta_max = max((np.abs(V[a] - V[b]).max() for a in range(L) for b in range(a + 1, L)), default=0.0)
+    sure = np.full(n, -1, dtype=np.int64)
+    for s in range(0, n, chunk):
+        u = unary[s:s + chunk]
+        two = np.partition(u, 1, axis=1) if L > 1 else np.concatenate([u, u], axis=1)
+        confident = two[:, 1] - two[:, 0] > deg[s:s + chunk] * delta_max + 1e-12
+        sure[s:s + chunk] = np.where(confident, u.argmin(1), -1)
+    del u, two, confident
+    members = [np.flatnonzero(labels == k) for k in range(L)]  # sorted node ids per label
+    cand = [np.flatnonzero(sure[members[k]] != k) for k in range(L)]
+    # a pair whose last move had no active node has none again until members[a] or members[b]
+    # changes (the active set depends on them alone): it is skipped
+    version = [0] * L
+    idle = {}
     for _ in range(max_sweeps):
         changed = 0
         for a in range(L):
             for b in range(a + 1, L):
-                S = np.concatenate([members[a], members[b]])
-                if len(S) == 0:
+                if idle.get((a, b)) == (version[a], version[b]):
                     continue
-                cur = labels[S]
-                other = np.where(cur == a, b, a)
-                delta = np.abs(V[a] - V[b]).max()
-                margin = unary[S, other] - unary[S, cur]
-                A = S[margin <= deg[S] * delta + 1e-12]
-                if len(A) == 0:
-                    continue
-                old = labels[A]
-                nb = nbr[A]
-                nl = np.where(nb >= 0, labels[nb], L)
-                loc[A] = np.arange(len(A))
-                inA = (nb >= 0) & (loc[np.maximum(nb, 0)] >= 0)
-                vab = V[a, b]
-                n_a = ((nl == a) & inA).sum(1)
-                n_b = ((nl == b) & inA).sum(1)
-                cost_a = unary[A, a] + Vp[a][nl].sum(1) - vab * n_b
-                cost_b = unary[A, b] + Vp[b][nl].sum(1) - vab * n_a
-                # local energy (unary + edges touching A, in-A edges counted once)
-                e_old = np.where(old == a, cost_a, cost_b).sum() + vab * np.where(old == a, n_b, n_a).sum() / 2
-                g = maxflow.Graph[float](len(A), 4 * len(A))
-                nodes = g.add_nodes(len(A))
-                m = np.minimum(cost_a, cost_b)
-                # sink segment -> label b: pays the source capacity
-                g.add_grid_tedges(nodes, cost_b - m, cost_a - m)
-                if vab > 0:
-                    fwd = inA[:, :4]
-                    if fwd.any():
-                        i = np.repeat(np.arange(len(A)), 4).reshape(-1, 4)[fwd]
-                        j = loc[nb[:, :4][fwd]]
-                        caps = np.full(len(i), vab)
-                        g.add_edges(i, j, caps, caps)
-                g.maxflow()
-                new = np.where(g.get_grid_segments(nodes), b, a)
-                if np.array_equal(new, old):
-                    loc[A] = -1
-                    continue
-                labels[A] = new
-                nl2 = np.where(nb >= 0, labels[nb], L)
-                n_a2 = ((nl2 == a) & inA).sum(1)
-                n_b2 = ((nl2 == b) & inA).sum(1)
-                e_new = np.where(new == a, unary[A, a] + Vp[a][nl2].sum(1) - vab * n_b2,
-                                 unary[A, b] + Vp[b][nl2].sum(1) - vab * n_a2).sum() \
-                    + vab * np.where(new == a, n_b2, n_a2).sum() / 2
-                loc[A] = -1
-                if e_new > e_old + 1e-9 * max(1.0, abs(e_old)):
-                    labels[A] = old  # numerical safety: never accept an increase
-                    continue
-                changed += int((new != old).sum())
-                lab_s = labels[S]
-                members[a] = np.sort(S[lab_s == a])
-                members[b] = np.sort(S[lab_s == b])
+                n_changed, active = _swap_move(a, b, unary, V, Vp, nbr, deg, lab_ext, loc, members, cand,
+                                               sure, chunk)
+                if n_changed:
+                    changed += n_changed
+                    version[a] += 1
+                    version[b] += 1
+                if not active:
+                    idle[(a, b)] = (version[a], version[b])
         if history is not None:
             history.append(energy(graph, unary, V, labels))
         if changed == 0:
             break
-    return labels
+    return labels.copy()
 
 
 def alpha_expansion(graph: GridGraph, unary: np.ndarray, V: np.ndarray, labels: np.ndarray,

@@ -66,8 +66,11 @@ def assign_nearest(X: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> 
     cc = (c ** 2).sum(1)
     out = np.empty(len(X), dtype=np.int64)
     for s in range(0, len(X), chunk):
-        x = np.asarray(X[s:s + chunk], dtype=np.float32)
-        out[s:s + chunk] = np.argmin(cc[None, :] - 2 * x @ c.T, axis=1)
+        x2 = np.multiply(X[s:s + chunk], 2, dtype=np.float32)  # 2 * x, as (2 * x) @ c.T
+        d = x2 @ c.T
+        del x2
+        np.subtract(cc[None, :], d, out=d)
+        out[s:s + chunk] = np.argmin(d, axis=1)
     return out
 
 

@@ -47,6 +47,32 @@ def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int, coef0: float, d
     return k ** degree
 
 
+class _ChunkKernel:
+    """:func:`polynomial_kernel` of row chunks of X against a fixed basis (m, C), computed in two
+    buffers reused from chunk to chunk (no fresh allocation, so no page faults per chunk): the
+    chunk converted to ``dtype`` and the (chunk, m) kernel. The same operations as
+    :func:`polynomial_kernel` (cast, one matrix product, ``+ coef0``, ``** degree``), so the
+    same values. A returned kernel is valid until the next call."""
+
+    def __init__(self, basis: np.ndarray, degree: int, coef0: float, dtype, chunk: int):
+        self.bt = np.asarray(basis, dtype=dtype).T
+        self.degree, self.coef0, self.dtype = degree, dtype(coef0), dtype
+        self.xbuf = np.empty((chunk, self.bt.shape[0]), dtype=dtype)
+        self.kbuf = np.empty((chunk, self.bt.shape[1]), dtype=dtype)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        m = len(x)
+        xb = self.xbuf[:m]
+        np.copyto(xb, x, casting="same_kind")
+        k = np.matmul(xb, self.bt, out=self.kbuf[:m])
+        k += self.coef0
+        if self.degree == 2:  # what ``k ** 2`` computes (numpy's fast path), in place
+            np.square(k, out=k)
+        else:
+            k = k ** self.degree
+        return k
+
+
 def split_subclasses(X: np.ndarray, y: np.ndarray, subclasses: int, random_state=None,
                      max_fit: int = 2000) -> np.ndarray:
     """Split every class of ``y`` (n,) into up to ``subclasses`` k-means subclasses of ``X`` (n, C).
@@ -224,9 +250,10 @@ class KernelFisherDiscriminant(TransformerMixin, BaseEstimator):
     def embed_raw(self, X, basis, kmap, kdt=np.float32, chunk: int = 32768) -> np.ndarray:
         """(n, C) -> (n, d) float64 kernel map ``k(X, basis) @ kmap`` (kernel products in ``kdt``)."""
         out = np.empty((X.shape[0], kmap.shape[1]), dtype=np.float64)
-        b, km = basis.astype(kdt), kmap.astype(kdt)
+        km = kmap.astype(kdt)
+        kernel = _ChunkKernel(basis, self.degree, self.coef0, kdt, min(chunk, max(X.shape[0], 1)))
         for s in range(0, X.shape[0], chunk):
-            out[s:s + chunk] = polynomial_kernel(X[s:s + chunk], b, self.degree, self.coef0, kdt) @ km
+            out[s:s + chunk] = kernel(X[s:s + chunk]) @ km
         return out
 
     def embed(self, X, chunk: int = 32768, dtype=np.float32) -> np.ndarray:
@@ -236,10 +263,10 @@ class KernelFisherDiscriminant(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "projection_")
         out = np.empty((X.shape[0], self.n_components_), dtype=dtype)
         kdt = np.float64 if dtype == np.float64 else np.float32
-        b, P = self.basis_.astype(kdt), self.projection_.astype(kdt)
+        P = self.projection_.astype(kdt)
+        kernel = _ChunkKernel(self.basis_, self.degree, self.coef0, kdt, min(chunk, max(X.shape[0], 1)))
         for s in range(0, X.shape[0], chunk):
-            kx = polynomial_kernel(X[s:s + chunk], b, self.degree, self.coef0, kdt)
-            out[s:s + chunk] = kx @ P + self.offset_
+            out[s:s + chunk] = kernel(X[s:s + chunk]) @ P + self.offset_
         return out
 
     # -- persistence (embedding.npz) -------------------------------------------------------

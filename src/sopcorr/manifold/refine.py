@@ -147,16 +147,20 @@ def fit_pca(X: np.ndarray, dims: int, rng: np.random.Generator, max_samples: int
     """PCA of (n, C) rows on a random subsample -> mean (C,), components (C, dims)."""
     n = len(X)
     sub = np.sort(rng.choice(n, size=min(n, max_samples), replace=False))
-    S = np.asarray(X[sub], dtype=np.float64)
+    S = np.array(X[sub], dtype=np.float64)  # a fresh float64 copy, centred in place
     mean = S.mean(0)
-    _, _, vt = np.linalg.svd(S - mean, full_matrices=False)
+    S -= mean
+    _, _, vt = np.linalg.svd(S, full_matrices=False)
     return mean, vt[:dims].T.copy()
 
 
 def pca_project(X: np.ndarray, mean: np.ndarray, comps: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """(n, C) rows of any float dtype -> (n, p) float32 ``(x - mean) @ comps``, ``chunk`` rows at
+    a time (one float64 chunk in memory)."""
     out = np.empty((len(X), comps.shape[1]), dtype=np.float32)
     for s in range(0, len(X), chunk):
-        out[s:s + chunk] = (np.asarray(X[s:s + chunk], dtype=np.float64) - mean) @ comps
+        x = np.subtract(X[s:s + chunk], mean, dtype=np.float64)
+        out[s:s + chunk] = x @ comps
     return out
 
 
@@ -264,10 +268,17 @@ class ManifoldResult:
 
 def gather_valid(features, valid: np.ndarray) -> np.ndarray:
     """(N, H, W, C) features (numpy or zarr, read one image at a time), (N, H, W) valid ->
-    (n, C) float16/float32 rows of the valid cells in C order (the graph's node order)."""
+    (n, C) float16/float32 rows of the valid cells in C order (the graph's node order).
+
+    A numpy array of that dtype whose cells are all valid is not copied: the rows are a
+    read-only (n, C) view of it (the same values; no second copy of a large feature array)."""
     valid = np.asarray(valid, dtype=bool)
     N = valid.shape[0]
     C = int(features.shape[-1])
+    if isinstance(features, np.ndarray) and features.dtype in (np.float16, np.float32) and valid.all():
+        X = features.reshape(-1, C).view()  # a view when features is contiguous
+        X.flags.writeable = False
+        return X
     first = np.asarray(features[0])
     dtype = np.float16 if first.dtype == np.float16 else np.float32
     X = np.empty((int(valid.sum()), C), dtype=dtype)
@@ -446,12 +457,14 @@ def unary_step(Xm: np.ndarray, lab: np.ndarray, p: ManifoldParams, state: Iterat
     t = time.perf_counter()
     models = fit_part_models(Xm, lab, p.n_parts, p.covariance_shrinkage)
     logpost = models.log_posterior(Xm, p.posterior_temperature, p.uniform_prior)
-    unary = -logpost.astype(np.float64)
+    top_post = float(np.exp(logpost.max(1)).mean())
+    unary = logpost.astype(np.float64)
+    del logpost
+    np.negative(unary, out=unary)
     unary[:, models.counts == 0] = EMPTY_PART_COST
     if p.anchor_weight > 0 and state is not None:
         unary += p.anchor_weight
         unary[np.arange(len(lab)), state.labels] -= p.anchor_weight
-    top_post = float(np.exp(logpost.max(1)).mean())
     times["models"] = time.perf_counter() - t
     return models, unary, top_post
 
@@ -523,7 +536,9 @@ def run_iteration(inp: LoopInputs, p: ManifoldParams, state: IterationState | No
     emb, Xc, Xm = embed_step(inp, p, state, it, rng, times)
     lab = cluster_step(Xc, Xm, p, state, hard_em, rng, times)
     models, unary, top_post = unary_step(Xm, lab, p, state, times)
+    del Xc, Xm  # the embedded cells are not needed by the graph cut (its peak memory)
     cut = graphcut_step(inp.graph, unary, lab, p, times)
+    del unary
     row = convergence_row(it, inp, p, state, lab, cut, top_post, times, time.process_time() - cpu0)
     log.info("iteration %d: changed %.4f, energy/cell %.4f, graph cut relabelled %.4f, largest part %.3f, "
              "ARI %.3f, %.1f s", it, row["changed"], row["energy_per_cell"], row["graphcut_relabelled"],
