@@ -44,6 +44,9 @@ DOWNSTREAM: dict[str, list[str]] = {
     "eval_bars": ["report_description"],
     "report_description": [],                           # the report's first screen
     "viewer": ["report_description"],                   # the viewer, linked from the first screen
+    # rounds of self-training (siamese.rounds > 1; tiny.yaml runs one round)
+    "pseudo_flow_round": ["train_siamese_round"],
+    "train_siamese_round": ["finetune_siamese", "evaluate", "viewer"],  # the last round is the run's
 }
 #: every rule of the tiny run's default target
 EVERY = "generate_synthetic"
@@ -170,6 +173,9 @@ KEYS: dict[str, tuple] = {
     "siamese.keypoint_supervision": (True, "finetune_siamese"),
     "siamese.keypoint_weight": (0.5, "finetune_siamese"),  # a fine-tuning setting (used with supervision)
     "siamese.grad_clip": (5.0, "train_siamese"),
+    "siamese.rounds": (2, "pseudo_flow_round"),          # a second round; round 1 stays
+    "siamese.round_teacher": ("ours_network", ""),       # read by rounds > 1 only
+    "siamese.round_start": ("previous", ""),
     "siamese.correlation.steps": (7, "train_siamese"),
     "siamese.correlation.batch_size": (3, "train_siamese"),
     "siamese.correlation.lr": (0.002, "train_siamese"),

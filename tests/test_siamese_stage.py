@@ -254,3 +254,52 @@ def test_geometric_matcher_on_the_learned_descriptors(run, tmp_path):
     e2e = build("network_geometric", NetworkGeometricParams(p, device="cpu"), checkpoint=tmp_path / "e2e.pt")
     de, _ = e2e.descriptors(stored(0))
     assert np.allclose(de, e2e.network.image_descriptors(imgs[0])[0], atol=1e-5)
+
+
+def test_training_starts_from_a_checkpoint(run, tmp_path):
+    """A self-training round that continues the round before (start_from): with no steps the
+    checkpoint's weights are the start's, with steps it trains from them (not from a new
+    network); start_from and a fine-tuning's init_checkpoint together are an error."""
+    from sopcorr.errors import SopcorrError
+    from sopcorr.siamese.checkpoint import read_checkpoint
+    from sopcorr.siamese.stage import run_training
+
+    run_training(_sources(run), _section(), BACKBONE, 0, tmp_path / "r1.pt", None, progress=False)
+    first = read_checkpoint(tmp_path / "r1.pt").data["model"]
+    zero = _section(correlation={"steps": 0, "batch_size": 2, "hidden_channels": 8, "descriptor_dim": 8,
+                                 "cells_per_pair": 6})
+    run_training(_sources(run), zero, BACKBONE, 1, tmp_path / "same.pt", None, progress=False,
+                 start_from=tmp_path / "r1.pt")
+    same = read_checkpoint(tmp_path / "same.pt").data["model"]
+    assert all(torch.equal(first[k], same[k]) for k in first)
+    run_training(_sources(run), _section(), BACKBONE, 1, tmp_path / "cont.pt", None, progress=False,
+                 start_from=tmp_path / "r1.pt")
+    run_training(_sources(run), _section(), BACKBONE, 1, tmp_path / "fresh.pt", None, progress=False)
+    cont = read_checkpoint(tmp_path / "cont.pt").data["model"]
+    fresh = read_checkpoint(tmp_path / "fresh.pt").data["model"]
+    assert any(not torch.equal(cont[k], fresh[k]) for k in cont)
+    assert any(not torch.equal(cont[k], first[k]) for k in cont)
+    with pytest.raises(SopcorrError, match="not both"):
+        run_training(_sources(run), _section(), BACKBONE, 1, tmp_path / "x.pt", None, progress=False,
+                     init_checkpoint=tmp_path / "r1.pt", start_from=tmp_path / "r1.pt")
+
+
+def test_best_learned_matcher_takes_the_last_round(run, tmp_path):
+    """With rounds of self-training, sopcorr match --run uses the last round's network
+    (round<r>/model.pt, the highest r), then round 1's, then the fine-tuned one."""
+    import shutil
+
+    from sopcorr.matchers import best_learned_matcher
+    from sopcorr.matchers.learned import learned_checkpoints
+    from sopcorr.siamese.stage import run_training
+
+    run_training(_sources(run), _section(), BACKBONE, 0, tmp_path / "model.pt", None, progress=False)
+    sd = tmp_path / "r" / "siamese" / "improved"
+    for rel in ("model.pt", "finetuned.pt", "round2/model.pt", "round3/model.pt", "round10/model.pt"):
+        (sd / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "model.pt", sd / rel)
+    found = learned_checkpoints(tmp_path / "r")
+    assert [p.relative_to(sd).as_posix() for p in found] == [
+        "round10/model.pt", "round3/model.pt", "round2/model.pt", "model.pt", "finetuned.pt"]
+    m, desc = best_learned_matcher(tmp_path / "r", None, device="cpu")
+    assert "round 10" in desc and str(sd / "round10" / "model.pt") in desc

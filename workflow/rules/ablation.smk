@@ -34,6 +34,7 @@ rule ablation_category:
         max_pairs=EVAL["max_eval_pairs"],
         dense_stride=EVAL["dense_stride"],
         seed=config["seed"],
+        rounds=ROUNDS,
     script:
         "../scripts/ablation.py"
 

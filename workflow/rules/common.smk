@@ -36,8 +36,10 @@ VARIANTS = ["paper", "improved"]
 
 wildcard_constraints:
     category="[A-Za-z0-9_-]+",
+    heldout="[A-Za-z0-9_-]+",
     variant="paper|improved",
     architecture="paper|correlation",
+    round="[2-9]",
 
 
 def results(*parts):
@@ -54,15 +56,38 @@ LAYOUT = {
     "embedding_iter1": "manifold/{variant}/{category}/embedded_iter1.zarr",
     "labels": "manifold/{variant}/{category}/labels.zarr",
     "flow": "flow/{variant}/{category}.zarr",
-    "model": "siamese/{variant}/model.pt",
+    # rounds of self-training (siamese.rounds, siamese.smk): round 1's network is model_first,
+    # trained on "flow"; round r > 1's trains on flow_round, made by round r - 1's network
+    "model_first": "siamese/{variant}/model.pt",
+    "flow_round": "flow/{variant}/round{round}/{category}.zarr",
+    "model_round": "siamese/{variant}/round{round}/model.pt",
     "finetuned": "siamese/{variant}/finetuned.pt",
     # the generalisation protocols (generalisation.smk): the leave-one-category-out network that
-    # never saw {category}; under the inductive scope, the evaluation's instances (every image,
-    # the pairs among the held-out half) and every image embedded with the fit half's manifold
-    "model_without": "siamese/{variant}/without_{category}/model.pt",
+    # never saw {category} (its rounds' flows of the other categories under without_{heldout});
+    # under the inductive scope, the evaluation's instances (every image, the pairs among the
+    # held-out half) and every image embedded with the fit half's manifold
+    "model_without_first": "siamese/{variant}/without_{category}/model.pt",
+    "model_without_round": "siamese/{variant}/without_{category}/round{round}/model.pt",
+    "flow_without_round": "flow/{variant}/without_{heldout}/round{round}/{category}.zarr",
     "evaluation": "data/{category}/evaluation.json",
     "embedding_all": "manifold/{variant}/{category}/embedded_all.zarr",
 }
+#: rounds of self-training; "model" / "model_without" are the last round's network (what every
+#: ours_network* row, the fine-tuning, the figures and `sopcorr match --run` read)
+ROUNDS = config["siamese"]["rounds"]
+for _k in ("model", "model_without"):
+    LAYOUT[_k] = (
+        LAYOUT[f"{_k}_first"]
+        if ROUNDS == 1
+        else LAYOUT[f"{_k}_round"].replace("{round}", str(ROUNDS))
+    )
+#: the ablation's network of every round (methods ours_network_round<r>)
+for _r in range(1, ROUNDS + 1):
+    LAYOUT[f"model_round{_r}"] = (
+        LAYOUT["model_first"]
+        if _r == 1
+        else LAYOUT["model_round"].replace("{round}", str(_r))
+    )
 #: the inductive protocol's fitted artifacts live under results/<run>/<INDUCTIVE>/ in the same
 #: layout as the run's (layout(kind, scope=INDUCTIVE)): the fit half's instances and features,
 #: the manifold, pseudo flow and network fitted on them
@@ -70,6 +95,7 @@ INDUCTIVE = "inductive"
 #: the ablation's network of each architecture: the configured one is the run's network, the
 #: other is trained for the ablation only (rules train/finetune_siamese_architecture)
 SIAMESE_ARCH = config["siamese"]["architecture"]
+#: (the configured one is the run's last round; the other is trained one round)
 for _arch in ("paper", "correlation"):
     for _k in ("model", "finetuned"):
         LAYOUT[f"{_k}_{_arch}"] = (
@@ -144,6 +170,81 @@ def pseudo_gt_params(variant):
     else:
         out["refine"] = _FLOW["refine"]
     return out
+
+
+#: the round teacher's settings (rule pseudo_flow_round): the method, its forward-backward
+#: tolerance and the matcher keys it reads
+_ROUND_TEACHER = config["siamese"]["round_teacher"]
+
+
+def round_teacher_params():
+    """What makes round r > 1's pseudo ground truth: siamese.round_teacher, the forward-backward
+    tolerance and exactly the matcher keys that method reads (sopcorr.matchers.pseudo).
+    """
+    return {
+        "method": _ROUND_TEACHER,
+        "fb_tolerance": _FLOW["geometric"]["fb_tolerance"],
+        "matchers": matcher_params([_ROUND_TEACHER]),
+    }
+
+
+def round_model(round_, scope=None, without=False, **wildcards):
+    """The network of round ``round_`` (1: model_first) under ``scope``; ``without``: the
+    leave-one-out network that never saw {category} (or the category given)."""
+    kind = "model_without" if without else "model"
+    if int(round_) == 1:
+        return layout(f"{kind}_first", scope, **wildcards)
+    return layout(f"{kind}_round", scope, round=round_, **wildcards)
+
+
+def previous_model(scope=None, without=False, category="category"):
+    """Input function: the network of the round before {round} (the round teacher's checkpoint);
+    ``category``: the wildcard that names the left-out category (leave-one-out networks).
+    """
+
+    def inner(wc):
+        extra = {"category": getattr(wc, category)} if without else {}
+        return round_model(
+            int(wc.round) - 1, scope, without, variant=wc.variant, **extra
+        )
+
+    return inner
+
+
+def round_start(scope=None, without=False):
+    """Input function: the weights round {round} starts from (siamese.round_start: previous),
+    or none (afresh)."""
+    if config["siamese"]["round_start"] == "afresh":
+        return lambda wc: []
+    return previous_model(scope, without)
+
+
+def round_flows(scope=None):
+    """Input function: every category's pseudo flow of round {round} under ``scope``."""
+    return lambda wc: [
+        layout("flow_round", scope, category=c, round=wc.round, variant=wc.variant)
+        for c in CATEGORIES
+    ]
+
+
+def last_round_flows(scope=None):
+    """Every category's pseudo flow of the last round (the fine-tuning's pairs)."""
+    if ROUNDS == 1:
+        return per_category(layout("flow", scope))
+    return per_category(layout("flow_round", scope, round=ROUNDS))
+
+
+def round_targets(kind, scope=None):
+    """Files of every round > 1 ('model_round' or 'flow_round') for rule all."""
+    return [
+        f
+        for r in range(2, ROUNDS + 1)
+        for f in (
+            per_category(layout(kind, scope, round=r))
+            if kind == "flow_round"
+            else [layout(kind, scope, round=r)]
+        )
+    ]
 
 
 def execution_devices(wildcards, resources):
@@ -299,7 +400,7 @@ def evaluation_protocols():
 #: the ablation's stages of each variant (sopcorr.evaluate.ablation)
 from sopcorr.evaluate.ablation import variant_stages
 
-ABLATION_STAGES = {v: variant_stages(v) for v in VARIANTS}
+ABLATION_STAGES = {v: variant_stages(v, ROUNDS) for v in VARIANTS}
 
 
 def ablation_inputs(wildcards):
@@ -404,6 +505,21 @@ def leave_one_out_inputs(kind):
     ('features', 'flow', 'instances') of every category but {category}."""
     return lambda wc: [
         layout(kind, category=c, variant=wc.variant)
+        for c in leave_one_out(CATEGORIES, wc.category)
+    ]
+
+
+def leave_one_out_round_flows():
+    """Input function of round {round}'s leave-one-out network: the round's flows of every
+    category but {category}, made by the network that never saw {category}."""
+    return lambda wc: [
+        layout(
+            "flow_without_round",
+            heldout=wc.category,
+            category=c,
+            round=wc.round,
+            variant=wc.variant,
+        )
         for c in leave_one_out(CATEGORIES, wc.category)
     ]
 

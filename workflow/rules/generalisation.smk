@@ -86,12 +86,56 @@ use rule train_siamese as train_siamese_inductive with:
         flows=per_category(layout("flow", scope=INDUCTIVE)),
         instances=per_category(layout("instances", scope=INDUCTIVE)),
     output:
-        model=layout("model", scope=INDUCTIVE),
+        model=layout("model_first", scope=INDUCTIVE),
         loss=results(INDUCTIVE, "siamese", "{variant}", "loss.png"),
     log:
         results("logs", "train_siamese", INDUCTIVE, "{variant}.log"),
     benchmark:
         results("benchmarks", "train_siamese", INDUCTIVE, "{variant}.tsv")
+
+
+use rule pseudo_flow_round as pseudo_flow_round_inductive with:
+    input:
+        pairs=layout("flow", scope=INDUCTIVE),
+        model=previous_model(INDUCTIVE),
+        embedded=layout("embedding", scope=INDUCTIVE),
+        features=layout("features", scope=INDUCTIVE),
+        instances=layout("instances", scope=INDUCTIVE),
+    output:
+        store=directory(layout("flow_round", scope=INDUCTIVE)),
+    log:
+        results(
+            "logs",
+            "pseudo_flow",
+            INDUCTIVE,
+            "{variant}",
+            "round{round}",
+            "{category}.log",
+        ),
+    benchmark:
+        results(
+            "benchmarks",
+            "pseudo_flow",
+            INDUCTIVE,
+            "{variant}",
+            "round{round}",
+            "{category}.tsv",
+        )
+
+
+use rule train_siamese_round as train_siamese_round_inductive with:
+    input:
+        features=per_category(layout("features", scope=INDUCTIVE)),
+        flows=round_flows(INDUCTIVE),
+        instances=per_category(layout("instances", scope=INDUCTIVE)),
+        start=round_start(INDUCTIVE),
+    output:
+        model=layout("model_round", scope=INDUCTIVE),
+        loss=results(INDUCTIVE, "siamese", "{variant}", "round{round}", "loss.png"),
+    log:
+        results("logs", "train_siamese", INDUCTIVE, "{variant}_round{round}.log"),
+    benchmark:
+        results("benchmarks", "train_siamese", INDUCTIVE, "{variant}_round{round}.tsv")
 
 
 rule embed_inductive:
@@ -123,12 +167,64 @@ use rule train_siamese as train_siamese_transfer with:
         flows=leave_one_out_inputs("flow"),
         instances=leave_one_out_inputs("instances"),
     output:
-        model=layout("model_without"),
+        model=layout("model_without_first"),
         loss=results("siamese", "{variant}", "without_{category}", "loss.png"),
     log:
         results("logs", "train_siamese", "{variant}_without_{category}.log"),
     benchmark:
         results("benchmarks", "train_siamese", "{variant}_without_{category}.tsv")
+
+
+use rule pseudo_flow_round as pseudo_flow_round_transfer with:
+    input:
+        pairs=layout("flow"),
+        model=previous_model(without=True, category="heldout"),
+        embedded=layout("embedding"),
+        features=layout("features"),
+        instances=layout("instances"),
+    output:
+        store=directory(layout("flow_without_round")),
+    log:
+        results(
+            "logs",
+            "pseudo_flow",
+            "{variant}",
+            "without_{heldout}",
+            "round{round}",
+            "{category}.log",
+        ),
+    benchmark:
+        results(
+            "benchmarks",
+            "pseudo_flow",
+            "{variant}",
+            "without_{heldout}",
+            "round{round}",
+            "{category}.tsv",
+        )
+
+
+use rule train_siamese_round as train_siamese_round_transfer with:
+    input:
+        features=leave_one_out_inputs("features"),
+        flows=leave_one_out_round_flows(),
+        instances=leave_one_out_inputs("instances"),
+        start=round_start(without=True),
+    output:
+        model=layout("model_without_round"),
+        loss=results(
+            "siamese", "{variant}", "without_{category}", "round{round}", "loss.png"
+        ),
+    log:
+        results(
+            "logs", "train_siamese", "{variant}_without_{category}_round{round}.log"
+        ),
+    benchmark:
+        results(
+            "benchmarks",
+            "train_siamese",
+            "{variant}_without_{category}_round{round}.tsv",
+        )
 
 
 rule eval_inductive:

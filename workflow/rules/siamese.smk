@@ -61,9 +61,9 @@ rule finetune_siamese:
     truth, no labels; keypoint supervision only with siamese.keypoint_supervision: true).
     """
     input:
-        model=results("siamese", "{variant}", "model.pt"),
+        model=layout("model"),
         features=per_category(results("features", "{category}.zarr")),
-        flows=per_category(results("flow", "{variant}", "{category}.zarr")),
+        flows=last_round_flows(),
         instances=per_category(results("data", "{category}", "instances.json")),
     output:
         model=results("siamese", "{variant}", "finetuned.pt"),
@@ -96,6 +96,51 @@ rule finetune_siamese:
         ],
     script:
         "../scripts/finetune_siamese.py"
+
+
+rule pseudo_flow_round:
+    """Round {round}'s pseudo ground truth of one category: the network of round {round} - 1,
+    read out by siamese.round_teacher and kept where forward-backward consistent, on the same
+    pairs as round 1's flow store (rounds of self-training, docs/SIAMESE.md)."""
+    input:
+        pairs=layout("flow"),
+        model=previous_model(),
+        embedded=layout("embedding"),
+        features=layout("features"),
+        instances=layout("instances"),
+    output:
+        store=directory(layout("flow_round")),
+    log:
+        results("logs", "pseudo_flow", "{variant}", "round{round}", "{category}.log"),
+    benchmark:
+        results(
+            "benchmarks", "pseudo_flow", "{variant}", "round{round}", "{category}.tsv"
+        )
+    conda:
+        "../../envs/sopcorr.yaml"
+    threads: 1
+    resources:
+        mem_mb=1500,
+    params:
+        teacher=round_teacher_params(),
+        devices=execution_devices,
+    script:
+        "../scripts/pseudo_flow_round.py"
+
+
+use rule train_siamese as train_siamese_round with:
+    input:
+        features=per_category(results("features", "{category}.zarr")),
+        flows=round_flows(),
+        instances=per_category(results("data", "{category}", "instances.json")),
+        start=round_start(),
+    output:
+        model=layout("model_round"),
+        loss=results("siamese", "{variant}", "round{round}", "loss.png"),
+    log:
+        results("logs", "train_siamese", "{variant}_round{round}.log"),
+    benchmark:
+        results("benchmarks", "train_siamese", "{variant}_round{round}.tsv")
 
 
 rule train_siamese_architecture:
@@ -176,6 +221,7 @@ ALL_TARGETS.extend(
             results("siamese", "{variant}", "model.pt"),
             results("siamese", "{variant}", "loss.png"),
             results("siamese", "{variant}", "finetuned.pt"),
+            *round_targets("model_round"),
         ],
         variant=VARIANT,
     )

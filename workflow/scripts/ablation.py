@@ -21,7 +21,8 @@ def main(smk):
                                  "device": p.devices["backbone"]})
     recs = run_ablation(cat, raw, MatcherSettings.from_params(p.raw_matchers, p.devices), variants, backbone,
                         layer_sets=p.layer_sets, alphas=p.alphas, max_pairs=p.max_pairs, seed=p.seed,
-                        dense_stride=p.dense_stride, progress=True)
+                        dense_stride=p.dense_stride, progress=True,
+                        rounds=int(p.rounds))
     write_records(smk.output[0], {"ablation": recs})
 
 

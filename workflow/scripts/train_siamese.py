@@ -9,8 +9,10 @@ def main(smk):
     torch.set_num_threads(max(1, int(smk.threads)))
     sources = list(zip(smk.input.features, smk.input.flows, smk.input.instances))
     section = {**smk.params.siamese, "device": smk.params.device, "checkpoint_every": smk.params.checkpoint_every}
+    start = getattr(smk.input, "start", None) or []  # a round that continues the round before's
+    start = [start] if isinstance(start, str) else list(start)
     run_training(sources, section, dict(smk.params.backbone), int(smk.params.seed),
-                 smk.output.model, smk.output.loss)
+                 smk.output.model, smk.output.loss, start_from=start[0] if start else None)
 
 
 run(main, snakemake)  # noqa: F821

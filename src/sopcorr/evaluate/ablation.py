@@ -41,9 +41,12 @@ IMPROVED_STAGES = ["nn_embed_iter1", "nn_embed", "nn_embed_labels", "geo_raw", "
                    *NETWORK_STAGES]
 
 
-def variant_stages(variant: str) -> list[str]:
-    """The ablation's stages (method names) of ``variant`` ('paper' | 'improved')."""
-    return list(PAPER_STAGES if variant == "paper" else IMPROVED_STAGES)
+def variant_stages(variant: str, rounds: int = 1) -> list[str]:
+    """The ablation's stages (method names) of ``variant`` ('paper' | 'improved'); with
+    ``rounds`` > 1 rounds of self-training (``siamese.rounds``), also every round's network
+    (``ours_network_round<r>``: the configured network of the other stages is the last round's)."""
+    extra = [f"ours_network_round{r}" for r in range(1, rounds + 1)] if rounds > 1 else []
+    return list(PAPER_STAGES if variant == "paper" else IMPROVED_STAGES) + extra
 
 
 @dataclass
@@ -119,13 +122,15 @@ class AblationVariant:
 
 def run_ablation(cat, raw_frames, raw_settings, variants: dict, backbone: BackboneParams,
                  layer_sets: list[list[str]] = (), alphas=(0.05, 0.1), max_pairs: int | None = None,
-                 seed: int = 0, dense_stride: int = 4, dense: bool = True, progress=False) -> list[dict]:
+                 seed: int = 0, dense_stride: int = 4, dense: bool = True, progress=False,
+                 rounds: int = 1) -> list[dict]:
     """Records (variant, stage, method, metric, category, value) of every stage for one
     category (an :class:`~sopcorr.evaluate.category.EvalCategory`). raw_frames: the raw
     features' FrameSource; raw_settings: MatcherSettings of nearest neighbour; variants:
     {'paper' | 'improved': AblationVariant}. metric: 'pck@<alpha>' (pair-wise, %) and, where the
     dataset has dense ground truth, 'dense_pck@<alpha>' (%), 'dense_epe_px'. Progress (pairs
-    matched over every stage) goes to the log as one count (:func:`sopcorr.progress.counting`)."""
+    matched over every stage) goes to the log as one count (:func:`sopcorr.progress.counting`);
+    rounds: ``siamese.rounds`` (every round's network is a stage when > 1)."""
     from ..progress import counting
     from ..matchers.base import FrameSource
     from ..matchers.methods import build_method, build_methods
@@ -138,7 +143,7 @@ def run_ablation(cat, raw_frames, raw_settings, variants: dict, backbone: Backbo
         frames = FrameSource(cat.dataset, store, category=cat.category)
         rows.append(("raw", backbone.label(layers), build_method("nn_raw", raw_settings, {"raw": frames})))
     for v, inp in variants.items():
-        stages = variant_stages(v)
+        stages = variant_stages(v, rounds)
         for stage, m in zip(stages, build_methods(stages, inp.settings, inp.frames, inp.checkpoints)):
             rows.append((v, stage, m))
     has_dense = dense and has_dense_ground_truth(cat)

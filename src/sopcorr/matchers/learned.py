@@ -7,21 +7,37 @@ __all__ = ["LEARNED_CHECKPOINTS", "learned_checkpoints", "best_learned_matcher"]
 
 
 #: checkpoints of a run's learned network in the order they are tried: the configured default
-#: variant (improved) before the paper's, and within a variant the trained network before the
-#: fine-tuned one (the matcher it serves, ``ours_network_geometric``, reads ``model.pt``; with
-#: the prior the fine-tuned descriptors were worse: dev 72.9 vs 76.0 pair-wise PCK@0.1,
-#: docs/RESULTS.md)
-LEARNED_CHECKPOINTS = ("siamese/improved/model.pt", "siamese/improved/finetuned.pt",
+#: variant (improved) before the paper's, and within a variant the last round's trained network
+#: (``round<r>/model.pt``, the highest r first: rounds of self-training, ``siamese.rounds``),
+#: then round 1's, then the fine-tuned one (the matcher it serves, ``ours_network_geometric``,
+#: reads the trained network; with the prior the fine-tuned descriptors were worse: dev 72.9 vs
+#: 76.0 pair-wise PCK@0.1, docs/RESULTS.md)
+LEARNED_CHECKPOINTS = ("siamese/improved/round<r>/model.pt", "siamese/improved/model.pt",
+                       "siamese/improved/finetuned.pt", "siamese/paper/round<r>/model.pt",
                        "siamese/paper/model.pt", "siamese/paper/finetuned.pt")
 
 
+def _round(path: Path) -> int:
+    try:
+        return int(path.parent.name[len("round"):])
+    except ValueError:
+        return -1
+
+
 def learned_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The run's checkpoints of :data:`LEARNED_CHECKPOINTS` that exist, in that order;
-    SopcorrError (one line) when there is none."""
+    """The run's checkpoints of :data:`LEARNED_CHECKPOINTS` that exist, in that order (rounds
+    highest first); SopcorrError (one line) when there is none."""
     from ..errors import SopcorrError
 
     run_dir = Path(run_dir)
-    found = [run_dir / rel for rel in LEARNED_CHECKPOINTS if (run_dir / rel).is_file()]
+    found = []
+    for rel in LEARNED_CHECKPOINTS:
+        if "<r>" in rel:
+            base = run_dir / rel.split("round<r>")[0]
+            rounds = [p for p in base.glob("round*/model.pt") if _round(p) > 1]
+            found += sorted(rounds, key=_round, reverse=True)
+        elif (run_dir / rel).is_file():
+            found.append(run_dir / rel)
     if not found:
         raise SopcorrError(f"--run {run_dir}: no trained network under it (looked for "
                            f"{', '.join(LEARNED_CHECKPOINTS)}); finish the run's siamese stage first")
@@ -56,7 +72,9 @@ def best_learned_matcher(run_dir: str | Path, category: str | None = None, devic
 
 
 def _stage(path: Path) -> str:
-    return "fine-tuned" if path.name == "finetuned.pt" else "trained"
+    if path.name == "finetuned.pt":
+        return "fine-tuned"
+    return f"trained, round {_round(path)}" if _round(path) > 1 else "trained"
 
 
 def _best_correlation(ck, found, device: str, seed: int):

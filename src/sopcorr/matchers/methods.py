@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the params classes, for the annotations only (no import at 
     from .pseudo import PseudoGTParams
     from .siftflow import SiftFlowParams
 
-__all__ = ["CHECKPOINTS", "MethodSpec", "METHODS", "Method", "MatcherSettings", "BUILDERS", "build_method",
+__all__ = ["CHECKPOINTS", "MAX_ROUNDS", "MethodSpec", "METHODS", "Method", "MatcherSettings", "BUILDERS", "build_method",
            "build_matcher", "method_inputs", "method_kinds", "method_descriptions"]
 
 
@@ -53,7 +53,10 @@ class MethodSpec:
 
 #: checkpoint inputs a method may read: the configured network ('model', 'finetuned') and the
 #: ablation's network of each architecture ('model_<architecture>', 'finetuned_<architecture>')
-CHECKPOINTS = ("model", "finetuned", *(f"{k}_{a}" for a in ARCHITECTURES for k in ("model", "finetuned")))
+#: and the network of each self-training round ('model_round<r>', r = 1 .. MAX_ROUNDS: the ablation)
+MAX_ROUNDS = 4
+CHECKPOINTS = ("model", "finetuned", *(f"{k}_{a}" for a in ARCHITECTURES for k in ("model", "finetuned")),
+               *(f"model_round{r}" for r in range(1, MAX_ROUNDS + 1)))
 
 _PRIOR = ", with the keypoint location prior (localisation only)"
 _ARCH = {"paper": "the paper's flow network (architecture paper)",
@@ -94,6 +97,10 @@ def _specs() -> dict[str, MethodSpec]:
             "affine models fitted to mutual matches of its learned descriptors (siamese/<variant>/model.pt), the "
             "prior added to its correlation, read out by its kernel soft-argmax", checkpoint="model"),
         **{f"arch_{a}{ft}": _arch_spec(a, bool(ft)) for a in ARCHITECTURES for ft in ("", "_finetuned")},
+        **{f"ours_network_round{r}": MethodSpec(
+            "siamese", f"the network of self-training round {r}, its own read-out (siamese/<variant>/"
+            f"{'round%d/' % r if r > 1 else ''}model.pt; ablation, siamese.rounds)", checkpoint=f"model_round{r}",
+            image=True) for r in range(1, MAX_ROUNDS + 1)},
         "ours_geometric": MethodSpec("geometric", "the improved variant's geometric matcher (raw features + "
                                      "embedding)", embedding="embedding"),
         "geo_raw": MethodSpec("geometric", "the geometric matcher on raw features alone (ablation)", "raw"),

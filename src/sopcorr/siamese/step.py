@@ -72,21 +72,26 @@ class TrainingStep:
     # ------------------------------------------------------------------ the skeleton
     def run(self, sources, section: dict, backbone: dict, seed: int, out_path: str | Path,
             loss_png: str | Path | None = None, init_checkpoint: str | Path | None = None,
-            progress: bool = True) -> list[float]:
+            progress: bool = True, start_from: str | Path | None = None) -> list[float]:
         """Train (``init_checkpoint`` None) or fine-tune; write the checkpoint to ``out_path`` and
-        the loss curve to ``loss_png``; return the per-step losses."""
+        the loss curve to ``loss_png``; return the per-step losses. ``start_from``: a checkpoint
+        whose weights a training (not a fine-tuning) starts from instead of a new network (a
+        self-training round that continues the round before's head)."""
         from ..device import resolve_device
 
         finetune = init_checkpoint is not None
+        if finetune and start_from is not None:
+            raise SopcorrError("run_training: give init_checkpoint (fine-tuning) or start_from (training), not both")
         cfg = self.settings_class.from_section(section, seed, finetune=finetune)
         dev = resolve_device(section["device"])
-        if finetune:
-            ck = read_checkpoint(init_checkpoint)
+        init = init_checkpoint if finetune else start_from
+        if init is not None:
+            ck = read_checkpoint(init)
             if ck.architecture != self.architecture:
-                raise CheckpointError(f"{init_checkpoint}: a '{ck.architecture}' network, the config asks for "
+                raise CheckpointError(f"{init}: a '{ck.architecture}' network, the config asks for "
                                       f"siamese.architecture: {self.architecture}")
             if ck.spec.backbone != backbone["name"]:
-                raise CheckpointError(f"{init_checkpoint}: trained with backbone '{ck.spec.backbone}', "
+                raise CheckpointError(f"{init}: trained with backbone '{ck.spec.backbone}', "
                                       f"the config asks for '{backbone['name']}'")
             model = model_from_checkpoint(ck, device=dev, with_encoder=self.load_encoder(cfg))
             self.check_checkpoint(ck, model, cfg, sources)
@@ -106,7 +111,7 @@ class TrainingStep:
             save_checkpoint(out_path, dict(model=model.state_dict(), spec=self.checkpoint_spec(model, cfg), step=0,
                                            config=dict(train=cfg.to_dict()), history=history))
         else:
-            extra = dict(data=data.fingerprint(), init=str(init_checkpoint) if finetune else None)
+            extra = dict(data=data.fingerprint(), init=str(init) if init is not None else None)
             history = self.fit(model, data, cfg, out_path, dev, progress, extra, "finetune" if finetune else "train")
         if loss_png is not None:
             plot_loss(history, loss_png, title=self.titles[finetune], ylabel=self.ylabel)
