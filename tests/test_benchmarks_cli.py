@@ -81,6 +81,8 @@ def test_benchmarks_that_need_a_run_say_so(tmp_path):
                        "needs", "results/nothing/")
     _assert_usage_exit(_py("bench_evaluate.py", cwd=tmp_path), "needs a finished run", "results/default")
     _assert_usage_exit(_py("bench_evaluate.py", "--run", "nothing", cwd=tmp_path), "needs", "not found")
+    _assert_usage_exit(_py("cycle_study.py", cwd=tmp_path), "needs a finished run", "results/default")
+    _assert_usage_exit(_py("cycle_study.py", "--ks", "0", cwd=tmp_path), "--ks")
 
 
 def test_bench_siamese_without_cuda_refuses_cuda_in_one_line(tmp_path):

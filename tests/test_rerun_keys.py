@@ -137,6 +137,8 @@ KEYS: dict[str, tuple] = {
     # set the siftflow / convflow methods
     "flow.pairs_per_category": (3, "pseudo_flow"),
     "flow.pairs_split": ("train", "pseudo_flow"),
+    "flow.cycle_images": (2, "pseudo_flow"),            # + the store's confirmations (issue 23)
+    "flow.cycle_tolerance": (2.0, ""),                   # read only with cycle_images > 0 (tiny: 0)
     "flow.mutual": (False, ""),                          # paper variant's nearest-neighbour pseudo flow
     "flow.min_similarity": (0.2, ""),
     "flow.refine": ("softargmax", ""),

@@ -247,6 +247,21 @@ def round_targets(kind, scope=None):
     ]
 
 
+def cycle_params():
+    """The cycle confirmation's settings (sopcorr.flow.cycle) as the rule pseudo_flow's params,
+    only when it is on (flow.cycle_images > 0): {'cycle': {'cycle_images', 'cycle_tolerance'}};
+    nothing when it is off, so a run without it keeps the params (and the jobs) of before.
+    """
+    if not _FLOW["cycle_images"]:
+        return {}
+    return {
+        "cycle": {
+            "cycle_images": _FLOW["cycle_images"],
+            "cycle_tolerance": _FLOW["cycle_tolerance"],
+        }
+    }
+
+
 def execution_devices(wildcards, resources):
     """The devices a job's matchers and backbones run on ({'flow', 'siamese', 'backbone'}).
     They change no result, only speed: a params function that takes ``resources`` is a

@@ -7,7 +7,9 @@ rule pseudo_flow:
     """Sample `flow.pairs_per_category` ordered image pairs (seeded per category), match them
     with the variant's pseudo-ground-truth matcher and write flow/<variant>/<category>.zarr
     (target image coords per source cell, the matcher's validity). Params: exactly the keys
-    that variant's matcher reads (pseudo_gt_params in common.smk)."""
+    that variant's matcher reads (pseudo_gt_params in common.smk); with flow.cycle_images > 0
+    also the cycle confirmation's settings (cycle_params) and the store's confirmations.
+    """
     input:
         embedded=layout("embedding"),
         features=layout("features"),
@@ -24,6 +26,7 @@ rule pseudo_flow:
     resources:
         mem_mb=1000,
     params:
+        **cycle_params(),
         pseudo_gt=lambda wc: pseudo_gt_params(wc.variant),
         devices=execution_devices,
         pairs_per_category=config["flow"]["pairs_per_category"],

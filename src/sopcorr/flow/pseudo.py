@@ -11,6 +11,10 @@ Store layout (zarr v3 group)::
     valid      (P, H, W) bool  trusted cells (the matcher's validity: mutual / forward-backward
                consistent, score >= min_similarity, as its settings say)
     score      (P, H, W) float32  cosine similarity of the match
+    confirmations (P, H, W) uint8  optional (``flow.cycle_images`` > 0): cycle confirmation
+               counts (:mod:`sopcorr.flow.cycle`): how many hub images confirm each cell's match
+               (at every cell; combine with ``valid``); attrs cycle_hubs (hub image ids),
+               cycle_hub_indices, cycle_images (K), cycle_tolerance (target cells)
     attrs      image_ids, image_hw (N x [h, w]), input_size, stride (the embedded store's
                feature geometry: each pair's source FeatureGrid is FeatureGrid(Letterbox(h, w,
                input_size), stride)), grid_shape [H, W], pair_ids (P x [src_id, tgt_id]),
@@ -72,8 +76,9 @@ def sample_pairs(n_images: int, n_pairs: int, seed, ids: Sequence[int] | None = 
     return [(int(pool[i]), int(pool[j])) for i, j in zip(a, b)]
 
 
-def pseudo_flows(matcher, frames, pairs: Sequence[tuple[int, int]], progress: bool = False
-                 ) -> dict[str, np.ndarray]:
+def pseudo_flows(matcher, frames, pairs: Sequence[tuple[int, int]], progress: bool = False,
+                 hubs: Sequence[int] | None = None, cycle_tolerance: float = 1.5,
+                 stats: dict | None = None) -> dict[str, np.ndarray]:
     """The pseudo-ground-truth correspondences of ``pairs`` by ``matcher``.
 
     matcher: the pseudo-ground-truth matcher (:func:`sopcorr.matchers.pseudo.build_pseudo_gt`;
@@ -81,32 +86,69 @@ def pseudo_flows(matcher, frames, pairs: Sequence[tuple[int, int]], progress: bo
     (:class:`sopcorr.matchers.base.FrameSource`, indexable by image index; every frame on the
     same (H, W) grid); pairs: (source, target) image indices.
 
+    hubs: optional hub image indices (:func:`sopcorr.flow.cycle.cycle_hubs`); when given (even
+    empty) the result also holds 'confirmations' (P, H, W) uint8, each pair's cycle
+    confirmation counts (:mod:`sopcorr.flow.cycle`) through the hubs that are neither of its
+    images, within ``cycle_tolerance`` cells of the target's grid. Every ordered pair (direct
+    or leg) is computed once by the same matcher (:class:`~sopcorr.flow.cycle.LegCache`: a
+    direct pair that is also a leg is reused, and a hub leg serves every pair that uses it),
+    so target_xy / valid / score are exactly those of ``hubs=None``.
+
+    stats: optional dict filled with 'pairs', 'matcher_calls' (all calls of ``matcher``),
+    'leg_calls' and 'leg_seconds' (the calls for legs that are not direct pairs: the cost of
+    the confirmation), 'peak_cached' (most correspondences held at once) and 'hubs'.
+
     Returns {'target_xy': (P, H, W, 2) float32, 'valid': (P, H, W) bool, 'score': (P, H, W)
-    float32} in the layout of :func:`write_flow_store`. Progress (pairs, their rate) goes to
-    the log; ``progress`` also shows a console bar."""
+    float32[, 'confirmations': (P, H, W) uint8]} in the layout of :func:`write_flow_store`.
+    Progress (pairs, their rate) goes to the log; ``progress`` also shows a console bar."""
     n = len(frames)
     p = len(pairs)
     out: dict[str, np.ndarray] = {}
     from ..progress import progress as reporter
 
+    cache = None
+    if hubs is not None:
+        from .cycle import LegCache, leg_uses
+
+        hubs = [int(h) for h in hubs]
+        bad = [h for h in hubs if not 0 <= h < n]
+        if bad:
+            raise SopcorrError(f"pseudo_flows: hub indices {bad} outside a category of {n} images")
+        cache = LegCache(matcher, frames, leg_uses(pairs, hubs))
     it = reporter(enumerate(pairs), total=p, desc="pseudo flow", unit="pair", disable=not progress,
                   logger=log)
     for k, (i, j) in it:
         if not (0 <= i < n and 0 <= j < n) or i == j:
             raise SopcorrError(f"pseudo_flows: bad pair ({i}, {j}) for a category of {n} images")
-        corr = matcher.correspondence(frames[i], frames[j])
+        corr = matcher.correspondence(frames[i], frames[j]) if cache is None else cache.get(i, j)
         if not out:
             h, w = corr.valid.shape
             out = {"target_xy": np.zeros((p, h, w, 2), np.float32), "valid": np.zeros((p, h, w), bool),
                    "score": np.zeros((p, h, w), np.float32)}
+            if cache is not None:
+                out["confirmations"] = np.zeros((p, h, w), np.uint8)
         out["target_xy"][k] = corr.target_xy
         out["score"][k] = corr.score
         out["valid"][k] = corr.valid
+        if cache is not None:
+            out["confirmations"][k] = cache.confirmations(i, j, corr, hubs, cycle_tolerance, frames[j].grid)
     if not out:
         grid = frames[0].grid if n else None
         h, w = grid.shape if grid is not None else (0, 0)
         out = {"target_xy": np.zeros((0, h, w, 2), np.float32), "valid": np.zeros((0, h, w), bool),
                "score": np.zeros((0, h, w), np.float32)}
+        if cache is not None:
+            out["confirmations"] = np.zeros((0, h, w), np.uint8)
+    if stats is not None:
+        direct = {(int(i), int(j)) for i, j in pairs}
+        stats["pairs"] = p
+        stats["hubs"] = list(hubs or [])
+        if cache is None:
+            stats.update(matcher_calls=p, leg_calls=0, leg_seconds=0.0, peak_cached=0)
+        else:
+            legs = [key for key in cache.counts if key not in direct]
+            stats.update(matcher_calls=cache.calls, leg_calls=int(sum(cache.counts[key] for key in legs)),
+                         leg_seconds=float(sum(cache.times[key] for key in legs)), peak_cached=cache.peak)
     return out
 
 
@@ -124,12 +166,19 @@ def _jsonable(x):
 
 def write_flow_store(path: str | Path, pairs: Sequence[tuple[int, int]], target_xy: np.ndarray,
                      valid: np.ndarray, score: np.ndarray, image_ids: Sequence[str],
-                     image_hw, input_size: int, stride: int, attrs: dict | None = None) -> None:
+                     image_hw, input_size: int, stride: int, attrs: dict | None = None,
+                     confirmations: np.ndarray | None = None, hubs: Sequence[int] | None = None,
+                     cycle_tolerance: float | None = None, cycle_images: int | None = None) -> None:
     """Write a flow store atomically (layout in the module docstring).
 
     pairs (P, 2) image indices; target_xy (P, H, W, 2); valid (P, H, W); score (P, H, W);
     image_ids (N,), image_hw (N, 2): the category's images; input_size, stride: the feature
-    geometry; attrs: extra attributes (mutual, min_similarity, ...)."""
+    geometry; attrs: extra attributes (mutual, min_similarity, ...).
+
+    confirmations: optional (P, H, W) uint8 cycle confirmation counts, written with the attrs
+    cycle_hubs (the ids of ``hubs``, image indices), cycle_hub_indices, cycle_tolerance (target
+    cells) and cycle_images (K, default len(hubs)); without it the store is exactly the
+    store of before the cycle confirmation (the cycle arguments must then be None)."""
     pairs = np.asarray(pairs, np.int32).reshape(-1, 2)
     target_xy = np.asarray(target_xy, np.float32)
     valid = np.asarray(valid, bool)
@@ -146,6 +195,18 @@ def write_flow_store(path: str | Path, pairs: Sequence[tuple[int, int]], target_
         raise ValueError("image_ids and image_hw differ in length")
     if p and (pairs.min() < 0 or pairs.max() >= len(ids)):
         raise ValueError("pair indices out of range of image_ids")
+    if confirmations is None:
+        if hubs is not None or cycle_tolerance is not None or cycle_images is not None:
+            raise ValueError("hubs / cycle_tolerance / cycle_images come with confirmations")
+    else:
+        conf = np.asarray(confirmations)
+        if conf.shape != (p, h, w) or conf.dtype != np.uint8:
+            raise ValueError(f"confirmations must be uint8 {(p, h, w)}, got {conf.dtype} {conf.shape}")
+        if hubs is None or cycle_tolerance is None:
+            raise ValueError("confirmations need their hubs and cycle_tolerance")
+        hub_idx = [int(x) for x in hubs]
+        if any(not 0 <= x < len(ids) for x in hub_idx):
+            raise ValueError("hub indices out of range of image_ids")
     cp = max(1, min(p, 16))
     with atomic_path(path) as tmp:
         g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
@@ -161,6 +222,10 @@ def write_flow_store(path: str | Path, pairs: Sequence[tuple[int, int]], target_
         a = g.create_array("score", shape=(p, h, w), chunks=(cp, h, w), dtype=np.float32,
                            dimension_names=["pair", "row", "col"], fill_value=0)
         a[:] = score
+        if confirmations is not None:
+            a = g.create_array("confirmations", shape=(p, h, w), chunks=(cp, h, w), dtype=np.uint8,
+                               dimension_names=["pair", "row", "col"], fill_value=0)
+            a[:] = conf
         meta = {
             "image_ids": ids, "image_hw": hw.tolist(), "input_size": int(input_size),
             "stride": int(stride), "grid_shape": [int(h), int(w)],
@@ -168,6 +233,10 @@ def write_flow_store(path: str | Path, pairs: Sequence[tuple[int, int]], target_
             "convention": CONVENTION,
         }
         meta.update(_jsonable(attrs or {}))
+        if confirmations is not None:
+            meta.update(cycle_hubs=[ids[x] for x in hub_idx], cycle_hub_indices=hub_idx,
+                        cycle_images=int(len(hub_idx) if cycle_images is None else cycle_images),
+                        cycle_tolerance=float(cycle_tolerance))
         meta["complete"] = True
         g.attrs.update(meta)
 
@@ -176,7 +245,10 @@ class FlowStore:
     """Read access to a flow store; open with :meth:`FlowStore.open`.
 
     pairs (P, 2) int, pair_ids [(src_id, tgt_id)], image_ids, image_hw (N, 2), input_size,
-    stride, attrs; target_xy / valid / score are the zarr arrays (index them per pair)."""
+    stride, attrs; target_xy / valid / score are the zarr arrays (index them per pair);
+    confirmations the (P, H, W) uint8 cycle confirmation counts' zarr array, None for a store
+    written without them (``flow.cycle_images: 0``, or before them); cycle_hubs the hub image
+    indices ([] without them)."""
 
     def __init__(self, path: Path, group):
         self.path = path
@@ -186,6 +258,8 @@ class FlowStore:
         self.target_xy = group["target_xy"]
         self.valid = group["valid"]
         self.score = group["score"]
+        self.confirmations = group["confirmations"] if "confirmations" in group else None
+        self.cycle_hubs = [int(x) for x in self.attrs.get("cycle_hub_indices", [])]
         self.image_ids = list(self.attrs["image_ids"])
         self.image_hw = np.asarray(self.attrs["image_hw"], int).reshape(-1, 2)
         self.input_size = int(self.attrs["input_size"])
