@@ -339,3 +339,49 @@ def test_cycle_params_defaults_equal_the_schema():
     for bad in ({"cycle_images": -1}, {"cycle_images": 256}, {"cycle_tolerance": 0}, {"cycle_nope": 1}):
         with pytest.raises(ConfigError):
             CycleParams.from_config(bad)
+
+
+def test_training_keeps_the_cells_enough_hubs_confirm(tmp_path):
+    """flow.cycle_min: the network's teacher keeps a valid cell only when at least that many hubs
+    confirm it (known answer on a store written with known counts); a store without
+    confirmations is a one-line DatasetError naming it; the config refuses more confirmations
+    than hubs, and the paper's network."""
+    from sopcorr.config import load_config, validate_config
+    from sopcorr.errors import ConfigError, DatasetError
+    from sopcorr.features.store import FeatureStore, FeatureStoreWriter
+    from sopcorr.flow.pseudo import write_flow_store
+    from sopcorr.siamese.correlation.data import teacher_from_store
+
+    h, w, n = 4, 4, 3
+    attrs = {"input_size": 64, "stride": 16, "image_hw": [[48, 64]] * n, "image_ids": [f"c/{i}" for i in range(n)],
+             "backbone": "x", "layers": ["a"], "normalisation": "imagenet", "relu": False}
+    with FeatureStoreWriter(tmp_path / "f.zarr", n, (h, w), 2, attrs) as wr:
+        for i in range(n):
+            wr.write(i, np.ones((h, w, 2), np.float32), np.ones((h, w), bool))
+    store = FeatureStore.open(tmp_path / "f.zarr")
+    pairs = [(0, 1), (1, 2)]
+    txy = np.stack([store.grid(j).cell_centers_image() for _, j in pairs]).astype(np.float32)
+    valid = np.ones((2, h, w), bool)
+    valid[0, 0, 0] = False
+    conf = np.zeros((2, h, w), np.uint8)
+    conf[0, 0, :] = 2   # (0, 0) invalid: stays out whatever its count
+    conf[0, 1, :] = 1
+    conf[1, 2, 3] = 3
+    score = np.full((2, h, w), 0.5, np.float32)
+    write_flow_store(tmp_path / "c.zarr", pairs, txy, valid, score, store.ids, store.image_hw, store.input_size,
+                     store.stride, confirmations=conf, hubs=[2], cycle_tolerance=1.5, cycle_images=1)
+    write_flow_store(tmp_path / "plain.zarr", pairs, txy, valid, score, store.ids, store.image_hw, store.input_size,
+                     store.stride)
+    for m in (0, 1, 2, 3):
+        t = teacher_from_store(tmp_path / "c.zarr", store, min_confirmations=m)
+        expect = valid & (conf >= m)
+        assert np.array_equal(t.weight > 0, expect), m
+    assert np.array_equal(teacher_from_store(tmp_path / "plain.zarr", store).weight > 0, valid)
+    with pytest.raises(DatasetError, match="plain.zarr: no cycle confirmations"):
+        teacher_from_store(tmp_path / "plain.zarr", store, min_confirmations=1)
+    base = load_config("config/config.yaml")
+    with pytest.raises(ConfigError, match="flow.cycle_min: 2 confirmations need at least as many hubs"):
+        validate_config({**base, "flow": {**base["flow"], "cycle_images": 1, "cycle_min": 2}})
+    with pytest.raises(ConfigError, match="flow.cycle_min: the cycle-confirmed teacher trains the correlation"):
+        validate_config({**base, "flow": {**base["flow"], "cycle_images": 1, "cycle_min": 1},
+                         "siamese": {**base["siamese"], "architecture": "paper"}})

@@ -139,6 +139,8 @@ KEYS: dict[str, tuple] = {
     "flow.pairs_split": ("train", "pseudo_flow"),
     "flow.cycle_images": (2, "pseudo_flow"),            # + the store's confirmations (issue 23)
     "flow.cycle_tolerance": (2.0, ""),                   # read only with cycle_images > 0 (tiny: 0)
+    # training on confirmed cells needs hubs: the flows gain confirmations, the training reads them
+    "flow.cycle_min": (1, "pseudo_flow train_siamese", {"flow.cycle_images": 1}),
     "flow.mutual": (False, ""),                          # paper variant's nearest-neighbour pseudo flow
     "flow.min_similarity": (0.2, ""),
     "flow.refine": ("softargmax", ""),

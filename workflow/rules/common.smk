@@ -247,6 +247,13 @@ def round_targets(kind, scope=None):
     ]
 
 
+def cycle_min_params():
+    """The training jobs' cycle setting, only when it is on (flow.cycle_min > 0): the teacher's
+    cells confirmed by at least that many hubs; nothing when off (the params of before).
+    """
+    return {"cycle_min": _FLOW["cycle_min"]} if _FLOW["cycle_min"] else {}
+
+
 def cycle_params():
     """The cycle confirmation's settings (sopcorr.flow.cycle) as the rule pseudo_flow's params,
     only when it is on (flow.cycle_images > 0): {'cycle': {'cycle_images', 'cycle_tolerance'}};

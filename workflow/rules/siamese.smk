@@ -43,11 +43,12 @@ rule train_siamese:
         gpu=1,
         mem_mb=_SIAMESE_MEM,
     params:
+        **cycle_min_params(),
+        # where and how often state is saved, not what is learned: params functions of
+        # `resources` are "derived", and Snakemake's params trigger ignores them
         siamese=siamese_settings(config["siamese"], finetune=False),
         backbone=backbone_settings(config["backbone"]),
         seed=config["seed"],
-        # where and how often state is saved, not what is learned: params functions of
-        # `resources` are "derived", and Snakemake's params trigger ignores them
         device=lambda wildcards, resources: config["siamese"]["device"],
         checkpoint_every=lambda wildcards, resources: config["siamese"][
             "checkpoint_every"
@@ -85,11 +86,12 @@ rule finetune_siamese:
         gpu=1,
         mem_mb=_SIAMESE_MEM,
     params:
+        **cycle_min_params(),
+        # where and how often state is saved, not what is learned: params functions of
+        # `resources` are "derived", and Snakemake's params trigger ignores them
         siamese=siamese_settings(config["siamese"], finetune=True),
         backbone=backbone_settings(config["backbone"]),
         seed=config["seed"],
-        # where and how often state is saved, not what is learned: params functions of
-        # `resources` are "derived", and Snakemake's params trigger ignores them
         device=lambda wildcards, resources: config["siamese"]["device"],
         checkpoint_every=lambda wildcards, resources: config["siamese"][
             "checkpoint_every"
@@ -122,6 +124,7 @@ rule pseudo_flow_round:
     resources:
         mem_mb=1500,
     params:
+        **cycle_params(),
         teacher=round_teacher_params(),
         devices=execution_devices,
     script:

@@ -10,7 +10,8 @@ def main(smk):
     sources = list(zip(smk.input.features, smk.input.flows, smk.input.instances))
     section = {**smk.params.siamese, "device": smk.params.device, "checkpoint_every": smk.params.checkpoint_every}
     run_training(sources, section, dict(smk.params.backbone), int(smk.params.seed),
-                 smk.output.model, smk.output.loss, init_checkpoint=smk.input.model)
+                 smk.output.model, smk.output.loss, init_checkpoint=smk.input.model,
+                 min_confirmations=int(smk.params.get("cycle_min", 0)))
 
 
 run(main, snakemake)  # noqa: F821

@@ -12,7 +12,8 @@ def main(smk):
     start = getattr(smk.input, "start", None) or []  # a round that continues the round before's
     start = [start] if isinstance(start, str) else list(start)
     run_training(sources, section, dict(smk.params.backbone), int(smk.params.seed),
-                 smk.output.model, smk.output.loss, start_from=start[0] if start else None)
+                 smk.output.model, smk.output.loss, start_from=start[0] if start else None,
+                 min_confirmations=int(smk.params.get("cycle_min", 0)))
 
 
 run(main, snakemake)  # noqa: F821

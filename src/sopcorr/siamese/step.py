@@ -72,11 +72,13 @@ class TrainingStep:
     # ------------------------------------------------------------------ the skeleton
     def run(self, sources, section: dict, backbone: dict, seed: int, out_path: str | Path,
             loss_png: str | Path | None = None, init_checkpoint: str | Path | None = None,
-            progress: bool = True, start_from: str | Path | None = None) -> list[float]:
+            progress: bool = True, start_from: str | Path | None = None,
+            min_confirmations: int = 0) -> list[float]:
         """Train (``init_checkpoint`` None) or fine-tune; write the checkpoint to ``out_path`` and
         the loss curve to ``loss_png``; return the per-step losses. ``start_from``: a checkpoint
         whose weights a training (not a fine-tuning) starts from instead of a new network (a
-        self-training round that continues the round before's head)."""
+        self-training round that continues the round before's head); ``min_confirmations``: train
+        on the teacher's cells confirmed by at least that many hubs (``flow.cycle_min``)."""
         from ..device import resolve_device
 
         finetune = init_checkpoint is not None
@@ -98,7 +100,10 @@ class TrainingStep:
         else:
             torch.manual_seed(cfg.seed)
             model = self.new_model(section, backbone, cfg, dev, sources)
-        data = self.training_data(sources, model, cfg, finetune)
+        if min_confirmations > 0:
+            data = self.training_data(sources, model, cfg, finetune, min_confirmations=min_confirmations)
+        else:
+            data = self.training_data(sources, model, cfg, finetune)
         log.info("%s the %s network: %d pairs from %d categories, %d steps of %d pairs, device %s, %s%s",
                  "fine-tuning" if finetune else "training", self.architecture, len(data), len(sources), cfg.steps,
                  cfg.batch_size, dev, self.describe(cfg), ", keypoint-supervised" if cfg.keypoint_weight > 0 else "")

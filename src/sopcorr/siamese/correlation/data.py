@@ -67,10 +67,12 @@ def teacher_from_arrays(pairs, target_xy: np.ndarray, valid: np.ndarray, score: 
     return Teacher(pairs, cells, w)
 
 
-def teacher_from_store(flow_path: str | Path, feature_store, flow_store=None) -> Teacher:
+def teacher_from_store(flow_path: str | Path, feature_store, flow_store=None, min_confirmations: int = 0) -> Teacher:
     """Teacher of a flow store (``flow_store``, or opened from ``flow_path``), its image indices
     mapped to ``feature_store``'s order (matched by image id). A store of other geometry than the
-    features' is a DatasetError naming it."""
+    features' is a DatasetError naming it. ``min_confirmations`` > 0: only the valid cells that
+    at least that many hubs confirm (``flow.cycle_min``, the store's ``confirmations``,
+    :mod:`sopcorr.flow.cycle`); a store without confirmations is then a DatasetError."""
     from ...flow.pseudo import FlowStore
 
     fs = flow_store if flow_store is not None else FlowStore.open(flow_path)
@@ -83,8 +85,13 @@ def teacher_from_store(flow_path: str | Path, feature_store, flow_store=None) ->
         raise DatasetError(f"{flow_path}: image '{missing[0]}' is not in {feature_store.path}")
     pairs = np.array([[index[a], index[b]] for a, b in fs.pair_ids], np.int64).reshape(-1, 2)
     grids = [feature_store.grid(k) for k in range(len(feature_store))]
-    return teacher_from_arrays(pairs, np.asarray(fs.target_xy[:]), np.asarray(fs.valid[:]),
-                               np.asarray(fs.score[:]), grids)
+    valid = np.asarray(fs.valid[:])
+    if min_confirmations > 0:
+        if fs.confirmations is None:
+            raise DatasetError(f"{flow_path}: no cycle confirmations in the flow store (flow.cycle_min: "
+                               f"{min_confirmations} needs flow.cycle_images > 0)")
+        valid = valid & (np.asarray(fs.confirmations[:]) >= int(min_confirmations))
+    return teacher_from_arrays(pairs, np.asarray(fs.target_xy[:]), valid, np.asarray(fs.score[:]), grids)
 
 
 def add_keypoints(teacher: Teacher, keypoints: np.ndarray, grids, valid: np.ndarray, weight: float) -> Teacher:
@@ -193,11 +200,12 @@ def flip_batch(batch: dict, which: torch.Tensor) -> dict:
 
 
 def load_grid_pairs(sources: Sequence[tuple[str | Path, str | Path, str | Path]], split: str | None = None,
-                    keypoint_weight: float = 0.0, images: bool = False) -> GridPairs:
+                    keypoint_weight: float = 0.0, images: bool = False, min_confirmations: int = 0) -> GridPairs:
     """GridPairs of the pipeline's artifacts: per category (features zarr, flow zarr,
     instances.json). split: keep only pairs whose both images have this split (fine-tuning:
     'train'); keypoint_weight > 0: add keypoint supervision on those pairs (uses labels);
-    images: also serve the letterboxed, normalised images (end to end)."""
+    images: also serve the letterboxed, normalised images (end to end); min_confirmations: the
+    teacher's cells confirmed by at least that many hubs only (:func:`teacher_from_store`)."""
     from ...data.generic import read_image
     from ...features.extract import preprocess
     from ...features.store import FeatureStore
@@ -211,7 +219,7 @@ def load_grid_pairs(sources: Sequence[tuple[str | Path, str | Path, str | Path]]
             raise DatasetError(f"{fpath}: grid {g} differs from the other categories' {geometry}")
         geometry = g
         cat = open_category(zpath, ipath)
-        teacher = teacher_from_store(zpath, store, cat.flow)
+        teacher = teacher_from_store(zpath, store, cat.flow, min_confirmations)
         insts = cat.instances
         missing = [i for i in store.ids if i not in insts]
         if missing:

@@ -167,9 +167,9 @@ class CorrelationTraining(TrainingStep):
             raise CheckpointError(f"{ck.path}: trained on {spec.input_size} px grids of layers "
                                   f"{list(spec.layers)}, the features are {first.input_size} px of {first.attrs['layers']}")
 
-    def training_data(self, sources, model, cfg, finetune):
+    def training_data(self, sources, model, cfg, finetune, min_confirmations: int = 0):
         return load_grid_pairs(sources, split="train" if finetune else None, keypoint_weight=cfg.keypoint_weight,
-                               images=not cfg.freeze_encoder)
+                               images=not cfg.freeze_encoder, min_confirmations=min_confirmations)
 
     def fit(self, model, data, cfg, out_path, device, progress, extra, salt):
         return fit(model, data, cfg, out_path, device=device, progress=progress, extra=extra, salt=salt)
