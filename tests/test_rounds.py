@@ -103,3 +103,19 @@ def test_the_protocols_run_the_same_rounds(built):
             assert f"{run}/siamese/improved/without_{c}/model.pt" in fl["input"]
     for rec in by_rule(records, "eval_transfer").values():
         assert any(p.endswith("/round2/model.pt") and "/without_" in p for p in rec["input"])
+
+
+def test_the_ablation_shows_every_round(built):
+    """The ablation target reads every round's network (rows ours_network_round<r>) besides the
+    last round's, for both variants (a dry run: the jobs and the stages they are given)."""
+    from sopcorr.evaluate.ablation import variant_stages
+
+    wd, run, _ = built
+    out = run_snakemake(wd, targets=[f"{run}/tables/ablation.csv"], configfiles=[TINY, wd / "rounds.yaml"],
+                        extra=["-n", "-p"]).stdout
+    assert "rule ablation_category" in out
+    for v in ("improved", "paper"):
+        assert f"{run}/siamese/{v}/round2/model.pt" in out
+        assert f"{run}/siamese/{v}/model.pt" in out
+    assert variant_stages("improved", 2)[-2:] == ["ours_network_round1", "ours_network_round2"]
+    assert not [s for s in variant_stages("improved", 1) if "round" in s]
