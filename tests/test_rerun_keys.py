@@ -179,7 +179,7 @@ KEYS: dict[str, tuple] = {
     "siamese.grad_clip": (5.0, "train_siamese"),
     "siamese.rounds": (2, "pseudo_flow_round"),          # a second round; round 1 stays
     "siamese.round_teacher": ("ours_network", ""),       # read by rounds > 1 only
-    "siamese.round_start": ("previous", ""),
+    "siamese.round_start": ("afresh", ""),
     "siamese.correlation.steps": (7, "train_siamese"),
     "siamese.correlation.batch_size": (3, "train_siamese"),
     "siamese.correlation.lr": (0.002, "train_siamese"),

@@ -51,7 +51,8 @@ def test_round_two_learns_from_round_one_on_the_same_pairs(built):
     (rec,) = by_rule(records, "train_siamese_round", ".pt").values()
     assert sorted(rec["input"]) == sorted(
         [f"{run}/features/{c}.zarr" for c in CATS] + [f"{run}/flow/improved/round2/{c}.zarr" for c in CATS]
-        + [f"{run}/data/{c}/instances.json" for c in CATS])  # afresh: no start checkpoint
+        + [f"{run}/data/{c}/instances.json" for c in CATS]
+        + [f"{run}/siamese/improved/model.pt"])  # round_start: previous, round 1's weights
 
 
 def test_the_last_round_is_the_runs_network(built):
