@@ -28,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cli import positive_int, require_paths  # noqa: E402
 
 
-def load(run: Path) -> dict:
-    """{category: [records]} of every eval/<cat>/pairs.json under ``run``."""
+def load(run: Path, records: str = "pairs") -> dict:
+    """{category: [records]} of every eval/<cat>/<records>.json under ``run`` (pairs: the
+    pair-wise table; inductive, transfer: the generalisation protocols' records)."""
     out = {}
-    for p in sorted(run.glob("eval/*/pairs.json")):
+    for p in sorted(run.glob(f"eval/*/{records}.json")):
         out[p.parent.name] = json.loads(p.read_text())["pairs"]
     return out
 
@@ -50,16 +51,18 @@ def main(argv=None) -> int:
     ap.add_argument("--b", default="ours_network", help="the method compared with it")
     ap.add_argument("--run-b", default=None, help="take B from this run (same dataset and pairs; default: --run)")
     ap.add_argument("--alpha", type=float, default=0.1)
+    ap.add_argument("--records", choices=["pairs", "inductive", "transfer"], default="pairs",
+                    help="which records: the pair-wise table (pairs) or a generalisation protocol's")
     ap.add_argument("--resamples", type=positive_int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     run = Path(args.run)
     require_paths(ap, [run / "eval"], "a finished run with pair-wise evaluation (snakemake --cores all)")
-    data = load(run)
+    data = load(run, args.records)
     if not data:
-        ap.error(f"needs a finished run with pair-wise evaluation: no {run}/eval/<cat>/pairs.json")
+        ap.error(f"needs a finished run with pair-wise evaluation: no {run}/eval/<cat>/{args.records}.json")
     run_b = Path(args.run_b) if args.run_b else run
-    data_b = load(run_b) if args.run_b else data
+    data_b = load(run_b, args.records) if args.run_b else data
     if set(data_b) != set(data):
         ap.error(f"--run-b {run_b}: categories {sorted(data_b)} differ from {run}'s {sorted(data)}")
     rng = np.random.default_rng(args.seed)
@@ -72,9 +75,9 @@ def main(argv=None) -> int:
         b, kb = per_pair(data_b[cat], args.b, args.alpha)
         if a is None or b is None:
             where, name = (run, args.a) if a is None else (run_b, args.b)
-            ap.error(f"{where}/eval/{cat}/pairs.json: no records of {name} at alpha {args.alpha}")
+            ap.error(f"{where}/eval/{cat}/{args.records}.json: no records of {name} at alpha {args.alpha}")
         if len(a) != len(b) or ka != kb:
-            ap.error(f"{run_b}/eval/{cat}/pairs.json: {len(b)} pairs with {kb} keypoints, not the "
+            ap.error(f"{run_b}/eval/{cat}/{args.records}.json: {len(b)} pairs with {kb} keypoints, not the "
                      f"{len(a)} pairs with {ka} keypoints of {run}: not the same pairs")
         d = b - a
         diffs.append(d)
