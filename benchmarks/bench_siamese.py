@@ -140,6 +140,8 @@ def correlation_bench(a, dev) -> int:
 
 
 def _time(a, dev, B, bare_step, train_step) -> int:
+    import torch
+
     amp = dev.type == "cuda"
     results = {}
     for name, fn in (("bare forward+backward", bare_step), ("training step", train_step)):

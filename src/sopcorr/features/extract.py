@@ -29,7 +29,6 @@ from ..geometry import FeatureGrid, Letterbox
 from ..device import resolve_device
 from .backbones import BackboneNet, build_backbone
 from .registry import DEFAULT_BACKBONE, IMAGENET_MEAN, IMAGENET_STD
-from .store import FeatureStoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +171,8 @@ def extract_images(net: BackboneNet, load_image: Callable[[int], np.ndarray], id
     attrs["image_ids"] = list(ids)
     attrs["image_hw"] = [[0, 0]] * n  # filled in below, before the store is finalised
     images_hw: list[list[int]] = [[0, 0]] * n
+
+    from .store import FeatureStoreWriter  # zarr only where a store is written (the encoder runs without it)
 
     writer = FeatureStoreWriter(out_zarr, n, hw_grid, net.out_channels, attrs, dtype=dtype)
     with writer, torch.inference_mode():
