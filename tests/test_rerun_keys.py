@@ -137,10 +137,10 @@ KEYS: dict[str, tuple] = {
     # set the siftflow / convflow methods
     "flow.pairs_per_category": (3, "pseudo_flow"),
     "flow.pairs_split": ("train", "pseudo_flow"),
-    "flow.cycle_images": (2, "pseudo_flow"),            # + the store's confirmations (issue 23)
-    "flow.cycle_tolerance": (2.0, ""),                   # read only with cycle_images > 0 (tiny: 0)
-    # training on confirmed cells needs hubs: the flows gain confirmations, the training reads them
-    "flow.cycle_min": (1, "pseudo_flow train_siamese", {"flow.cycle_images": 1}),
+    # the collection-consistent teacher (issue 23; tiny inherits config.yaml's 2 hubs, cycle_min 1)
+    "flow.cycle_images": (3, "pseudo_flow"),            # other hubs: other confirmations
+    "flow.cycle_tolerance": (2.0, "pseudo_flow"),
+    "flow.cycle_min": (0, "train_siamese"),              # every valid cell: the training (and after)
     "flow.mutual": (False, ""),                          # paper variant's nearest-neighbour pseudo flow
     "flow.min_similarity": (0.2, ""),
     "flow.refine": ("softargmax", ""),
