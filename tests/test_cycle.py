@@ -345,7 +345,7 @@ def test_training_keeps_the_cells_enough_hubs_confirm(tmp_path):
     """flow.cycle_min: the network's teacher keeps a valid cell only when at least that many hubs
     confirm it (known answer on a store written with known counts); a store without
     confirmations is a one-line DatasetError naming it; the config refuses more confirmations
-    than hubs, and the paper's network."""
+    than hubs."""
     from sopcorr.config import load_config, validate_config
     from sopcorr.errors import ConfigError, DatasetError
     from sopcorr.features.store import FeatureStore, FeatureStoreWriter
@@ -382,6 +382,3 @@ def test_training_keeps_the_cells_enough_hubs_confirm(tmp_path):
     base = load_config("config/config.yaml")
     with pytest.raises(ConfigError, match="flow.cycle_min: 2 confirmations need at least as many hubs"):
         validate_config({**base, "flow": {**base["flow"], "cycle_images": 1, "cycle_min": 2}})
-    with pytest.raises(ConfigError, match="flow.cycle_min: the cycle-confirmed teacher trains the correlation"):
-        validate_config({**base, "flow": {**base["flow"], "cycle_images": 1, "cycle_min": 1},
-                         "siamese": {**base["siamese"], "architecture": "paper"}})

@@ -103,9 +103,6 @@ def _check_semantics(config: dict) -> None:
     if fl["cycle_min"] > fl["cycle_images"]:
         raise ConfigError(f"config error: flow.cycle_min: {fl['cycle_min']} confirmations need at least as many "
                           f"hubs, flow.cycle_images is {fl['cycle_images']}")
-    if fl["cycle_min"] > 0 and config["siamese"]["architecture"] != "correlation":
-        raise ConfigError("config error: flow.cycle_min: the cycle-confirmed teacher trains the correlation "
-                          "network (siamese.architecture: correlation); set it to 0 for the paper's network")
     lo, hi = config["siamese"]["paper"]["scale_range"]
     if lo > hi:
         raise ConfigError(f"config error: siamese.paper.scale_range: lower bound {lo} exceeds upper bound {hi}")

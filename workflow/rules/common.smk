@@ -248,10 +248,13 @@ def round_targets(kind, scope=None):
 
 
 def cycle_min_params():
-    """The training jobs' cycle setting, only when it is on (flow.cycle_min > 0): the teacher's
-    cells confirmed by at least that many hubs; nothing when off (the params of before).
+    """The training jobs' cycle setting, only when it is on (flow.cycle_min > 0) and the
+    configured network reads it (the correlation network; the paper's flow network trains on
+    every valid cell): the teacher's cells confirmed by at least that many hubs; nothing
+    otherwise (the params of before).
     """
-    return {"cycle_min": _FLOW["cycle_min"]} if _FLOW["cycle_min"] else {}
+    on = _FLOW["cycle_min"] and config["siamese"]["architecture"] == "correlation"
+    return {"cycle_min": _FLOW["cycle_min"]} if on else {}
 
 
 def cycle_params():
