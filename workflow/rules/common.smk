@@ -172,7 +172,7 @@ def pseudo_gt_params(variant):
     return out
 
 
-#: the round teacher's settings (rule pseudo_flow_round): the method, its forward-backward
+#: the round teacher of pseudo_flow_round: the method, its forward-backward
 #: tolerance and the matcher keys it reads
 _ROUND_TEACHER = config["siamese"]["round_teacher"]
 
