@@ -10,7 +10,7 @@ from sopcorr.flow.cycle import CycleParams
 from sopcorr.flow.pseudo import FlowStore, pseudo_flows, write_flow_store
 from sopcorr.matchers.base import FrameSource
 from sopcorr.matchers.methods import MatcherSettings
-from sopcorr.matchers.pseudo import build_round_teacher
+from sopcorr.matchers.round_teacher import build_round_teacher
 from sopcorr.scriptutil import run
 
 log = logging.getLogger("sopcorr.pseudo_flow_round")

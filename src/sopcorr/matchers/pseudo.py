@@ -20,7 +20,7 @@ from .geometric import GeometricMatcher, GeometricParams
 from .nn import NearestNeighbourMatcher, NNParams
 from .siftflow import SiftFlowMatcher, SiftFlowParams
 
-__all__ = ["PseudoGTParams", "build_pseudo_gt", "SIFTFLOW_FB_TOLERANCE", "ROUND_TEACHERS", "build_round_teacher"]
+__all__ = ["PseudoGTParams", "build_pseudo_gt", "SIFTFLOW_FB_TOLERANCE"]
 
 VARIANTS = ("paper", "improved")
 METHODS = ("nn", "siftflow")
@@ -85,20 +85,3 @@ def build_pseudo_gt(params: PseudoGTParams):
     nn = NearestNeighbourMatcher(NNParams(descriptor="embedding", mutual=p.mutual, refine=p.refine,
                                           device=p.device))
     return MinSimilarity(nn, p.min_similarity)
-
-
-#: the methods a self-training round's teacher may be (siamese.round_teacher): the round before's
-#: network, its own read-out or with the geometric matcher's location prior
-ROUND_TEACHERS = ("ours_network", "ours_network_geometric")
-
-
-def build_round_teacher(method: str, settings, checkpoint, fb_tolerance: float):
-    """The pseudo-ground-truth matcher of a self-training round r > 1: method ``method`` (one
-    of :data:`ROUND_TEACHERS`) of round r - 1's network (``checkpoint``), built from the job's
-    :class:`~sopcorr.matchers.methods.MatcherSettings`, valid where forward-backward consistent
-    within ``fb_tolerance`` source cells (as the improved variant's round-1 teacher)."""
-    from .methods import build_matcher
-
-    if method not in ROUND_TEACHERS:
-        raise ConfigError(f"config error: siamese.round_teacher: must be one of {ROUND_TEACHERS}, got {method!r}")
-    return ForwardBackward(build_matcher(method, settings, {"model": str(checkpoint)}), fb_tolerance)
