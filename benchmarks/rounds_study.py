@@ -61,6 +61,9 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="ours_network,ours_network_geometric")
     ap.add_argument("--work", default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--records", default=None, metavar="DIR",
+                    help="also write each round's records as DIR/round<r>/eval/<cat>/pairs.json (the pipeline's "
+                         "format: benchmarks/pair_significance.py --run DIR/round<r> compares rounds pair by pair)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     run = Path(a.run)
@@ -113,10 +116,15 @@ def main(argv=None) -> int:
         per_pair = {m: [] for m in methods}
         for c in cats:
             ms = build_methods(methods, st, frames[c], {"model": str(ck)})
-            for rec in run_pair_evaluation(EvalCategory.from_frames(frames[c]["raw"]), ms, [ALPHA],
-                                           config["evaluate"]["max_eval_pairs"], seed):
+            recs = run_pair_evaluation(EvalCategory.from_frames(frames[c]["raw"]), ms, [ALPHA],
+                                       config["evaluate"]["max_eval_pairs"], seed)
+            for rec in recs:
                 res.setdefault(rec["method"], {})[c] = rec["value"]
                 per_pair[rec["method"]] += rec["per_pair"]
+            if a.records:
+                out = Path(a.records) / f"round{r}" / "eval" / c / "pairs.json"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps({"pairs": recs}))
         for m in methods:
             row = dict(round=r, method=m, **{c: round(res[m][c], 1) for c in cats},
                        mean=round(float(np.mean([res[m][c] for c in cats])), 1),
