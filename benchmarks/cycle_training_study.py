@@ -52,8 +52,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     run = Path(a.run)
     if not (run / "flow" / "improved").is_dir():
-        print(f"{run}: no finished run (flow/improved/ missing); run snakemake first", file=sys.stderr)
-        return 2
+        ap.error(f"needs a finished run: {run}/flow/improved not found (snakemake --cores all)")
     cfgs = a.config or [str(REPO / "config" / "config.yaml")] + (
         [str(REPO / "config" / "pfwillow.yaml")] if run.name == "pfwillow" else [])
     config = load_config(*cfgs)

@@ -49,8 +49,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     run = Path(a.run)
     if not (run / "features").is_dir():
-        print(f"{run}: no finished run (features/ missing); run snakemake first", file=sys.stderr)
-        return 2
+        ap.error(f"needs a finished run: {run}/features not found (snakemake --cores all)")
     config = load_config(*(a.config or [str(REPO / "config" / "config.yaml")]))
     g = {k: v for k, v in config["flow"]["geometric"].items() if k != "fb_tolerance"}
     methods = a.methods.split(",")

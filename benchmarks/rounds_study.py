@@ -67,6 +67,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     run = Path(a.run)
+    need = [run / "features", run / "flow" / "improved", run / "siamese" / "improved" / "model.pt"]
+    if not all(p.exists() for p in need):
+        ap.error(f"needs a finished run with a trained network: {run} lacks "
+                 f"{', '.join(str(p) for p in need if not p.exists())} (snakemake --cores all)")
     cfgs = a.config or [str(REPO / "config" / "config.yaml")] + (
         [str(REPO / "config" / "pfwillow.yaml")] if run.name == "pfwillow" else [])
     config = load_config(*cfgs)
