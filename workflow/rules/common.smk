@@ -234,17 +234,9 @@ def last_round_flows(scope=None):
     return per_category(layout("flow_round", scope, round=ROUNDS))
 
 
-def round_targets(kind, scope=None):
-    """Files of every round > 1 ('model_round' or 'flow_round') for rule all."""
-    return [
-        f
-        for r in range(2, ROUNDS + 1)
-        for f in (
-            per_category(layout(kind, scope, round=r))
-            if kind == "flow_round"
-            else [layout(kind, scope, round=r)]
-        )
-    ]
+def round_targets(scope=None):
+    """The network of every round > 1 under ``scope`` (rule all)."""
+    return [layout("model_round", scope, round=r) for r in range(2, ROUNDS + 1)]
 
 
 def cycle_min_params():

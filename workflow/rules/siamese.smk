@@ -224,7 +224,7 @@ ALL_TARGETS.extend(
             results("siamese", "{variant}", "model.pt"),
             results("siamese", "{variant}", "loss.png"),
             results("siamese", "{variant}", "finetuned.pt"),
-            *round_targets("model_round"),
+            *round_targets(),
         ],
         variant=VARIANT,
     )

@@ -46,8 +46,9 @@ class TrainingStep:
         ``backbone``."""
         raise NotImplementedError
 
-    def training_data(self, sources, model, cfg, finetune: bool):
-        """The training pairs (``len()``, ``fingerprint()``); fine-tuning: the training split's."""
+    def training_data(self, sources, model, cfg, finetune: bool, min_confirmations: int = 0):
+        """The training pairs (``len()``, ``fingerprint()``); fine-tuning: the training split's;
+        ``min_confirmations``: only the teacher's cells that many hubs confirm (``flow.cycle_min``)."""
         raise NotImplementedError
 
     def fit(self, model, data, cfg, out_path, device, progress: bool, extra: dict, salt: str) -> list[float]:
@@ -100,10 +101,7 @@ class TrainingStep:
         else:
             torch.manual_seed(cfg.seed)
             model = self.new_model(section, backbone, cfg, dev, sources)
-        if min_confirmations > 0:
-            data = self.training_data(sources, model, cfg, finetune, min_confirmations=min_confirmations)
-        else:
-            data = self.training_data(sources, model, cfg, finetune)
+        data = self.training_data(sources, model, cfg, finetune, min_confirmations=min_confirmations)
         log.info("%s the %s network: %d pairs from %d categories, %d steps of %d pairs, device %s, %s%s",
                  "fine-tuning" if finetune else "training", self.architecture, len(data), len(sources), cfg.steps,
                  cfg.batch_size, dev, self.describe(cfg), ", keypoint-supervised" if cfg.keypoint_weight > 0 else "")

@@ -118,9 +118,13 @@ class PaperTraining(TrainingStep):
 
         return build_model(model_spec(section, backbone), device=device, weights=backbone.get("weights"))
 
-    def training_data(self, sources, model, cfg, finetune):
+    def training_data(self, sources, model, cfg, finetune, min_confirmations: int = 0):
+        from ...errors import SopcorrError
         from ..encoder import normalisation
 
+        if min_confirmations > 0:  # the rules pass flow.cycle_min to the correlation network only
+            raise SopcorrError("the paper's flow network trains on every valid cell (flow.cycle_min is the "
+                               "correlation network's)")
         mean, std = normalisation(model.encoder)
         return StorePairs([(f, i) for _, f, i in sources], model.spec.input_size, mean, std,
                           split="train" if finetune else None, keypoints=finetune and cfg.keypoint_weight > 0)
