@@ -14,7 +14,8 @@ y down, the centre of the top-left pixel at (0, 0).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -112,10 +113,16 @@ class DenseCorrespondence:
     score:     (H, W) float confidence, higher is better (e.g. cosine similarity).
     valid:     (H, W) bool, cells whose match is defined/trusted.
     grid:      the source FeatureGrid (maps source image coordinates to cells).
-    interpolation: how ``transfer`` samples between cells by default: 'bilinear' suits smooth
-               flows (SIFT-flow, the Siamese network); 'nearest' suits nearest-neighbour
+    interpolation: how ``transfer`` maps a point between cell centres by default: 'bilinear'
+               interpolates the cells' matches, which suits smooth flows (SIFT-flow);
+               'nearest' takes the nearest cell's match, which suits nearest-neighbour
                matches, whose neighbouring cells may match far-apart targets (averaging them
-               lands between the two).
+               lands between the two); 'readout' asks ``point_readout``, a matcher that can
+               match a point between cells itself (the correlation network reads out the
+               bilinear interpolation of the four cells' correlation rows).
+    point_readout: for 'readout': source cells (K, 2) continuous (col, row) -> ((K, 2) target
+               image points, (K,) scores); at a cell centre it returns that cell's
+               ``target_xy`` and ``score``.
 
     Every correspondence method of the project (nearest neighbours, SIFT-flow, the Siamese
     network) returns one of these, so evaluation treats them all alike.
@@ -126,11 +133,18 @@ class DenseCorrespondence:
     valid: np.ndarray
     grid: FeatureGrid
     interpolation: str = "bilinear"
+    point_readout: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = field(
+        default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.interpolation == "readout" and self.point_readout is None:
+            raise ValueError("DenseCorrespondence: interpolation 'readout' needs a point_readout")
 
     def transfer(self, points_xy: np.ndarray, mode: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Map source image points (K, 2) to target image points (K, 2); also returns (K,)
         scores. ``mode``: 'bilinear' interpolates the target coordinates; 'nearest' takes the
-        nearest cell's match; None uses ``self.interpolation``."""
+        nearest cell's match; 'readout' the matcher's own read-out of each point
+        (``point_readout``); None uses ``self.interpolation``."""
         mode = mode or self.interpolation
         pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
         cr = self.grid.image_to_cell(pts)
@@ -139,4 +153,11 @@ class DenseCorrespondence:
             c = np.clip(np.rint(cr[:, 0]).astype(int), 0, w - 1)
             r = np.clip(np.rint(cr[:, 1]).astype(int), 0, h - 1)
             return self.target_xy[r, c].astype(np.float64), self.score[r, c].astype(np.float64)
+        if mode == "readout":
+            if self.point_readout is None:
+                raise ValueError("DenseCorrespondence.transfer: mode 'readout' without a point_readout")
+            if len(pts) == 0:
+                return np.zeros((0, 2)), np.zeros(0)
+            xy, score = self.point_readout(cr)
+            return np.asarray(xy, np.float64).reshape(-1, 2), np.asarray(score, np.float64).reshape(-1)
         return bilinear_sample(self.target_xy, cr), bilinear_sample(self.score, cr)

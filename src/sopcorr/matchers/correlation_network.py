@@ -5,7 +5,13 @@ size (the feature stage's; ``params.input_size``: another size, the encoder rebu
 the same head on its grid, e.g. another run's network on this run's images), the encoder, the head's L2-normalised descriptors, their correlation
 and the kernel soft-argmax read-out: a :class:`~sopcorr.geometry.DenseCorrespondence` on the
 source's feature grid (stride s): ``target_xy`` the read-out's target image coordinates,
-``score`` the cosine of the best match, ``valid`` the source cells on the image.
+``score`` the cosine of the best match, ``valid`` the source cells on the image. A point between
+cell centres (a keypoint) is read out by the network itself (``interpolation: readout``, the
+default): the kernel soft-argmax of the bilinear interpolation of its four cells' correlation
+rows, that is (up to the read-out filters) of the correlation of its bilinearly interpolated
+descriptor; at a cell centre that is the cell's own match. Interpolating the four cells'
+*matches* instead ('bilinear') averages a point on the object's rim with the arbitrary matches of
+background cells (docs/RESULTS.md, issue 23).
 ``image_descriptors(img)`` / ``descriptors(frame)`` are the learned descriptors (H, W, D);
 ``describe(grid)`` applies the head to a feature store's grid.
 """
@@ -23,20 +29,68 @@ from .networks import NetworkMatcher, NetworkParams
 
 __all__ = ["CorrelationNetworkParams", "CorrelationNetworkMatcher"]
 
-INTERPOLATIONS = ("bilinear", "nearest")
+INTERPOLATIONS = ("readout", "bilinear", "nearest")
 
 
 @dataclass(frozen=True)
 class CorrelationNetworkParams(NetworkParams):
     """device: 'auto' | 'cpu' | 'cuda' (speed only); interpolation: how the correspondence
-    transfers points between cells ('bilinear': the read-out is a smooth field; 'nearest')."""
+    transfers points between cell centres ('readout': the network's read-out of the point's
+    interpolated correlation row, :func:`point_readout`; 'bilinear': the four cells' matches
+    interpolated; 'nearest': the nearest cell's match)."""
 
-    interpolation: str = "bilinear"
+    interpolation: str = "readout"
 
     def __post_init__(self):
         if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(f"config error: interpolation: expected one of {', '.join(INTERPOLATIONS)}, "
                               f"got {self.interpolation!r}")
+
+
+def interpolated_rows(corr: torch.Tensor, shape_src: tuple[int, int], cells: np.ndarray) -> torch.Tensor:
+    """The bilinear interpolation of a correlation's rows at continuous source cells.
+
+    corr (Ns, Nt), rows the source cells of a grid of ``shape_src`` (Hs, Ws) row-major; cells
+    (K, 2) continuous (col, row), clamped to the grid -> (K, Nt): row k is the weighted sum of
+    the rows of the (at most) four cells around ``cells[k]`` with bilinear weights (a cell centre
+    returns its own row exactly)."""
+    hs, ws = shape_src
+    cr = np.asarray(cells, np.float64).reshape(-1, 2)
+    c = np.clip(cr[:, 0], 0, ws - 1)
+    r = np.clip(cr[:, 1], 0, hs - 1)
+    c0, r0 = np.floor(c).astype(np.int64), np.floor(r).astype(np.int64)
+    c1, r1 = np.minimum(c0 + 1, ws - 1), np.minimum(r0 + 1, hs - 1)
+    fc, fr = c - c0, r - r0
+    rows = torch.zeros((len(cr), corr.shape[1]), dtype=corr.dtype, device=corr.device)
+    for rr, cc, wt in ((r0, c0, (1 - fr) * (1 - fc)), (r0, c1, (1 - fr) * fc), (r1, c0, fr * (1 - fc)),
+                       (r1, c1, fr * fc)):
+        idx = torch.as_tensor(rr * ws + cc, device=corr.device)
+        rows += torch.as_tensor(wt, dtype=corr.dtype, device=corr.device)[:, None] * corr[idx]
+    return rows
+
+
+def point_readout(corr: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int],
+                  valid_tgt: torch.Tensor, grid_tgt: FeatureGrid, temperature: float, sigma: float):
+    """The network's read-out of points between cell centres, for
+    :attr:`~sopcorr.geometry.DenseCorrespondence.point_readout`.
+
+    corr (Ns, Nt): the correlation the network reads out (after its filters); valid_tgt (Nt,)
+    bool. Returns a function: source cells (K, 2) continuous (col, row) -> ((K, 2) float64
+    target image points, (K,) float64 scores): the kernel soft-argmax (the network's temperature
+    and kernel) of :func:`interpolated_rows` over the valid target cells, the score the
+    interpolated row's value at its arg-max. Without the network's filters (no consensus, no
+    mutual filter) the interpolated row is exactly the correlation of the point's bilinearly
+    interpolated (not renormalised) descriptor."""
+    from ..siamese.correlation.net import kernel_soft_argmax
+
+    def read(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            rows = interpolated_rows(corr, shape_src, cells)
+            out, score = kernel_soft_argmax(rows[None], shape_tgt, valid_tgt[None], temperature, sigma)
+        xy = grid_tgt.cell_to_image(out[0].double().cpu().numpy())
+        return xy, score[0].double().cpu().numpy()
+
+    return read
 
 
 class CorrelationNetworkMatcher(NetworkMatcher):
@@ -132,12 +186,17 @@ class CorrelationNetworkMatcher(NetworkMatcher):
 
     def _readout(self, ds: torch.Tensor, dt: torch.Tensor, grid_src: FeatureGrid, grid_tgt: FeatureGrid):
         vs, vt = grid_src.valid_mask(), grid_tgt.valid_mask()
-        _, cells, score = self.model.match(ds, dt, torch.as_tensor(vt.reshape(1, -1), device=ds.device))
+        valid_tgt = torch.as_tensor(vt.reshape(1, -1), device=ds.device)
+        corr, cells, score = self.model.match(ds, dt, valid_tgt)
         h, w = vs.shape
         cells = cells[0].float().cpu().numpy().reshape(h, w, 2).astype(np.float64)
+        spec = self.spec
+        read = point_readout(corr[0], (h, w), tuple(vt.shape), valid_tgt[0], grid_tgt, spec.temperature,
+                             spec.readout_sigma)
         return DenseCorrespondence(target_xy=grid_tgt.cell_to_image(cells).astype(np.float32),
                                    score=score[0].float().cpu().numpy().reshape(h, w).astype(np.float32),
-                                   valid=vs, grid=grid_src, interpolation=self.params.interpolation)
+                                   valid=vs, grid=grid_src, interpolation=self.params.interpolation,
+                                   point_readout=read)
 
     def correlate(self, corr: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int]) -> torch.Tensor:
         """The correlation the network reads out from the cosines (Ns, Nt) of its descriptors
