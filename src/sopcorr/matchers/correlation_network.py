@@ -47,46 +47,32 @@ class CorrelationNetworkParams(NetworkParams):
                               f"got {self.interpolation!r}")
 
 
-def interpolated_rows(corr: torch.Tensor, shape_src: tuple[int, int], cells: np.ndarray) -> torch.Tensor:
-    """The bilinear interpolation of a correlation's rows at continuous source cells.
-
-    corr (Ns, Nt), rows the source cells of a grid of ``shape_src`` (Hs, Ws) row-major; cells
-    (K, 2) continuous (col, row), clamped to the grid -> (K, Nt): row k is the weighted sum of
-    the rows of the (at most) four cells around ``cells[k]`` with bilinear weights (a cell centre
-    returns its own row exactly)."""
-    hs, ws = shape_src
-    cr = np.asarray(cells, np.float64).reshape(-1, 2)
-    c = np.clip(cr[:, 0], 0, ws - 1)
-    r = np.clip(cr[:, 1], 0, hs - 1)
-    c0, r0 = np.floor(c).astype(np.int64), np.floor(r).astype(np.int64)
-    c1, r1 = np.minimum(c0 + 1, ws - 1), np.minimum(r0 + 1, hs - 1)
-    fc, fr = c - c0, r - r0
-    rows = torch.zeros((len(cr), corr.shape[1]), dtype=corr.dtype, device=corr.device)
-    for rr, cc, wt in ((r0, c0, (1 - fr) * (1 - fc)), (r0, c1, (1 - fr) * fc), (r1, c0, fr * (1 - fc)),
-                       (r1, c1, fr * fc)):
-        idx = torch.as_tensor(rr * ws + cc, device=corr.device)
-        rows += torch.as_tensor(wt, dtype=corr.dtype, device=corr.device)[:, None] * corr[idx]
-    return rows
-
-
-def point_readout(corr: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int],
-                  valid_tgt: torch.Tensor, grid_tgt: FeatureGrid, temperature: float, sigma: float):
+def point_readout(objective: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int],
+                  valid_tgt: torch.Tensor, grid_tgt: FeatureGrid, temperature: float, sigma: float,
+                  corr: torch.Tensor | None = None):
     """The network's read-out of points between cell centres, for
     :attr:`~sopcorr.geometry.DenseCorrespondence.point_readout`.
 
-    corr (Ns, Nt): the correlation the network reads out (after its filters); valid_tgt (Nt,)
-    bool. Returns a function: source cells (K, 2) continuous (col, row) -> ((K, 2) float64
-    target image points, (K,) float64 scores): the kernel soft-argmax (the network's temperature
-    and kernel) of :func:`interpolated_rows` over the valid target cells, the score the
-    interpolated row's value at its arg-max. Without the network's filters (no consensus, no
-    mutual filter) the interpolated row is exactly the correlation of the point's bilinearly
+    objective (Ns, Nt): what the network reads out per source cell (its filtered correlation, or
+    that with a location prior's penalty); corr (Ns, Nt): what the score is taken from (None:
+    the objective); valid_tgt (Nt,) bool. Returns a function: source cells (K, 2) continuous
+    (col, row) -> ((K, 2) float64 target image points, (K,) float64 scores): the kernel
+    soft-argmax (the network's temperature and kernel) of the objective's
+    :func:`~sopcorr.siamese.correlation.net.interpolated_rows` over the valid target cells, the
+    score the interpolated ``corr`` row at that row's arg-max. At a cell centre that is the
+    cell's own read-out. Without the network's filters (no consensus, no mutual filter, no
+    prior) the interpolated row is exactly the correlation of the point's bilinearly
     interpolated (not renormalised) descriptor."""
-    from ..siamese.correlation.net import kernel_soft_argmax
+    from ..siamese.correlation.net import interpolated_rows, kernel_soft_argmax, masked_logits
 
     def read(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
-            rows = interpolated_rows(corr, shape_src, cells)
+            at = torch.as_tensor(np.asarray(cells, np.float64), device=objective.device)
+            rows = interpolated_rows(objective, shape_src, at)
             out, score = kernel_soft_argmax(rows[None], shape_tgt, valid_tgt[None], temperature, sigma)
+            if corr is not None:
+                idx = masked_logits(rows[None], valid_tgt[None], temperature).argmax(-1)[0]
+                score = interpolated_rows(corr, shape_src, at).gather(1, idx[:, None])[:, 0][None]
         xy = grid_tgt.cell_to_image(out[0].double().cpu().numpy())
         return xy, score[0].double().cpu().numpy()
 
@@ -203,6 +189,13 @@ class CorrelationNetworkMatcher(NetworkMatcher):
         (:meth:`~sopcorr.siamese.correlation.net.CorrelationNet.filter`: neighbourhood consensus
         and soft mutual filter where the network has them, else the cosines)."""
         return self.model.filter(corr[None], shape_src, shape_tgt)[0]
+
+    def point_reader(self, objective: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int],
+                     valid_tgt: torch.Tensor, grid_tgt: FeatureGrid, corr: torch.Tensor | None = None):
+        """:func:`point_readout` of an objective (Ns, Nt) with this network's temperature and
+        kernel (the points' read-out that goes with :meth:`readout`)."""
+        return point_readout(objective, shape_src, shape_tgt, valid_tgt, grid_tgt, self.spec.temperature,
+                             self.spec.readout_sigma, corr)
 
     def readout(self, objective: torch.Tensor, shape_tgt: tuple[int, int], valid_tgt: torch.Tensor) -> torch.Tensor:
         """The network's kernel soft-argmax (its temperature and kernel) of an objective (Ns, Nt)

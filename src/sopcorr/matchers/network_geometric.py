@@ -8,8 +8,11 @@ consensus, mutual matches, the RANSAC affine location prior).
 * ``'soft'`` (default, the correlation network): the prior is added to the network's own
   correlation of the learned descriptors, ``corr - strength * d^2 / side^2``, and read out as
   the network reads out its correlation, by its kernel soft-argmax
-  (:meth:`~sopcorr.matchers.correlation_network.CorrelationNetworkMatcher.readout`), with
-  bilinear transfer: the network's read-out with the geometric prior.
+  (:meth:`~sopcorr.matchers.correlation_network.CorrelationNetworkMatcher.readout`): the
+  network's read-out with the geometric prior. A point between cell centres is read out the same
+  way from its four cells' interpolated objective rows (``interpolation: 'readout'``, the
+  default; ``'bilinear'`` interpolates the cells' matches), as the network reads out its own
+  (:func:`~sopcorr.matchers.correlation_network.point_readout`).
 * ``'argmax'``: :func:`~sopcorr.flow.geometric.geometric_correspondence` on the learned
   descriptors (prior-weighted arg-max of the consensus similarity), as the teacher does on raw
   features + embedding; the paper's architecture, whose network has no such read-out, always
@@ -45,12 +48,14 @@ class NetworkGeometricParams(Params):
     """geometric: the geometric matcher's settings (``embedding_weight`` is not used: the
     descriptor is the network's); device: the network's ('auto' | 'cpu' | 'cuda', speed only);
     readout: 'soft' (the network's kernel soft-argmax with the prior) or 'argmax' (module
-    docstring); backbone, input_size: the run the network is evaluated in, as
+    docstring); interpolation: how the soft read-out transfers a point between cell centres
+    ('readout' or 'bilinear', module docstring); backbone, input_size: the run the network is evaluated in, as
     :class:`~sopcorr.matchers.networks.NetworkParams`' (None: the checkpoint's own)."""
 
     geometric: GeometricParams = field(default_factory=GeometricParams)
     device: str = "auto"
     readout: str = "soft"
+    interpolation: str = "readout"
     backbone: str | None = None
     input_size: int | None = None
 
@@ -59,6 +64,8 @@ class NetworkGeometricParams(Params):
     def __post_init__(self):
         if self.readout not in READOUTS:
             raise ConfigError(f"config error: readout: expected one of {', '.join(READOUTS)}, got {self.readout!r}")
+        if self.interpolation not in ("readout", "bilinear"):
+            raise ConfigError(f"config error: interpolation: expected readout or bilinear, got {self.interpolation!r}")
 
 
 class NetworkGeometricMatcher:
@@ -136,6 +143,7 @@ class NetworkGeometricMatcher:
         idx = torch.where(vt_t[None], objective, torch.tensor(-float("inf"))).argmax(1)
         score = corr.gather(1, idx[:, None])[:, 0].numpy().reshape(hs, ws)
         cells = cells.numpy().astype(np.float64)
+        read = self.network.point_reader(objective, (hs, ws), (ht, wt), vt_t, gt, corr)
         return DenseCorrespondence(target_xy=gt.cell_to_image(cells).reshape(hs, ws, 2).astype(np.float32),
                                    score=score.astype(np.float32), valid=np.asarray(vs, bool).copy(), grid=gs,
-                                   interpolation="bilinear")
+                                   interpolation=self.params.interpolation, point_readout=read)

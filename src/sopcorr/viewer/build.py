@@ -154,7 +154,9 @@ def method_payload(method, indices: Sequence[int], sizes_wh: np.ndarray, progres
                 xy = np.zeros((n, n - 1, h, w, 2), np.float32)
                 score = np.zeros((n, n - 1, h, w), np.float32)
                 valid = np.zeros((n, n - 1, h, w), bool)
-                interpolation = c.interpolation
+                # the page holds the cells' matches only: a method that reads out points between
+                # cells itself ('readout': the correlation network) is shown interpolating them
+                interpolation = "nearest" if c.interpolation == "nearest" else "bilinear"
             j = b - (1 if b > a else 0)
             xy[a, j], score[a, j] = c.target_xy, c.score
             valid[a, j] = np.asarray(c.valid, bool) & np.isfinite(c.score) & np.isfinite(c.target_xy).all(-1)

@@ -279,6 +279,26 @@ def kernel_soft_argmax(corr: torch.Tensor, shape_tgt: tuple[int, int], valid_tgt
     return expected_cell(torch.softmax(logits, -1), shape_tgt), score
 
 
+def interpolated_rows(corr: torch.Tensor, shape_src: tuple[int, int], cells: torch.Tensor) -> torch.Tensor:
+    """The bilinear interpolation of a correlation's rows at continuous source cells: how the
+    network reads out a point between cell centres (a keypoint).
+
+    corr (Ns, Nt), its rows the cells of a source grid of ``shape_src`` (Hs, Ws), row-major;
+    cells (K, 2) continuous (col, row), clamped to the grid -> (K, Nt): row k is the bilinear
+    weighted sum of the rows of the (at most four) cells around ``cells[k]`` (a cell centre gives
+    its own row exactly). Before the read-out filters (consensus, mutual) this is the correlation
+    of the point's bilinearly interpolated descriptor, correlation being linear in it."""
+    hs, ws = shape_src
+    cr = cells.reshape(-1, 2).to(device=corr.device, dtype=torch.float64)
+    c = cr[:, 0].clamp(0, ws - 1)
+    r = cr[:, 1].clamp(0, hs - 1)
+    c0, r0 = c.floor().long(), r.floor().long()
+    c1, r1 = (c0 + 1).clamp(max=ws - 1), (r0 + 1).clamp(max=hs - 1)
+    fc, fr = (c - c0).to(corr.dtype)[:, None], (r - r0).to(corr.dtype)[:, None]
+    return ((1 - fr) * ((1 - fc) * corr[r0 * ws + c0] + fc * corr[r0 * ws + c1])
+            + fr * ((1 - fc) * corr[r1 * ws + c0] + fc * corr[r1 * ws + c1]))
+
+
 class CorrelationNet(EncoderTraining, nn.Module):
     """Siamese correlation network (module docstring). ``encoder`` None: the network works on
     encoder grids given by the caller (training on cached feature grids)."""
