@@ -1,7 +1,8 @@
 """The viewer of the tiny run in a real browser (issue 24): headless Debian Chromium driven by
 Playwright (sopcorr.viewer.browser). A pointer move over a cell of image A puts a marker on every
 other image where the same matcher, called here in Python, transfers that point (within one
-quantisation step); the part-label toggle changes the drawn pixels and restores them; switching
+quantisation step; a network that reads out points itself, by the bilinear interpolation of its
+cells' matches that the page shows); the part-label toggle changes the drawn pixels and restores them; switching
 the method changes the markers; 20 moves on the largest category redraw in a median <= 50 ms.
 
 Without Chromium or Playwright the test skips with one line saying how to install them; with
@@ -112,7 +113,10 @@ def test_a_pointer_move_marks_where_the_matcher_transfers_the_point(run, page):
             for mk in st["markers"]:
                 b = mk["image"]
                 corr = method.correspondence(idx[a], idx[b])
-                (ex, ey), = corr.transfer(np.array([[px, py]]))[0]
+                # the page holds the cells' matches: a method that reads out points itself
+                # ('readout') is shown interpolating them (docs/VIEWER.md)
+                mode = "nearest" if corr.interpolation == "nearest" else "bilinear"
+                (ex, ey), = corr.transfer(np.array([[px, py]]), mode)[0]
                 step_x, step_y = imgs[b]["w"] / 255, imgs[b]["h"] / 255
                 assert abs(mk["x"] - ex) <= step_x and abs(mk["y"] - ey) <= step_y, (name, b, mk, (ex, ey))
                 cr = grid.image_to_cell(np.array([px, py]))
