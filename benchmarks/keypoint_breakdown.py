@@ -30,12 +30,8 @@ from sopcorr.evaluate.category import EvalCategory  # noqa: E402
 from sopcorr.evaluate.pck import correct_keypoints  # noqa: E402
 from sopcorr.evaluate.transfer import transfer_points  # noqa: E402
 from sopcorr.matchers.base import frame_sources  # noqa: E402
+from sopcorr.matchers.learned import learned_checkpoints  # noqa: E402
 from sopcorr.matchers.methods import MatcherSettings, build_methods, method_inputs  # noqa: E402
-
-
-def last_model(run: Path) -> Path:
-    rounds = sorted((run / "siamese" / "improved").glob("round*/model.pt"), key=lambda p: int(p.parent.name[5:]))
-    return rounds[-1] if rounds else run / "siamese" / "improved" / "model.pt"
 
 
 def main(argv=None) -> int:
@@ -56,7 +52,8 @@ def main(argv=None) -> int:
     params = {"nn": {}, "geometric": {**g, "seed": config["seed"]}, "siamese": {}}
     settings = MatcherSettings.from_params(params, {"flow": "cpu", "siamese": "cpu"})
     cats = a.categories.split(",") if a.categories else sorted(p.name[:-5] for p in (run / "features").glob("*.zarr"))
-    ck = {"model": str(last_model(run)), "finetuned": str(run / "siamese" / "improved" / "finetuned.pt")}
+    ck = {"model": str(learned_checkpoints(run)[0]),  # the last round's trained network
+          "finetuned": str(run / "siamese" / "improved" / "finetuned.pt")}
     print(f"# {run}: network {ck['model']}; PCK@{a.alpha:g} per keypoint over every dataset pair")
     need = method_inputs(methods)
     for c in cats:

@@ -36,15 +36,11 @@ from sopcorr.evaluate.dense import ground_truth_field, has_dense_ground_truth, s
 from sopcorr.evaluate.pck import box_size, correct_keypoints  # noqa: E402
 from sopcorr.evaluate.transfer import transfer_points  # noqa: E402
 from sopcorr.matchers.base import frame_sources  # noqa: E402
+from sopcorr.matchers.learned import learned_checkpoints  # noqa: E402
 from sopcorr.matchers.methods import MatcherSettings, build_methods, method_inputs  # noqa: E402
 
 MODES = ("readout", "bilinear")
 ALPHAS = (0.05, 0.1)
-
-
-def last_model(run: Path) -> Path:
-    rounds = sorted((run / "siamese" / "improved").glob("round*/model.pt"), key=lambda p: int(p.parent.name[5:]))
-    return rounds[-1] if rounds else run / "siamese" / "improved" / "model.pt"
 
 
 def transferred(corr, pts: np.ndarray, mode: str) -> np.ndarray:
@@ -82,7 +78,8 @@ def main(argv=None) -> int:
     settings = MatcherSettings.from_params({"nn": {}, "geometric": {**g, "seed": seed}, "siamese": {}},
                                            {"flow": "cpu", "siamese": "cpu"})
     methods = a.methods.split(",")
-    ck = {"model": str(last_model(run)), "finetuned": str(run / "siamese" / "improved" / "finetuned.pt")}
+    ck = {"model": str(learned_checkpoints(run)[0]),  # the last round's trained network
+          "finetuned": str(run / "siamese" / "improved" / "finetuned.pt")}
     cats = sorted(p.name[:-5] for p in (run / "features").glob("*.zarr"))
     need = method_inputs(methods)
     print(f"# {run}: network {ck['model']}; pairs per category: {max_pairs or 'all'}")
