@@ -6,12 +6,16 @@ its last network) matches every evaluation pair once, and each keypoint (and, wh
 has dense ground truth, each dense ground-truth point, ``evaluate.dense_stride``) is transferred
 two ways from the same correspondence:
 
-* ``readout`` (the pipeline's): the network's kernel soft-argmax of the bilinear interpolation
-  of the point's four cells' correlation rows (``DenseCorrespondence.transfer(mode='readout')``);
+* ``adaptive`` (the pipeline's): ``bilinear`` where the point's four cells agree (all valid,
+  each match within one target cell of their mean), ``readout`` elsewhere
+  (``DenseCorrespondence.transfer(mode='adaptive')``);
+* ``readout``: the network's kernel soft-argmax of the bilinear interpolation of the point's four
+  cells' correlation rows, for every point (``mode='readout'``);
 * ``bilinear``: the bilinear interpolation of the four cells' matches (before issue 23's change).
 
 Printed: pair-wise PCK@0.05 and @0.1 per category and their mean over categories (the tables'
-``mean``), dense PCK likewise, and the paired difference readout - bilinear per pair with a
+``mean``), dense PCK likewise, the share of points whose four cells agree, and the paired
+differences adaptive - bilinear, readout - bilinear and adaptive - readout per pair with a
 bootstrap 95 % interval over pairs (``--boot`` resamples, seeded).
 
 Usage (from the repository root):
@@ -39,7 +43,8 @@ from sopcorr.matchers.base import frame_sources  # noqa: E402
 from sopcorr.matchers.learned import learned_checkpoints  # noqa: E402
 from sopcorr.matchers.methods import MatcherSettings, build_methods, method_inputs  # noqa: E402
 
-MODES = ("readout", "bilinear")
+MODES = ("adaptive", "readout", "bilinear")
+COMPARE = (("adaptive", "bilinear"), ("readout", "bilinear"), ("adaptive", "readout"))
 ALPHAS = (0.05, 0.1)
 
 
@@ -86,6 +91,7 @@ def main(argv=None) -> int:
     # per method, mode, alpha: per-category lists of per-pair scores (keypoints: hits and counts)
     kp = {(m, md, al): {} for m in methods for md in MODES for al in ALPHAS}
     dn = {(m, md, al): {} for m in methods for md in MODES for al in ALPHAS}
+    agree = {}   # (method, 'keypoints' | 'dense') -> [points whose four cells agree, points]
     for c in cats:
         fr = frame_sources(run / "data" / c / "instances.json", run / "features" / f"{c}.zarr",
                            embedding=run / "manifold" / "improved" / c / "embedded.zarr" if "embedding" in need else None,
@@ -101,6 +107,11 @@ def main(argv=None) -> int:
                 src, gt = sample_points(ground_truth_field(cat, s, t, stride), stride)
             for m in ms:
                 corr = m.correspondence(s, t)
+                for what, pts in (("keypoints", ks[idx, :2] if len(idx) else None), ("dense", src)):
+                    if pts is not None and len(pts):
+                        n = agree.setdefault((m.name, what), [0, 0])
+                        n[0] += int(corr.agreeing(corr.grid.image_to_cell(pts)).sum())
+                        n[1] += len(pts)
                 for md in MODES:
                     if len(idx):
                         xy = transferred(corr, ks[idx, :2], md)
@@ -123,16 +134,19 @@ def main(argv=None) -> int:
                            else np.mean(per[c])) for c in cats]
             print(f"{m:24s} {md:9s} {al:5g} " + " ".join(f"{v:10.1f}" for v in vals) + f" {np.mean(vals):6.1f}")
         for m in methods:
-            for al in ALPHAS:
-                r, b = table[(m, "readout", al)], table[(m, "bilinear", al)]
+            for (x, y), al in ((xy, al) for xy in COMPARE for al in ALPHAS):
+                r, b = table[(m, x, al)], table[(m, y, al)]
                 if pooled:
                     diff = np.concatenate([[100 * (x[0] - y[0]) / x[1] for x, y in zip(r[c], b[c])] for c in cats])
                 else:
                     diff = np.concatenate([100 * (np.array(r[c]) - np.array(b[c])) for c in cats])
                 lo, hi = boot_ci(diff, a.boot, seed)
-                print(f"  {m} @{al:g}: readout - bilinear per pair {diff.mean():+.2f} [{lo:+.2f}, {hi:+.2f}] "
+                print(f"  {m} @{al:g}: {x} - {y} per pair {diff.mean():+.2f} [{lo:+.2f}, {hi:+.2f}] "
                       f"({len(diff)} pairs)")
 
+    print("\n## points whose four cells agree (adaptive: their matches interpolated; the rest read out)")
+    for (m, what), (k, n) in agree.items():
+        print(f"{m:24s} {what:9s} {100 * k / max(1, n):5.1f} % of {n}")
     report("pair-wise PCK (keypoints), per category pooled over keypoints", kp, True)
     report("dense PCK (every dense ground-truth point), per category the mean over pairs", dn, False)
     return 0

@@ -1,6 +1,7 @@
 """The correlation network's read-out of a point between cell centres (issue 23): the bilinear
 interpolation of the four cells' correlation rows, read out by the network's kernel soft-argmax,
-instead of the bilinear interpolation of the four cells' matches."""
+instead of the bilinear interpolation of the four cells' matches; and the 'adaptive' transfer,
+which interpolates the matches where the four cells agree and reads out the point elsewhere."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -108,7 +109,8 @@ def test_the_matcher_reads_out_points_and_keeps_every_cell_centre():
     descriptors); 'bilinear' keeps interpolating the matches."""
     from sopcorr.matchers.correlation_network import CorrelationNetworkMatcher, CorrelationNetworkParams
 
-    m = CorrelationNetworkMatcher(CorrelationNetworkParams(device="cpu"), FIX / "correlation_model.pt")
+    m = CorrelationNetworkMatcher(CorrelationNetworkParams(device="cpu", interpolation="readout"),
+                                  FIX / "correlation_model.pt")
     bil = CorrelationNetworkMatcher(CorrelationNetworkParams(device="cpu", interpolation="bilinear"),
                                     FIX / "correlation_model.pt")
     a, b = _image(96, 128, 0), _image(120, 100, 1)
@@ -133,3 +135,72 @@ def test_the_matcher_reads_out_points_and_keeps_every_cell_centre():
     cb = bil.match_images(a, b)
     assert cb.interpolation == "bilinear" and np.array_equal(cb.target_xy, c.target_xy)
     np.testing.assert_allclose(cb.transfer(pts)[0], c.transfer(pts, "bilinear")[0])
+
+
+def _adaptive_reference(c: DenseCorrespondence, pts: np.ndarray) -> np.ndarray:
+    """Slow reference of the 'adaptive' transfer, one point at a time: the four cells around the
+    point (clamped at the border); all valid and every match within one target cell of their
+    mean -> the bilinear interpolation of the matches, else the point's read-out."""
+    cell = c.target_grid.stride / c.target_grid.letterbox.scale
+    h, w = c.score.shape
+    out = []
+    for p in pts:
+        col, row = c.grid.image_to_cell(p[None])[0]
+        c0, r0 = min(max(int(np.floor(col)), 0), w - 1), min(max(int(np.floor(row)), 0), h - 1)
+        quad = [(r, cc) for r in (r0, min(r0 + 1, h - 1)) for cc in (c0, min(c0 + 1, w - 1))]
+        q = np.array([c.target_xy[r, cc] for r, cc in quad], np.float64)
+        agree = all(c.valid[r, cc] for r, cc in quad) and max(np.linalg.norm(q - q.mean(0), axis=1)) <= cell
+        out.append(c.transfer(p[None], "bilinear" if agree else "readout")[0][0])
+    return np.array(out)
+
+
+def test_adaptive_interpolates_agreeing_matches_and_reads_out_the_rest():
+    """Known answers on a 5 x 5 source grid (stride 8 px) into a target grid of 4 px cells: a
+    smooth shift everywhere but one cell, whose match is far away. Points whose four cells are
+    the smooth ones get the matches' interpolation (no read-out asked); points touching the odd
+    cell, or an invalid cell, are read out; agreement is measured in target cells."""
+    src = _grid()
+    tgt = FeatureGrid(Letterbox(20, 20, 20), 4)                  # 4 px cells
+    centres = src.cell_centers_image().astype(np.float32)        # (5, 5, 2)
+    xy = centres * 0.5 + 1.0                                      # a smooth map: neighbours 4 px = one target cell apart
+    xy[3, 3] = [0.0, 19.0]                                        # one cell matches far away
+    valid = src.valid_mask().copy()
+    valid[0, 4] = False
+    score = np.ones((5, 5), np.float32)
+    asked = []
+
+    def read(cells):
+        asked.append(np.array(cells))
+        return np.full((len(cells), 2), -5.0), np.full(len(cells), 0.25)
+
+    c = DenseCorrespondence(xy, score, valid, src, interpolation="adaptive", point_readout=read, target_grid=tgt)
+    smooth = np.array([[7.5, 7.5], [12.0, 4.0], [20.0, 16.0]])     # four smooth, valid cells each
+    got, s = c.transfer(smooth)
+    np.testing.assert_allclose(got, c.transfer(smooth, "bilinear")[0])
+    assert np.array_equal(s, [1.0, 1.0, 1.0]) and not asked
+    odd = np.array([[24.0, 24.0], [30.0, 26.0], [35.0, 3.0]])      # touch cell (3, 3); the last touches invalid (0, 4)
+    got, s = c.transfer(odd)
+    assert np.array_equal(got, np.full((3, 2), -5.0)) and np.array_equal(s, [0.25] * 3)
+    np.testing.assert_allclose(asked[0], src.image_to_cell(odd))   # only the disagreeing points, in source cells
+    mixed = np.concatenate([smooth, odd])[[3, 0, 4, 1, 5, 2]]
+    np.testing.assert_allclose(c.transfer(mixed)[0], _adaptive_reference(c, mixed))
+    # the same map into a target grid of 1 px cells: the smooth matches (2 px apart) disagree
+    fine = DenseCorrespondence(xy, score, valid, src, interpolation="adaptive", point_readout=read,
+                               target_grid=FeatureGrid(Letterbox(20, 20, 20), 1))
+    assert not fine.agreeing(src.image_to_cell(smooth)).any()
+    with pytest.raises(ValueError, match="target_grid"):
+        DenseCorrespondence(xy, score, valid, src, interpolation="adaptive", point_readout=read)
+
+
+def test_the_matchers_transfer_adaptively_by_default():
+    """The fixture network's default transfer is 'adaptive': per point, its read-out or its
+    matches' interpolation as the four cells agree (slow reference), with both kinds present."""
+    from sopcorr.matchers.correlation_network import CorrelationNetworkMatcher, CorrelationNetworkParams
+
+    m = CorrelationNetworkMatcher(CorrelationNetworkParams(device="cpu"), FIX / "correlation_model.pt")
+    c = m.match_images(_image(96, 128, 0), _image(120, 100, 1))
+    assert c.interpolation == "adaptive" and c.target_grid is not None
+    pts = np.random.default_rng(3).random((200, 2)) * [127, 95]
+    agree = c.agreeing(c.grid.image_to_cell(pts))
+    assert 0 < agree.sum() < len(pts)
+    np.testing.assert_allclose(c.transfer(pts)[0], _adaptive_reference(c, pts), atol=1e-9)

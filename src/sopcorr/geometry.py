@@ -15,7 +15,7 @@ y down, the centre of the top-left pixel at (0, 0).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -119,10 +119,15 @@ class DenseCorrespondence:
                matches, whose neighbouring cells may match far-apart targets (averaging them
                lands between the two); 'readout' asks ``point_readout``, a matcher that can
                match a point between cells itself (the correlation network reads out the
-               bilinear interpolation of the four cells' correlation rows).
-    point_readout: for 'readout': source cells (K, 2) continuous (col, row) -> ((K, 2) target
-               image points, (K,) scores); at a cell centre it returns that cell's
-               ``target_xy`` and ``score``.
+               bilinear interpolation of the four cells' correlation rows); 'adaptive'
+               interpolates the four cells' matches where they agree (all four valid and each
+               within ``AGREE_CELLS`` target cells of their mean: one smooth piece of the map,
+               which interpolation resolves below a cell) and asks ``point_readout`` where they
+               do not (a rim, a fold, an occlusion).
+    point_readout: for 'readout' and 'adaptive': source cells (K, 2) continuous (col, row) ->
+               ((K, 2) target image points, (K,) scores); at a cell centre it returns that
+               cell's ``target_xy`` and ``score``.
+    target_grid: the target image's FeatureGrid (for 'adaptive': the size of a target cell).
 
     Every correspondence method of the project (nearest neighbours, SIFT-flow, the Siamese
     network) returns one of these, so evaluation treats them all alike.
@@ -135,16 +140,40 @@ class DenseCorrespondence:
     interpolation: str = "bilinear"
     point_readout: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = field(
         default=None, repr=False, compare=False)
+    target_grid: FeatureGrid | None = field(default=None, repr=False, compare=False)
+
+    #: 'adaptive': the four cells' matches agree when each lies within this many target cells
+    #: of their mean (one cell: the grid's own resolution; nothing fitted)
+    AGREE_CELLS: ClassVar[float] = 1.0
 
     def __post_init__(self):
-        if self.interpolation == "readout" and self.point_readout is None:
-            raise ValueError("DenseCorrespondence: interpolation 'readout' needs a point_readout")
+        if self.interpolation in ("readout", "adaptive") and self.point_readout is None:
+            raise ValueError(f"DenseCorrespondence: interpolation {self.interpolation!r} needs a point_readout")
+        if self.interpolation == "adaptive" and self.target_grid is None:
+            raise ValueError("DenseCorrespondence: interpolation 'adaptive' needs the target_grid")
+
+    def agreeing(self, cells: np.ndarray) -> np.ndarray:
+        """(K,) bool: for source cells (K, 2) continuous (col, row), whether the four cells
+        around each (clipped at the border, as :func:`bilinear_sample`) are all valid and their
+        matches lie within ``AGREE_CELLS`` target cells of their mean (needs ``target_grid``)."""
+        cr = np.asarray(cells, np.float64).reshape(-1, 2)
+        h, w = self.score.shape
+        c0 = np.clip(np.floor(cr[:, 0]).astype(int), 0, w - 1)
+        r0 = np.clip(np.floor(cr[:, 1]).astype(int), 0, h - 1)
+        c1, r1 = np.minimum(c0 + 1, w - 1), np.minimum(r0 + 1, h - 1)
+        corners = [(r0, c0), (r0, c1), (r1, c0), (r1, c1)]
+        q = np.stack([self.target_xy[r, c] for r, c in corners], 1).astype(np.float64)    # (K, 4, 2)
+        ok = np.stack([self.valid[r, c] for r, c in corners], 1).all(1)
+        cell_px = self.target_grid.stride / self.target_grid.letterbox.scale
+        spread = np.linalg.norm(q - q.mean(1, keepdims=True), axis=2).max(1) / cell_px
+        return ok & (spread <= self.AGREE_CELLS)
 
     def transfer(self, points_xy: np.ndarray, mode: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Map source image points (K, 2) to target image points (K, 2); also returns (K,)
         scores. ``mode``: 'bilinear' interpolates the target coordinates; 'nearest' takes the
         nearest cell's match; 'readout' the matcher's own read-out of each point
-        (``point_readout``); None uses ``self.interpolation``."""
+        (``point_readout``); 'adaptive' 'bilinear' where :meth:`agreeing`, else 'readout'; None
+        uses ``self.interpolation``."""
         mode = mode or self.interpolation
         pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
         cr = self.grid.image_to_cell(pts)
@@ -160,4 +189,14 @@ class DenseCorrespondence:
                 return np.zeros((0, 2)), np.zeros(0)
             xy, score = self.point_readout(cr)
             return np.asarray(xy, np.float64).reshape(-1, 2), np.asarray(score, np.float64).reshape(-1)
+        if mode == "adaptive":
+            if self.point_readout is None or self.target_grid is None:
+                raise ValueError("DenseCorrespondence.transfer: mode 'adaptive' needs a point_readout and the target_grid")
+            xy, score = bilinear_sample(self.target_xy, cr).astype(np.float64), bilinear_sample(self.score, cr).astype(np.float64)
+            apart = np.flatnonzero(~self.agreeing(cr))
+            if len(apart):
+                rx, rs = self.point_readout(cr[apart])
+                xy[apart] = np.asarray(rx, np.float64).reshape(-1, 2)
+                score[apart] = np.asarray(rs, np.float64).reshape(-1)
+            return xy, score
         return bilinear_sample(self.target_xy, cr), bilinear_sample(self.score, cr)

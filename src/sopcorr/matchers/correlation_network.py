@@ -6,12 +6,15 @@ the same head on its grid, e.g. another run's network on this run's images), the
 and the kernel soft-argmax read-out: a :class:`~sopcorr.geometry.DenseCorrespondence` on the
 source's feature grid (stride s): ``target_xy`` the read-out's target image coordinates,
 ``score`` the cosine of the best match, ``valid`` the source cells on the image. A point between
-cell centres (a keypoint) is read out by the network itself (``interpolation: readout``, the
-default): the kernel soft-argmax of the bilinear interpolation of its four cells' correlation
-rows, that is (up to the read-out filters) of the correlation of its bilinearly interpolated
-descriptor; at a cell centre that is the cell's own match. Interpolating the four cells'
-*matches* instead ('bilinear') averages a point on the object's rim with the arbitrary matches of
-background cells (docs/RESULTS.md, issue 23).
+cell centres (a keypoint) is transferred ``adaptive``-ly (the default): where its four cells'
+matches agree (all within a target cell of their mean) it gets their bilinear interpolation,
+elsewhere the network reads it out itself (``readout``): the kernel soft-argmax of the bilinear
+interpolation of its four cells' correlation rows, that is (up to the read-out filters) of the
+correlation of its bilinearly interpolated descriptor; at a cell centre that is the cell's own
+match. Interpolating the four cells' *matches* everywhere ('bilinear') averages a point on the
+object's rim with the arbitrary matches of background cells; reading out every point
+('readout') is less precise inside the object, where the matches agree (docs/RESULTS.md,
+issue 23).
 ``image_descriptors(img)`` / ``descriptors(frame)`` are the learned descriptors (H, W, D);
 ``describe(grid)`` applies the head to a feature store's grid.
 """
@@ -29,17 +32,19 @@ from .networks import NetworkMatcher, NetworkParams
 
 __all__ = ["CorrelationNetworkParams", "CorrelationNetworkMatcher"]
 
-INTERPOLATIONS = ("readout", "bilinear", "nearest")
+INTERPOLATIONS = ("adaptive", "readout", "bilinear", "nearest")
 
 
 @dataclass(frozen=True)
 class CorrelationNetworkParams(NetworkParams):
     """device: 'auto' | 'cpu' | 'cuda' (speed only); interpolation: how the correspondence
-    transfers points between cell centres ('readout': the network's read-out of the point's
-    interpolated correlation row, :func:`point_readout`; 'bilinear': the four cells' matches
-    interpolated; 'nearest': the nearest cell's match)."""
+    transfers points between cell centres ('adaptive': 'bilinear' where the four cells' matches
+    agree, 'readout' where they do not, :meth:`~sopcorr.geometry.DenseCorrespondence.agreeing`;
+    'readout': the network's read-out of the point's interpolated correlation row,
+    :func:`point_readout`; 'bilinear': the four cells' matches interpolated; 'nearest': the
+    nearest cell's match)."""
 
-    interpolation: str = "readout"
+    interpolation: str = "adaptive"
 
     def __post_init__(self):
         if self.interpolation not in INTERPOLATIONS:
@@ -182,7 +187,7 @@ class CorrelationNetworkMatcher(NetworkMatcher):
         return DenseCorrespondence(target_xy=grid_tgt.cell_to_image(cells).astype(np.float32),
                                    score=score[0].float().cpu().numpy().reshape(h, w).astype(np.float32),
                                    valid=vs, grid=grid_src, interpolation=self.params.interpolation,
-                                   point_readout=read)
+                                   point_readout=read, target_grid=grid_tgt)
 
     def correlate(self, corr: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int]) -> torch.Tensor:
         """The correlation the network reads out from the cosines (Ns, Nt) of its descriptors

@@ -9,10 +9,11 @@ consensus, mutual matches, the RANSAC affine location prior).
   correlation of the learned descriptors, ``corr - strength * d^2 / side^2``, and read out as
   the network reads out its correlation, by its kernel soft-argmax
   (:meth:`~sopcorr.matchers.correlation_network.CorrelationNetworkMatcher.readout`): the
-  network's read-out with the geometric prior. A point between cell centres is read out the same
-  way from its four cells' interpolated objective rows (``interpolation: 'readout'``, the
-  default; ``'bilinear'`` interpolates the cells' matches), as the network reads out its own
-  (:func:`~sopcorr.matchers.correlation_network.point_readout`).
+  network's read-out with the geometric prior. A point between cell centres is transferred as
+  the network transfers its own (``interpolation: 'adaptive'``, the default): the four cells'
+  matches interpolated where they agree, elsewhere read out the same way from its four cells'
+  interpolated objective rows (:func:`~sopcorr.matchers.correlation_network.point_readout`;
+  ``'readout'`` reads out every point, ``'bilinear'`` interpolates the cells' matches everywhere).
 * ``'argmax'``: :func:`~sopcorr.flow.geometric.geometric_correspondence` on the learned
   descriptors (prior-weighted arg-max of the consensus similarity), as the teacher does on raw
   features + embedding; the paper's architecture, whose network has no such read-out, always
@@ -49,13 +50,13 @@ class NetworkGeometricParams(Params):
     descriptor is the network's); device: the network's ('auto' | 'cpu' | 'cuda', speed only);
     readout: 'soft' (the network's kernel soft-argmax with the prior) or 'argmax' (module
     docstring); interpolation: how the soft read-out transfers a point between cell centres
-    ('readout' or 'bilinear', module docstring); backbone, input_size: the run the network is evaluated in, as
+    ('adaptive', 'readout' or 'bilinear', module docstring); backbone, input_size: the run the network is evaluated in, as
     :class:`~sopcorr.matchers.networks.NetworkParams`' (None: the checkpoint's own)."""
 
     geometric: GeometricParams = field(default_factory=GeometricParams)
     device: str = "auto"
     readout: str = "soft"
-    interpolation: str = "readout"
+    interpolation: str = "adaptive"
     backbone: str | None = None
     input_size: int | None = None
 
@@ -64,8 +65,9 @@ class NetworkGeometricParams(Params):
     def __post_init__(self):
         if self.readout not in READOUTS:
             raise ConfigError(f"config error: readout: expected one of {', '.join(READOUTS)}, got {self.readout!r}")
-        if self.interpolation not in ("readout", "bilinear"):
-            raise ConfigError(f"config error: interpolation: expected readout or bilinear, got {self.interpolation!r}")
+        if self.interpolation not in ("adaptive", "readout", "bilinear"):
+            raise ConfigError(f"config error: interpolation: expected adaptive, readout or bilinear, "
+                              f"got {self.interpolation!r}")
 
 
 class NetworkGeometricMatcher:
@@ -146,4 +148,4 @@ class NetworkGeometricMatcher:
         read = self.network.point_reader(objective, (hs, ws), (ht, wt), vt_t, gt, corr)
         return DenseCorrespondence(target_xy=gt.cell_to_image(cells).reshape(hs, ws, 2).astype(np.float32),
                                    score=score.astype(np.float32), valid=np.asarray(vs, bool).copy(), grid=gs,
-                                   interpolation=self.params.interpolation, point_readout=read)
+                                   interpolation=self.params.interpolation, point_readout=read, target_grid=gt)

@@ -155,7 +155,7 @@ def method_payload(method, indices: Sequence[int], sizes_wh: np.ndarray, progres
                 score = np.zeros((n, n - 1, h, w), np.float32)
                 valid = np.zeros((n, n - 1, h, w), bool)
                 # the page holds the cells' matches only: a method that reads out points between
-                # cells itself ('readout': the correlation network) is shown interpolating them
+                # cells itself ('readout', 'adaptive': the correlation network) is shown interpolating them
                 interpolation = "nearest" if c.interpolation == "nearest" else "bilinear"
             j = b - (1 if b > a else 0)
             xy[a, j], score[a, j] = c.target_xy, c.score
