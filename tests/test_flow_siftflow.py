@@ -175,6 +175,29 @@ def test_invalid_source_cells_follow_neighbours():
     assert (flow[5:8, 5:8] == [2, 1]).all()
 
 
+def test_shifted_messages_match_explicit_min_over_labels():
+    """The parallel schedule's messages (labels-first, shifted reads only where the window
+    centres differ, the rest as is) against the explicit min over every pair of labels:
+    m[i, i'] = min_{j, j'} h[j, j'] + min(a |j + su - i|, d) + min(a |j' + sv - i'|, d) - min."""
+    from sopcorr.flow import siftflow as sf
+
+    rng = np.random.default_rng(8)
+    k, n, alpha, d = 5, 60, 0.3, 0.7
+    h = rng.random((k, k, n)).astype(np.float32)                  # (u, v, message)
+    su = rng.integers(-7, 8, n) * (rng.random(n) < 0.5)           # beyond the window too
+    sv = rng.integers(-7, 8, n) * (rng.random(n) < 0.5)
+    m = sf._message(h, alpha, d, sf._ShiftedReads.build(su, k, alpha),
+                    sf._ShiftedReads.build(sv, k, alpha), np.empty((k, n), np.float32))
+    j = np.arange(k)
+    for c in range(n):
+        pu = np.minimum(alpha * np.abs(j[:, None] + su[c] - j[None, :]), d)     # (j, i)
+        pv = np.minimum(alpha * np.abs(j[:, None] + sv[c] - j[None, :]), d)
+        full = h[:, :, c].astype(np.float64)[:, :, None, None] + pu[:, None, :, None] + pv[None, :, None, :]
+        ref = full.min(axis=(0, 1))
+        np.testing.assert_allclose(m[:, :, c], ref - ref.min(), atol=1e-5)
+    assert sf._ShiftedReads.build(np.zeros(n, int), k, alpha) is None
+
+
 def test_bad_input_raises():
     with pytest.raises(SopcorrError):
         siftflow(np.zeros((4, 4, 3)), np.zeros((4, 4, 5)))

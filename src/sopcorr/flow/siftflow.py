@@ -62,6 +62,11 @@ _OPP = (1, 0, 3, 2)
 
 
 # --------------------------------------------------------------------------- data term
+#: rows (source cell, label) per block of the data cost: bounds the gathered (rows, C) arrays
+#: to 0.5 MB each (the fastest on 128- and 304-d descriptors)
+_DATA_BLOCK_FLOATS = 1 << 17
+
+
 def data_cost(desc_src: np.ndarray, desc_tgt: np.ndarray, centre: np.ndarray, window: int,
               data_trunc: float, valid_src: np.ndarray | None = None,
               valid_tgt: np.ndarray | None = None) -> np.ndarray:
@@ -69,30 +74,40 @@ def data_cost(desc_src: np.ndarray, desc_tgt: np.ndarray, centre: np.ndarray, wi
 
     desc_src (H, W, C), desc_tgt (Ht, Wt, C); centre (H, W, 2) int window centres (dx, dy);
     window r. Returns (H, W, K, K) float32, K = 2r+1, axes (.., u offset, v offset): the cost
-    of flow centre + (a - r, b - r)."""
+    of flow centre + (a - r, b - r).
+
+    Only the labels of valid source cells that land on a valid target cell are computed (in
+    blocks of (source cell, label) rows); the others cost ``data_trunc`` (0 for a source cell
+    that is not valid). Each distance is the sum over C of one contiguous row of
+    ``|src - tgt|``, as numpy sums any such row (same order, same float32 result)."""
     h, w, c = desc_src.shape
     ht, wt = desc_tgt.shape[:2]
     k = 2 * window + 1
     src = desc_src.reshape(h * w, c).astype(np.float32, copy=False)
     tgt = desc_tgt.reshape(ht * wt, c).astype(np.float32, copy=False)
-    vt = np.ones(ht * wt, bool) if valid_tgt is None else np.asarray(valid_tgt, bool).reshape(-1)
+    offs = np.arange(-window, window + 1)
     rows, cols = np.mgrid[0:h, 0:w]
-    base_r = (rows + centre[..., 1]).reshape(-1)
-    base_c = (cols + centre[..., 0]).reshape(-1)
-    scale = 1.0 / math.sqrt(c)
-    out = np.empty((h * w, k, k), np.float32)
-    for a in range(k):
-        tc = base_c + (a - window)
-        okc = (tc >= 0) & (tc < wt)
-        for b in range(k):
-            tr = base_r + (b - window)
-            ok = okc & (tr >= 0) & (tr < ht)
-            flat = np.clip(tr, 0, ht - 1) * wt + np.clip(tc, 0, wt - 1)
-            ok &= vt[flat]
-            dist = np.abs(src - tgt[flat]).sum(1) * scale
-            out[:, a, b] = np.where(ok, np.minimum(dist, data_trunc), data_trunc)
+    tc = (cols + centre[..., 0]).reshape(-1, 1, 1) + offs[:, None]    # (HW, K, 1) label a
+    tr = (rows + centre[..., 1]).reshape(-1, 1, 1) + offs[None, :]    # (HW, 1, K) label b
+    ok = (tc >= 0) & (tc < wt) & (tr >= 0) & (tr < ht)                # (HW, K, K)
     if valid_src is not None:
-        out[~np.asarray(valid_src, bool).reshape(-1)] = 0.0
+        ok &= np.asarray(valid_src, bool).reshape(-1, 1, 1)
+    sel = np.flatnonzero(ok)                                          # (L,) flat (cell, a, b)
+    flat = np.broadcast_to(tr * wt + tc, ok.shape).reshape(-1)[sel]   # (L,) target cell
+    if valid_tgt is not None:
+        keep = np.asarray(valid_tgt, bool).reshape(-1)[flat]
+        sel, flat = sel[keep], flat[keep]
+    node = sel // (k * k)
+    scale = 1.0 / math.sqrt(c)
+    out = np.full(h * w * k * k, data_trunc, np.float32)
+    block = max(1, _DATA_BLOCK_FLOATS // max(c, 1))
+    for i in range(0, len(sel), block):
+        diff = src[node[i:i + block]]                                 # (B, C) contiguous rows
+        np.subtract(diff, tgt[flat[i:i + block]], out=diff)
+        np.abs(diff, out=diff)
+        out[sel[i:i + block]] = np.minimum(diff.sum(1) * scale, data_trunc)
+    if valid_src is not None:
+        out.reshape(h * w, k * k)[~np.asarray(valid_src, bool).reshape(-1)] = 0.0
     return out.reshape(h, w, k, k)
 
 
@@ -106,49 +121,101 @@ def _unary(desc_src, desc_tgt, centre, window, data_trunc, eta, valid_src, valid
 
 
 # --------------------------------------------------------------------------- min-convolution
-def _dt_l1(x: np.ndarray, alpha: float, axis: int) -> np.ndarray:
-    """1-D L1 distance transform min_j x[j] + alpha |i - j| along ``axis`` (a copy)."""
-    y = np.moveaxis(x.copy(), axis, 0)
+# The parallel schedule keeps labels in front: beliefs (K, K, H, W) and messages (K, K, 4, H, W)
+# (u label, v label, direction, node), seen as (K, K, M) with M = 4 H W when messages are
+# computed. Every step of a distance transform and every minimum over labels is then an
+# elementwise operation on slabs of M contiguous values (no reduction along a short axis).
+def _dt_l1_slabs(y: np.ndarray, alpha: float, tmp: np.ndarray) -> None:
+    """In place: the 1-D L1 distance transform y[i] <- min_j y[j] + alpha |i - j| along axis 0
+    of y (K, ...), by a forward and a backward pass; tmp: a scratch array of y[0]'s shape."""
     n = y.shape[0]
     for i in range(1, n):
-        np.minimum(y[i], y[i - 1] + alpha, out=y[i])
+        np.add(y[i - 1], alpha, out=tmp)
+        np.minimum(y[i], tmp, out=y[i])
     for i in range(n - 2, -1, -1):
-        np.minimum(y[i], y[i + 1] + alpha, out=y[i])
-    return np.moveaxis(y, 0, axis)
+        np.add(y[i + 1], alpha, out=tmp)
+        np.minimum(y[i], tmp, out=y[i])
 
 
-def _minconv_shift(h: np.ndarray, alpha: float, d: float, shift: np.ndarray | None, axis: int) -> np.ndarray:
-    """out[.., i, ..] = min_j h[.., j, ..] + min(alpha |j + shift - i|, d) along ``axis``
-    (-1 or -2 of a (..., K, K) array); shift (...) int per leading index or None (zero)."""
-    k = h.shape[axis]
-    dt = _dt_l1(h, alpha, axis)
-    if shift is not None and np.any(shift):
-        # evaluate the transform at position i - shift (only where shift != 0); outside the
-        # window it grows linearly from the nearest end
-        lead = h.shape[:-2]
-        sh = np.broadcast_to(shift, lead).reshape(-1)
-        nz = np.flatnonzero(sh)
-        pos = np.arange(k)[None, :] - sh[nz, None]                   # (M, K)
+@dataclass
+class _ShiftedReads:
+    """How :func:`_minconv` evaluates a distance transform at i - shift[m] instead of i for the
+    messages m whose shift is not 0 (outside the window it continues linearly from the nearest
+    end): ``y.ravel()[write] = y.ravel()[read] + extra`` on the transform y (K, K, M) laid out
+    with the transformed axis first (position, other label, message). read, write (L,) intp,
+    extra (L,) float32 alpha * (distance beyond the window's end), L = K K (messages with a
+    shift); messages with shift 0 keep the transform as is."""
+
+    read: np.ndarray
+    write: np.ndarray
+    extra: np.ndarray
+
+    @classmethod
+    def build(cls, shift: np.ndarray, k: int, alpha: float) -> "_ShiftedReads | None":
+        """shift (M,) int per message (any shape, raveled); None when every shift is 0."""
+        shift = np.asarray(shift).reshape(-1)
+        nz = np.flatnonzero(shift)
+        if nz.size == 0:
+            return None
+        m = shift.size
+        pos = np.arange(k)[:, None] - shift[nz]                        # (K, L/K²) read position
         idx = np.clip(pos, 0, k - 1)
-        extra = (alpha * np.abs(pos - idx)).astype(h.dtype)
-        dtf = dt.reshape(-1, k, k).copy()
-        sub = dtf[nz]
-        if axis in (-1, h.ndim - 1):
-            dtf[nz] = np.take_along_axis(sub, np.broadcast_to(idx[:, None, :], sub.shape), axis=2) + extra[:, None, :]
-        else:
-            dtf[nz] = np.take_along_axis(sub, np.broadcast_to(idx[:, :, None], sub.shape), axis=1) + extra[:, :, None]
-        dt = dtf.reshape(h.shape)
-    trunc = h.min(axis=axis, keepdims=True) + d
-    return np.minimum(dt, trunc)
+        extra = (alpha * np.abs(pos - idx)).astype(np.float32)
+        rest = np.arange(k)[None, :, None] * m + nz                    # (1, K, .) other label, message
+        write = np.arange(k)[:, None, None] * (k * m) + rest
+        read = idx[:, None, :] * (k * m) + rest
+        return cls(read.reshape(-1), write.reshape(-1),
+                   np.broadcast_to(extra[:, None, :], write.shape).reshape(-1))
 
 
-def _message(h: np.ndarray, alpha: float, d: float, shift_u, shift_v) -> np.ndarray:
-    """Min-sum message of the separable truncated-L1 pairwise term, normalised to min 0.
+def _minconv(x: np.ndarray, axis: int, alpha: float, d: float, reads: _ShiftedReads | None,
+             tmp: np.ndarray) -> np.ndarray:
+    """out[.., i, ..] = min_j x[.., j, ..] + min(alpha |j + shift - i|, d) along ``axis``
+    (0: u, 1: v) of x (K, K, M) float32 (u, v, message), the shift per message given by
+    ``reads`` (None: 0). Returns a new (K, K, M) array (u, v, message), for axis 1 a transposed
+    view. tmp: (K, M) scratch.
 
-    h (..., K, K) (u, v); shift_u/shift_v (...) int = centre(sender) - centre(receiver)."""
-    g = _minconv_shift(h, alpha, d, shift_v, axis=-1)
-    m = _minconv_shift(g, alpha, d, shift_u, axis=-2)
-    return m - m.min(axis=(-2, -1), keepdims=True)
+    The transform runs on a copy with ``axis`` first, so each of its steps is one contiguous
+    (K, M) slab."""
+    y = np.moveaxis(x, axis, 0).copy()
+    _dt_l1_slabs(y, alpha, tmp)
+    if reads is not None:
+        flat = y.reshape(-1)
+        shifted = flat.take(reads.read)
+        shifted += reads.extra
+        flat[reads.write] = shifted
+    y = np.moveaxis(y, 0, axis)
+    trunc = np.minimum.reduce(x, axis=axis, keepdims=True)
+    trunc += d
+    np.minimum(y, trunc, out=y)
+    return y
+
+
+def _message(h: np.ndarray, alpha: float, d: float, reads_u: _ShiftedReads | None,
+             reads_v: _ShiftedReads | None, tmp: np.ndarray) -> np.ndarray:
+    """Min-sum messages of the separable truncated-L1 pairwise term, normalised to min 0.
+
+    h (K, K, M) (u, v, message) float32: the sender's belief without the receiver's message;
+    reads_u/reads_v: the shifts centre(sender) - centre(receiver) (:class:`_ShiftedReads`);
+    tmp (K, M) scratch. Returns (K, K, M) float32, C-contiguous."""
+    g = _minconv(h, 1, alpha, d, reads_v, tmp)
+    m = _minconv(g, 0, alpha, d, reads_u, tmp)
+    m -= np.minimum.reduce(m.reshape(-1, m.shape[-1]), axis=0)
+    return m
+
+
+def _edge(k: int, h: int, w: int):
+    """Along direction k on an (H, W) grid: (send, recv, none), each a (rows, cols) pair of
+    slices: the nodes that send, the nodes that receive (recv = send + dir_k, in the same
+    order) and the line of nodes that receive nothing."""
+    dy, dx = _DIRS[k]
+    send = (slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx)))
+    recv = (slice(max(0, dy), h - max(0, -dy)), slice(max(0, dx), w - max(0, -dx)))
+    if dy:
+        none = (slice(0, 1) if dy > 0 else slice(h - 1, h), slice(None))
+    else:
+        none = (slice(None), slice(0, 1) if dx > 0 else slice(w - 1, w))
+    return send, recv, none
 
 
 def _neighbour_shifts(centre: np.ndarray):
@@ -156,23 +223,11 @@ def _neighbour_shifts(centre: np.ndarray):
     h, w = centre.shape[:2]
     su = np.zeros((4, h, w), np.int64)
     sv = np.zeros((4, h, w), np.int64)
-    for k, (dy, dx) in enumerate(_DIRS):
-        ys = slice(max(0, -dy), h - max(0, dy))
-        xs = slice(max(0, -dx), w - max(0, dx))
-        yd = slice(ys.start + dy, ys.stop + dy)
-        xd = slice(xs.start + dx, xs.stop + dx)
-        su[k, ys, xs] = centre[ys, xs, 0] - centre[yd, xd, 0]
-        sv[k, ys, xs] = centre[ys, xs, 1] - centre[yd, xd, 1]
+    for k in range(4):
+        send, recv, _ = _edge(k, h, w)
+        su[(k,) + send] = centre[send + (0,)] - centre[recv + (0,)]
+        sv[(k,) + send] = centre[send + (1,)] - centre[recv + (1,)]
     return su, sv
-
-
-def _deliver(m: np.ndarray, k: int, out: np.ndarray) -> None:
-    """Store messages m (H, W, K, K) sent from every p in direction k at out[p + dir_k]."""
-    dy, dx = _DIRS[k]
-    h, w = m.shape[:2]
-    out[...] = 0
-    src = m[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
-    out[max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)] = src
 
 
 def _level_energy(unary: np.ndarray, centre: np.ndarray, labels: np.ndarray, r: int,
@@ -188,7 +243,10 @@ def _level_energy(unary: np.ndarray, centre: np.ndarray, labels: np.ndarray, r: 
 
 
 class _Best:
-    """Keeps the lowest-energy labelling decoded so far (loopy BP need not decrease it)."""
+    """Keeps the lowest-energy labelling decoded so far (loopy BP need not decrease it).
+
+    unary (H, W, K, K); labels (H, W) flat label index a K + b. A labelling equal to the one
+    offered last is not evaluated again (its energy could not beat the kept one)."""
 
     def __init__(self, unary, centre, r, alpha, d):
         self.args = (unary, centre, r, alpha, d)
@@ -196,30 +254,70 @@ class _Best:
         k = 2 * r + 1
         self.labels = np.full((h, w), (k * k) // 2, np.int64)       # the window centres
         self.energy = _level_energy(unary, centre, self.labels, r, alpha, d)
+        self._last = self.labels
 
     def offer(self, belief: np.ndarray) -> None:
+        """belief (H, W, K, K): offers its per-node minimum (the first one on ties)."""
         h, w = belief.shape[:2]
-        labels = belief.reshape(h, w, -1).argmin(-1)
+        self.offer_labels(belief.reshape(h, w, -1).argmin(-1))
+
+    def offer_labels(self, labels: np.ndarray) -> None:
+        """labels (H, W) int64 flat label indices."""
+        if np.array_equal(labels, self._last):
+            return
+        self._last = labels
         unary, centre, r, alpha, d = self.args
         e = _level_energy(unary, centre, labels, r, alpha, d)
         if e < self.energy - 1e-9:
             self.labels, self.energy = labels, e
 
 
+def _belief(unary_lm: np.ndarray, msgs: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out (K, K, H, W) = unary_lm (K, K, H, W) + the sum of msgs (K, K, 4, H, W) over the 4
+    directions, added in direction order (as ``msgs.sum(axis)`` does)."""
+    np.add(msgs[:, :, 0], msgs[:, :, 1], out=out)
+    out += msgs[:, :, 2]
+    out += msgs[:, :, 3]
+    out += unary_lm
+    return out
+
+
 def _bp_parallel(unary, su, sv, alpha, d, iterations, best: _Best, damping=0.0):
-    msgs = np.zeros((4,) + unary.shape, np.float32)   # msgs[k][q]: received travelling along k
-    new = np.empty_like(msgs)
+    """Synchronous min-sum BP: every node sends all four messages from the previous
+    iteration's messages. unary (H, W, K, K) float32; su, sv (4, H, W) int from
+    :func:`_neighbour_shifts`. Offers the decoded labelling to ``best`` after each iteration.
+
+    Messages are computed where they arrive: msgs[:, :, j, q] (K, K) is the message q
+    receives from q - dir_j, computed from the sender's belief minus what q sent it, and is 0
+    where q has no such neighbour."""
+    h, w, k = unary.shape[:3]
+    unary_lm = np.ascontiguousarray(unary.transpose(2, 3, 0, 1))      # (K, K, H, W)
+    msgs = np.zeros((k, k, 4, h, w), np.float32)
+    hh = np.zeros_like(msgs)                         # sender's belief less the receiver's message
+    edges = [_edge(j, h, w) for j in range(4)]
+    recv_su = np.zeros_like(su)                      # shifts of each message, at its receiver
+    recv_sv = np.zeros_like(sv)
+    for j, (send, recv, _) in enumerate(edges):
+        recv_su[(j, *recv)] = su[(j, *send)]
+        recv_sv[(j, *recv)] = sv[(j, *send)]
+    reads_u = _ShiftedReads.build(recv_su, k, alpha)
+    reads_v = _ShiftedReads.build(recv_sv, k, alpha)
+    tmp = np.empty((k, 4 * h * w), np.float32)
+    belief = _belief(unary_lm, msgs, np.empty((k, k, h, w), np.float32))
     for _ in range(iterations):
-        belief = unary + msgs.sum(0)
-        hh = belief[None] - msgs[list(_OPP)]           # outgoing from p along k excludes q->p
-        m = _message(hh, alpha, d, su, sv)
-        for k in range(4):
-            _deliver(m[k], k, new[k])
+        for j, (send, recv, _) in enumerate(edges):
+            # the sender p excludes the message it received from its receiver (along OPP[j])
+            np.subtract(belief[:, :, send[0], send[1]], msgs[:, :, _OPP[j], send[0], send[1]],
+                        out=hh[:, :, j, recv[0], recv[1]])
+        m = _message(hh.reshape(k, k, -1), alpha, d, reads_u, reads_v, tmp).reshape(msgs.shape)
+        for j, (_, _, none) in enumerate(edges):
+            m[:, :, j, none[0], none[1]] = 0
         if damping > 0:
-            msgs = (1 - damping) * new + damping * msgs
+            msgs = (1 - damping) * m + damping * msgs
         else:
-            msgs, new = new, msgs
-        best.offer(unary + msgs.sum(0))
+            msgs = m
+        belief = _belief(unary_lm, msgs, belief)
+        best.offer_labels(belief.reshape(k * k, h, w).argmin(0))
 
 
 def _pair_costs(shift: np.ndarray, k: int, alpha: float, d: float) -> np.ndarray:
