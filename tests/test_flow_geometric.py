@@ -1,7 +1,8 @@
 """The improved variant's matcher: robust affine fit and the affine location prior."""
 import numpy as np
 
-from sopcorr.flow.geometric import fit_affine_ransac, geometric_correspondence, neighbourhood_descriptors
+from sopcorr.flow.geometric import (fit_affine_ransac, geometric_correspondence, neighbourhood_descriptors,
+                                    ransac_triples)
 from sopcorr.geometry import FeatureGrid, Letterbox
 
 
@@ -19,6 +20,27 @@ def test_ransac_recovers_affine_despite_outliers():
     # outliers far from the model are rejected; every true inlier is kept
     assert aff.inliers[inl].all()
     assert aff.inliers.sum() <= 60 - 15
+
+
+def test_ransac_triples_are_numpys_choice_loop():
+    """The vectorised minimal samples are exactly the triples of NumPy's ``choice`` loop they
+    replace (the fits, hence every geometric result, stay the same), for the generator
+    ``fit_affine_ransac`` makes and others."""
+    for m in [3, 4, 5, 6, 7, 9, 17, 64, 100, 255, 256, 257, 1000, 10000, 10001]:
+        for seed in range(4):
+            for n in (1, 2, 7, 300):
+                ref = np.random.default_rng(seed)
+                want = np.stack([ref.choice(m, 3, replace=False) for _ in range(n)])
+                got = ransac_triples(np.random.default_rng(seed), m, n)
+                assert got.dtype == want.dtype and np.array_equal(got, want), (m, seed, n)
+    half_used = np.random.default_rng(1)
+    half_used.integers(0, 10, dtype=np.uint32)  # leaves half of a 64-bit output for the next draw
+    ref = np.random.default_rng(1)
+    ref.integers(0, 10, dtype=np.uint32)
+    want = np.stack([ref.choice(50, 3, replace=False) for _ in range(20)])
+    assert np.array_equal(ransac_triples(half_used, 50, 20), want)
+    mt, ref = np.random.Generator(np.random.MT19937(3)), np.random.Generator(np.random.MT19937(3))
+    assert np.array_equal(ransac_triples(mt, 50, 20), np.stack([ref.choice(50, 3, replace=False) for _ in range(20)]))
 
 
 def test_too_few_matches_gives_identity():

@@ -31,6 +31,39 @@ def test_identity_correspondence_gives_b_the_colours_of_a():
     assert np.array_equal(mask_b, inside)
 
 
+def test_only_the_points_in_b_box_are_mapped_in_batches():
+    """A read-out correspondence (the network's, costly per point) is asked only for the points
+    inside B's box, at most TRANSFER_BATCH at a time, and the colours are those of mapping every
+    point at once."""
+    from sopcorr.viz import colour
+
+    h, w = 60, 64
+    base = _identity(h, w)
+    asked = []
+
+    def readout(cells):
+        asked.append(len(cells))
+        return base.transfer(base.grid.cell_to_image(cells), mode="bilinear")
+
+    corr = DenseCorrespondence(base.target_xy, base.score, base.valid, base.grid, interpolation="readout",
+                               point_readout=readout)
+    ys, xs = np.mgrid[0:h, 0:w]
+    xy = np.stack([xs, ys], -1).astype(float)
+    box_a, box_b = (0.0, 0.0, w - 1.0, h - 1.0), (5, 3, 50, 58)
+    old = colour.TRANSFER_BATCH
+    colour.TRANSFER_BATCH = 1000
+    try:
+        rgb, mask = colour_by_match(corr, xy, box_a, box_b)
+    finally:
+        colour.TRANSFER_BATCH = old
+    inside = (xy[..., 0] >= 5) & (xy[..., 0] <= 50) & (xy[..., 1] >= 3) & (xy[..., 1] <= 58)
+    assert sum(asked) == inside.sum() and max(asked) <= 1000 and len(asked) > 1
+    asked.clear()
+    rgb_all, mask_all = colour_by_match(corr, xy, box_a)
+    assert np.array_equal(mask, mask_all & inside)
+    np.testing.assert_array_equal(rgb[mask], rgb_all[mask])
+
+
 def test_confident_matches_take_the_best_cells_spread_out():
     score = np.zeros((16, 16), np.float32)
     score[3, 3], score[3, 4], score[10, 12], score[8, 1] = 0.9, 0.95, 0.8, 0.7

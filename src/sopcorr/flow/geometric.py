@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from ..geometry import DenseCorrespondence, FeatureGrid
 
-__all__ = ["Affine", "fit_affine_ransac", "fit_affine_models", "assign_models",
+__all__ = ["Affine", "ransac_triples", "fit_affine_ransac", "fit_affine_models", "assign_models",
            "neighbourhood_descriptors", "mutual_matches", "prior_target_cells", "prior_distance2", "geometric_correspondence",
            "PRIORS"]
 
@@ -66,6 +66,50 @@ def _weighted_lstsq(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> np.ndarr
     return np.linalg.lstsq(X * sw, dst * sw, rcond=None)[0]
 
 
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+def ransac_triples(rng: np.random.Generator, m: int, iterations: int) -> np.ndarray:
+    """(iterations, 3) int64 minimal samples of RANSAC: exactly
+    ``np.stack([rng.choice(m, 3, replace=False) for _ in range(iterations)])`` (the same
+    triples from the same generator), drawn in one vectorised pass instead of ``iterations``
+    calls (a third of the geometric matchers' time in the viewer job went to that loop).
+
+    NumPy's ``Generator.choice(m, 3, replace=False)`` (m <= 10000) is Floyd's algorithm then a
+    shuffle, five bounded draws from the bit generator's 32-bit stream, each by Lemire's
+    multiply-shift: ``(u * n) >> 32`` for a draw u in [0, n) (Floyd: n = m - 2, m - 1, m, a
+    value already taken replaced by n - 1; the shuffle: n = 3, 2). The rare draw whose low
+    bits would make Lemire's method test for rejection, m < 4 (a draw over one value is not
+    made), a bit generator other than PCG64 (``default_rng``'s) or with a half-used 64-bit
+    output, or m > 10000 take NumPy's own loop, so
+    the result is always NumPy's (tests/test_flow_geometric.py compares them). The generator is
+    left in an unspecified state: the caller draws nothing after."""
+    iterations = int(iterations)
+    state = rng.bit_generator.state
+    if (type(rng.bit_generator) is np.random.PCG64 and 4 <= m <= 10000 and iterations > 0
+            and not state.get("has_uint32", 0)):
+        raw = rng.bit_generator.random_raw((5 * iterations + 1) // 2)
+        u = np.empty(2 * len(raw), np.uint64)          # a 64-bit output's low half, then its high half
+        u[0::2], u[1::2] = raw & _LOW32, raw >> np.uint64(32)
+        n = np.array([m - 2, m - 1, m, 3, 2], np.uint64)
+        prod = u[:5 * iterations].reshape(iterations, 5) * n
+        if not ((prod & _LOW32) < n).any():
+            v = (prod >> np.uint64(32)).astype(np.int64)
+            a = v[:, 0]
+            b = np.where(v[:, 1] == a, m - 2, v[:, 1])
+            c = np.where((v[:, 2] == a) | (v[:, 2] == b), m - 1, v[:, 2])
+            out = np.stack([a, b, c], 1)
+            rows = np.arange(iterations)
+            for i, col in ((2, 3), (1, 4)):               # the shuffle: swap slot i with slot v[:, col]
+                j = v[:, col]
+                tmp = out[rows, j].copy()
+                out[rows, j] = out[:, i]
+                out[:, i] = tmp
+            return out
+        rng.bit_generator.state = state
+    return np.stack([rng.choice(m, 3, replace=False) for _ in range(iterations)]).reshape(-1, 3)
+
+
 def fit_affine_ransac(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None,
                       threshold: float = 1.0, iterations: int = 300, seed: int = 0) -> Affine:
     """Robustly fit dst ~ A(src) for point sets (M, 2).
@@ -82,7 +126,7 @@ def fit_affine_ransac(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | No
         return Affine(ident, np.zeros(m, dtype=bool))
     rng = np.random.default_rng(seed)
     X = np.c_[src, np.ones(m)]
-    samples = np.stack([rng.choice(m, 3, replace=False) for _ in range(iterations)])  # (I, 3)
+    samples = ransac_triples(rng, m, iterations)                                          # (I, 3)
     A = X[samples]                                                                       # (I, 3, 3)
     B = dst[samples]                                                                     # (I, 3, 2)
     det = np.linalg.det(A)

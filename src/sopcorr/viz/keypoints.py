@@ -16,14 +16,14 @@ def draw_keypoint_predictions(panels, out: str | Path, title: str = "", ncol: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import save_figure
+    from .correspondence import _hide_axes, _save
 
     n = max(1, len(panels))
     ncol = min(ncol, n)
     nrow = int(np.ceil(n / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 2.6 * nrow), squeeze=False)
     for ax in axes.ravel():
-        ax.axis("off")
+        _hide_axes(ax)
     for ax, p in zip(axes.ravel(), panels):
         ax.imshow(p["image"])
         gt = np.asarray(p["gt"], float)
@@ -39,7 +39,7 @@ def draw_keypoint_predictions(panels, out: str | Path, title: str = "", ncol: in
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    save_figure(fig, out, dpi=100)
+    _save(fig, out)
 
 
 def keypoint_method(predicted, methods) -> str | None:

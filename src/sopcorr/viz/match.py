@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .colour import overlay, position_colours
+from .colour import colour_by_match, overlay, position_colours
+from .colour import in_box as _in_box
 
 __all__ = ["match_figure", "confident_matches", "colour_by_match"]
 
@@ -33,26 +34,6 @@ def _resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if img.shape[:2] == tuple(hw):
         return img
     return cv2.resize(np.ascontiguousarray(img), (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
-
-
-def _in_box(xy: np.ndarray, box) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    return (xy[..., 0] >= x0) & (xy[..., 0] <= x1) & (xy[..., 1] >= y0) & (xy[..., 1] <= y1)
-
-
-def colour_by_match(corr_ba, xy_b: np.ndarray, box_a, box_b=None) -> tuple[np.ndarray, np.ndarray]:
-    """Colours (..., 3) and mask (...) of B's points ``xy_b`` (..., 2) by the position of their
-    match (``corr_ba``: B -> A) in ``box_a``; only points inside ``box_b`` (default: all) with a
-    valid match are coloured."""
-    from ..evaluate.transfer import transfer_points
-
-    shape = xy_b.shape[:-1]
-    to_a, _, ok = transfer_points(corr_ba, xy_b.reshape(-1, 2))
-    rgb, inside = position_colours(to_a.reshape(*shape, 2), box_a)
-    mask = inside & ok.reshape(shape)
-    if box_b is not None:
-        mask &= _in_box(xy_b, box_b)
-    return rgb, mask
 
 
 def confident_matches(corr_ab, n: int, box_a=None, min_gap: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +98,7 @@ def match_figure(img_a: np.ndarray, img_b: np.ndarray, corr_ba, out: str | Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import save_figure
+    from ..io import save_figure, save_raster_figure
 
     ha, wa = img_a.shape[:2]
     hb, wb = img_b.shape[:2]
@@ -179,25 +160,6 @@ def match_figure(img_a: np.ndarray, img_b: np.ndarray, corr_ba, out: str | Path,
     if title:
         fig.suptitle(title, fontsize=8.5, y=1 - 0.12 / fig_h, va="top")
     if Path(out).suffix.lower() in (".png", ".jpg", ".jpeg"):
-        _save_raster(fig, out, dpi)
+        save_raster_figure(fig, out, dpi)  # RGB, fast PNG compression
     else:
         save_figure(fig, out, dpi=dpi)
-
-
-def _save_raster(fig, out: str | Path, dpi: int) -> None:
-    """A PNG/JPEG of ``fig`` written atomically as RGB (no alpha) with fast PNG compression:
-    about half of matplotlib's RGBA ``savefig`` time for photographs."""
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    from ..io import atomic_path
-
-    out = Path(out)
-    fig.set_dpi(dpi)
-    fig.canvas.draw()
-    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
-    plt.close(fig)
-    fmt = "PNG" if out.suffix.lower() == ".png" else "JPEG"
-    kw = {"compress_level": 1} if fmt == "PNG" else {"quality": 92}
-    with atomic_path(out) as tmp:
-        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format=fmt, **kw)
