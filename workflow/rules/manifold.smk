@@ -37,6 +37,10 @@ rule manifold:
     conda:
         "../../envs/sopcorr.yaml"
     threads: 2
+    # before the one-thread pseudo flows: the features -> manifold chains (two threads each)
+    # run first, so the flows then run two at a time instead of one beside an idle core
+    # (docs/PERFORMANCE.md, "Which job runs first")
+    priority: 1
     resources:
         mem_mb=4000,
     params:
