@@ -49,3 +49,54 @@ def test_a_network_descriptor_is_sampled_on_the_warped_box():
     pts = np.array([[20.0, 25.0], [40.5, 33.0]])
     _, sc, off = crop_object(img, (10, 20, 49, 39), size)
     assert np.allclose(f(0, pts), to_crop(pts, sc, off), atol=1e-4)
+
+
+def test_conv_rows_share_one_backbone_pass_per_image(monkeypatch):
+    """Table 1's conv4 and conv5 rows: the SVM baselines describe every image for conv4, then
+    every image for conv5; each image goes through the backbone once, and each row's
+    descriptors equal the layer's map of that image's own pass (slow reference: a fresh pass
+    per image and layer)."""
+    import torch
+
+    from sopcorr.evaluate import classify
+    from sopcorr.evaluate.classify import ConvDescriptorParams, descriptor_functions, map_descriptors
+    from sopcorr.features import backbones
+    from sopcorr.features.extract import combine_layers, preprocess
+    from sopcorr.geometry import FeatureGrid
+
+    size = 64
+    conv = ConvDescriptorParams(device="cpu")
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (50 + 7 * i, 70, 3), dtype=np.uint8) for i in range(3)]
+    boxes = [(5, 4, 60, 40 + 5 * i) for i in range(3)]
+    pts = [np.array([[10.0 + i, 12.0], [40.5, 30.0 + i]]) for i in range(3)]
+
+    class Cat:
+        def image(self, i):
+            return imgs[i]
+
+        def bbox(self, i):
+            return boxes[i]
+
+    passes = []
+    build = backbones.build_backbone
+
+    def counting_build(*a, **kw):
+        net = build(*a, **kw)
+        net.register_forward_hook(lambda mod, inp, out: passes.append(1))
+        return net
+
+    monkeypatch.setattr(backbones, "build_backbone", counting_build)
+    fns = descriptor_functions(Cat(), ["conv4", "conv5"], size, conv)
+    got = {name: [fns[name](i, pts[i]) for i in range(3)] for name in ("conv4", "conv5")}
+    assert len(passes) == 3
+    net = build(conv.backbone, size, layers=conv.conv_layers(), weights=conv.weights, device="cpu")
+    for name, layer in zip(("conv4", "conv5"), conv.conv_layers()):
+        for i in range(3):
+            crop, sc, off = classify.crop_object(imgs[i], boxes[i], size)
+            x, lb = preprocess(crop, size, net.spec.mean, net.spec.std)
+            with torch.no_grad():
+                feats = net(x[None])
+            ref = map_descriptors(combine_layers(feats, [layer], relu=conv.relu)[0].numpy(),
+                                  FeatureGrid(lb, net.strides[layer]), classify.to_crop(pts[i], sc, off))
+            assert np.array_equal(got[name][i], ref)

@@ -137,23 +137,26 @@ def _conv_functions(cat, crop_size: int, conv: ConvDescriptorParams):
 
     lays = conv.conv_layers()
     net = build_backbone(conv.backbone, crop_size, layers=lays, weights=conv.weights, device=conv.device)
-    cache: dict = {}
+    # one backbone pass per image serves both rows: the SVM baselines describe every image for
+    # conv4, then every image again for conv5 (run_svm_baselines), so each image's descriptors
+    # of both layers at its points are kept ((V, D) per layer, not the maps)
+    sampled: dict = {}
 
-    def maps(i):
-        if i not in cache:
+    def describe(i, pts):
+        key = (i, np.asarray(pts, np.float64).tobytes())
+        if key not in sampled:
             crop, sc, off = crop_object(cat.image(i), cat.bbox(i), crop_size)
             x, lb = preprocess(crop, crop_size, net.spec.mean, net.spec.std)
             with torch.no_grad():
                 feats = net(x[None].to(next(net.parameters()).device))
-            cache.clear()
-            cache[i] = ({l: combine_layers(feats, [l], relu=conv.relu)[0].cpu().numpy() for l in lays},
-                        lb, sc, off)
-        return cache[i]
+            at = to_crop(pts, sc, off)
+            sampled[key] = {l: map_descriptors(combine_layers(feats, [l], relu=conv.relu)[0].cpu().numpy(),
+                                               FeatureGrid(lb, net.strides[l]), at) for l in lays}
+        return sampled[key]
 
     def fn(layer):
         def f(i, pts):
-            m, lb, sc, off = maps(i)
-            return map_descriptors(m[layer], FeatureGrid(lb, net.strides[layer]), to_crop(pts, sc, off))
+            return describe(i, pts)[layer]
         return f
 
     return {"conv4": fn(lays[0]), "conv5": fn(lays[1])}
