@@ -232,6 +232,30 @@ def test_leg_cache_computes_each_ordered_pair_once_and_counts_are_known():
         assert out[key].tobytes() == plain[key].tobytes()
 
 
+def test_forward_backward_inner_matches_are_computed_once_per_ordered_pair():
+    """The check of (i, j) and that of (j, i) (a direct pair and its reverse, a leg and the leg
+    back) share the inner matcher's two correspondences; the flows equal the unshared ones."""
+    from sopcorr.matchers.base import ForwardBackward
+
+    n, hubs = 6, [2, 4]
+    pairs = [(0, 1), (1, 0), (0, 2), (2, 5), (3, 1), (5, 0)]
+    inner = ShiftMatcher()
+    stats = {}
+    out = pseudo_flows(ForwardBackward(inner, 1.5), _frames(n), pairs, hubs=hubs, cycle_tolerance=1.5, stats=stats)
+    fb = set(leg_uses(pairs, hubs))
+    assert set(inner.calls) == fb | {(j, i) for i, j in fb} and set(inner.calls.values()) == {1}
+    assert stats["inner_computed"] == len(inner.calls) and stats["inner_served"] == 2 * len(fb) - len(inner.calls)
+    frames = _frames(n)
+    for k, (i, j) in enumerate(pairs):
+        ref = ForwardBackward(ShiftMatcher(), 1.5).correspondence(frames[i], frames[j])
+        for key in ("target_xy", "valid", "score"):
+            assert out[key][k].tobytes() == np.asarray(getattr(ref, key), out[key].dtype).tobytes()
+    plain = pseudo_flows(ForwardBackward(ShiftMatcher(), 1.5), _frames(n), pairs, stats=stats)
+    assert stats["inner_served"] == 2                      # (0, 1) and (1, 0)
+    for key in ("target_xy", "valid", "score"):
+        assert out[key].tobytes() == plain[key].tobytes()
+
+
 def test_an_inconsistent_hub_confirms_nothing():
     """Every match into image 3 is 3 cells off: pairs through hub 3 (A -> 3 -> B) get no
     confirmation from it, while hub 1 still confirms."""

@@ -48,9 +48,11 @@ def main(smk):
         nv = int(out["valid"].sum())
         confirmed = float((out["valid"] & (out["confirmations"] > 0)).sum() / nv) if nv else 0.0
         log.info("%s: cycle confirmation through %d hub(s) %s (tolerance %g cells): %.1f %% of valid cells "
-                 "confirmed at least once; %d matcher calls (%d pairs + %d legs, %.1f s in legs)",
+                 "confirmed at least once; %d matcher calls (%d pairs + %d legs, %.1f s in legs; %d inner "
+                 "matches computed, %d shared)",
                  category, len(hubs), [emb.ids[h] for h in hubs], cycle.tolerance, 100 * confirmed,
-                 stats["matcher_calls"], len(pairs), stats["leg_calls"], stats["leg_seconds"])
+                 stats["matcher_calls"], len(pairs), stats["leg_calls"], stats["leg_seconds"],
+                 stats["inner_computed"], stats["inner_served"])
         cyc = dict(confirmations=out["confirmations"], hubs=hubs, cycle_tolerance=cycle.tolerance,
                    cycle_images=cycle.images)
     write_flow_store(smk.output.store, pairs, out["target_xy"], out["valid"], out["score"],

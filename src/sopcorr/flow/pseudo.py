@@ -38,7 +38,7 @@ from ..errors import DatasetError, SopcorrError
 from ..geometry import DenseCorrespondence, FeatureGrid, Letterbox, bilinear_sample
 from ..io import atomic_path
 
-__all__ = ["sample_pairs", "category_seed", "pseudo_flows", "write_flow_store", "FlowStore",
+__all__ = ["sample_pairs", "category_seed", "pseudo_flows", "share_planned", "write_flow_store", "FlowStore",
            "upsample_to_input"]
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,14 @@ def pseudo_flows(matcher, frames, pairs: Sequence[tuple[int, int]], progress: bo
     direct pair that is also a leg is reused, and a hub leg serves every pair that uses it),
     so target_xy / valid / score are exactly those of ``hubs=None``.
 
+    The matcher's inner correspondences are shared too (:func:`share_planned`): the
+    forward-backward check of (i, j) and that of (j, i) (a direct pair and its reverse, a leg to a
+    hub and the leg back) match the same two ordered pairs, each computed once.
+
     stats: optional dict filled with 'pairs', 'matcher_calls' (all calls of ``matcher``),
     'leg_calls' and 'leg_seconds' (the calls for legs that are not direct pairs: the cost of
-    the confirmation), 'peak_cached' (most correspondences held at once) and 'hubs'.
+    the confirmation), 'peak_cached' (most correspondences held at once), 'hubs' and
+    'inner_computed' / 'inner_served' (the inner matchers' correspondences computed / reused).
 
     Returns {'target_xy': (P, H, W, 2) float32, 'valid': (P, H, W) bool, 'score': (P, H, W)
     float32[, 'confirmations': (P, H, W) uint8]} in the layout of :func:`write_flow_store`.
@@ -114,7 +119,11 @@ def pseudo_flows(matcher, frames, pairs: Sequence[tuple[int, int]], progress: bo
         bad = [h for h in hubs if not 0 <= h < n]
         if bad:
             raise SopcorrError(f"pseudo_flows: hub indices {bad} outside a category of {n} images")
-        cache = LegCache(matcher, frames, leg_uses(pairs, hubs))
+        uses = leg_uses(pairs, hubs)
+        matcher, shared = share_planned(matcher, frames, list(uses))
+        cache = LegCache(matcher, frames, uses)
+    else:
+        matcher, shared = share_planned(matcher, frames, [(i, j) for i, j in pairs if 0 <= i < n and 0 <= j < n])
     it = reporter(enumerate(pairs), total=p, desc="pseudo flow", unit="pair", disable=not progress,
                   logger=log)
     for k, (i, j) in it:
@@ -143,6 +152,7 @@ def pseudo_flows(matcher, frames, pairs: Sequence[tuple[int, int]], progress: bo
         direct = {(int(i), int(j)) for i, j in pairs}
         stats["pairs"] = p
         stats["hubs"] = list(hubs or [])
+        stats.update(inner_computed=shared.computed, inner_served=shared.served)
         if cache is None:
             stats.update(matcher_calls=p, leg_calls=0, leg_seconds=0.0, peak_cached=0)
         else:
@@ -150,6 +160,23 @@ def pseudo_flows(matcher, frames, pairs: Sequence[tuple[int, int]], progress: bo
             stats.update(matcher_calls=cache.calls, leg_calls=int(sum(cache.counts[key] for key in legs)),
                          leg_seconds=float(sum(cache.times[key] for key in legs)), peak_cached=cache.peak)
     return out
+
+
+def share_planned(matcher, frames, calls: Sequence[tuple[int, int]]):
+    """``matcher`` with its correspondences shared (:func:`~sopcorr.matchers.base.share_correspondences`)
+    for the planned ``calls``: each ordered pair (i, j) of image indices that will be asked of
+    it once (a :class:`~sopcorr.matchers.base.ForwardBackward` asks its inner matcher for (i, j)
+    and (j, i), so the check of (j, i) reuses both of (i, j)'s). Every shared correspondence
+    is the one the matcher computes (a read-only copy), so results are unchanged; a call
+    outside the plan is computed as before. Returns (the shared matcher, its
+    :class:`~sopcorr.matchers.base.SharedCorrespondences`: counters computed / served)."""
+    from ..matchers.base import SharedCorrespondences, share_correspondences
+
+    shared = SharedCorrespondences()
+    out = share_correspondences(matcher, shared)
+    for i, j in calls:
+        shared.expect(out, frames[int(i)], frames[int(j)])
+    return out, shared
 
 
 def _jsonable(x):
