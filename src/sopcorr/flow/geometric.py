@@ -60,6 +60,12 @@ class Affine:
         return np.concatenate([xy, np.ones(xy.shape[:-1] + (1,))], axis=-1) @ self.matrix
 
 
+def _lengths(v: np.ndarray) -> np.ndarray:
+    """(..., 2) vectors -> (...) Euclidean lengths, bit for bit ``np.linalg.norm(v, axis=-1)``
+    (which is ``sqrt(x * x + y * y)``) without its slow reduction over a length-2 axis."""
+    return np.sqrt(v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1])
+
+
 def _weighted_lstsq(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> np.ndarray:
     X = np.c_[src, np.ones(len(src))]
     sw = np.sqrt(np.maximum(w, 1e-12))[:, None]
@@ -134,7 +140,7 @@ def fit_affine_ransac(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | No
     best_score, best_inl = -1.0, None
     if ok.any():
         M = np.linalg.solve(A[ok], B[ok])                                                # (I', 3, 2)
-        res = np.linalg.norm(X[None] @ M - dst[None], axis=2)                           # (I', m)
+        res = _lengths(X[None] @ M - dst[None])                                          # (I', m)
         inl = res <= threshold
         scores = inl.astype(np.float64) @ w
         k = int(np.argmax(scores))
