@@ -82,7 +82,8 @@ def correlation_bench(a, dev) -> int:
           f"cells/pair {a.cells or H * H}, amp {amp}, encoder {'frozen (head on grids)' if freeze else 'trained'}, "
           f"{sum(p.numel() for p in params)/1e6:.2f}M trainable params, built in {time.perf_counter() - t0:.1f}s",
           flush=True)
-    cfg = CorrelationSettings(steps=a.steps + a.warmup, lr=1e-4, cells_per_pair=a.cells, freeze_encoder=freeze)
+    cfg = CorrelationSettings(steps=a.steps + a.warmup, lr=1e-4, cells_per_pair=a.cells, freeze_encoder=freeze,
+                              flow_weight=a.flow_weight)
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -196,6 +197,8 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=nonnegative_int, default=256, help="correlation: head width")
     ap.add_argument("--dim", type=positive_int, default=128, help="correlation: descriptor dimension")
     ap.add_argument("--cells", type=positive_int, default=None, help="correlation: source cells per pair in the loss (default: all)")
+    ap.add_argument("--flow-weight", type=float, default=1.0,
+                    help="correlation: weight of the read-out flow loss in the training step (0: InfoNCE only, as the bare step)")
     a = ap.parse_args(argv)
 
     import torch
