@@ -15,13 +15,13 @@ rule extract_features:
         results("logs", "extract_features", "{category}.log"),
     benchmark:
         results("benchmarks", "extract_features", "{category}.tsv")
-    conda:
-        "../../envs/sopcorr.yaml"
-    threads: 2
     # before the one-thread pseudo flows: the features -> manifold chains (two threads each)
     # run first, so the flows then run two at a time instead of one beside an idle core
     # (docs/PERFORMANCE.md, "Which job runs first")
     priority: 1
+    conda:
+        "../../envs/sopcorr.yaml"
+    threads: 2
     resources:
         mem_mb=job_memory_mb(
             config["backbone"]["name"],

@@ -34,13 +34,13 @@ rule manifold:
         results("logs", "manifold", "{variant}", "{category}.log"),
     benchmark:
         results("benchmarks", "manifold", "{variant}", "{category}.tsv")
-    conda:
-        "../../envs/sopcorr.yaml"
-    threads: 2
     # before the one-thread pseudo flows: the features -> manifold chains (two threads each)
     # run first, so the flows then run two at a time instead of one beside an idle core
     # (docs/PERFORMANCE.md, "Which job runs first")
     priority: 1
+    conda:
+        "../../envs/sopcorr.yaml"
+    threads: 2
     resources:
         mem_mb=4000,
     params:
