@@ -7,7 +7,7 @@ import numpy as np
 
 from ..data.generic import read_image
 from ..data.model import Dataset
-from ..io import save_figure
+from ..io import save_raster_figure
 
 
 def contact_sheet(ds: Dataset, category: str, path: str | Path, max_images: int = 12, cols: int = 4,
@@ -57,4 +57,4 @@ def contact_sheet(ds: Dataset, category: str, path: str | Path, max_images: int 
     fig.suptitle(f"{category}: {sum(1 for i in ds.instances if i.category == category)} instances, "
                  f"{len(names)} keypoints (filled: visible, hollow: not visible)", fontsize=9)
     fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    save_raster_figure(fig, path, dpi=110, compress_level=3)
