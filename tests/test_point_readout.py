@@ -190,6 +190,9 @@ def test_adaptive_interpolates_agreeing_matches_and_reads_out_the_rest():
     assert not fine.agreeing(src.image_to_cell(smooth)).any()
     with pytest.raises(ValueError, match="target_grid"):
         DenseCorrespondence(xy, score, valid, src, interpolation="adaptive", point_readout=read)
+    plain = DenseCorrespondence(xy, score, valid, src, interpolation="readout", point_readout=read)
+    with pytest.raises(ValueError, match="target_grid"):
+        plain.transfer(smooth, "adaptive")
 
 
 def test_the_matchers_transfer_adaptively_by_default():

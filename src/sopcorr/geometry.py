@@ -156,6 +156,8 @@ class DenseCorrespondence:
         """(K,) bool: for source cells (K, 2) continuous (col, row), whether the four cells
         around each (clipped at the border, as :func:`bilinear_sample`) are all valid and their
         matches lie within ``AGREE_CELLS`` target cells of their mean (needs ``target_grid``)."""
+        if self.target_grid is None:
+            raise ValueError("DenseCorrespondence.agreeing: needs the target_grid (the size of a target cell)")
         cr = np.asarray(cells, np.float64).reshape(-1, 2)
         h, w = self.score.shape
         c0 = np.clip(np.floor(cr[:, 0]).astype(int), 0, w - 1)
@@ -190,8 +192,8 @@ class DenseCorrespondence:
             xy, score = self.point_readout(cr)
             return np.asarray(xy, np.float64).reshape(-1, 2), np.asarray(score, np.float64).reshape(-1)
         if mode == "adaptive":
-            if self.point_readout is None or self.target_grid is None:
-                raise ValueError("DenseCorrespondence.transfer: mode 'adaptive' needs a point_readout and the target_grid")
+            if self.point_readout is None:
+                raise ValueError("DenseCorrespondence.transfer: mode 'adaptive' without a point_readout")
             xy, score = bilinear_sample(self.target_xy, cr).astype(np.float64), bilinear_sample(self.score, cr).astype(np.float64)
             apart = np.flatnonzero(~self.agreeing(cr))
             if len(apart):
