@@ -88,3 +88,12 @@ def save_raster_figure(fig, path: str | Path, dpi: float, compress_level: int = 
         fmt, kw = "JPEG", {"quality": int(quality)}
     with atomic_path(path) as tmp:
         Image.fromarray(rgb).save(tmp, format=fmt, **kw)
+
+
+def save_plot(fig, path: str | Path, dpi: float, compress_level: int = 1) -> None:
+    """A figure with an opaque background: :func:`save_raster_figure` for .png, .jpg and .jpeg,
+    :func:`save_figure` (``savefig``) for any other suffix (e.g. .svg, .pdf)."""
+    if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg"):
+        save_raster_figure(fig, path, dpi, compress_level=compress_level)
+    else:
+        save_figure(fig, path, dpi=dpi)

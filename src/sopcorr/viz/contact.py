@@ -7,7 +7,8 @@ import numpy as np
 
 from ..data.generic import read_image
 from ..data.model import Dataset
-from ..io import save_raster_figure
+from ..io import save_plot
+from .axes import hide_axes
 
 
 def contact_sheet(ds: Dataset, category: str, path: str | Path, max_images: int = 12, cols: int = 4,
@@ -32,7 +33,7 @@ def contact_sheet(ds: Dataset, category: str, path: str | Path, max_images: int 
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows + 0.6), squeeze=False)
     for ax in axes.ravel():
-        ax.axis("off")
+        hide_axes(ax)
     for ax, inst in zip(axes.ravel(), insts):
         img = read_image(ds.path(inst.image))
         ax.imshow(img)
@@ -57,4 +58,4 @@ def contact_sheet(ds: Dataset, category: str, path: str | Path, max_images: int 
     fig.suptitle(f"{category}: {sum(1 for i in ds.instances if i.category == category)} instances, "
                  f"{len(names)} keypoints (filled: visible, hollow: not visible)", fontsize=9)
     fig.tight_layout()
-    save_raster_figure(fig, path, dpi=110, compress_level=3)
+    save_plot(fig, path, 110, compress_level=3)

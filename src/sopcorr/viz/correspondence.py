@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import save_plot
+from .axes import hide_axes
 from .colour import colour_by_match
 from .colour import overlay as _overlay
 from .colour import pixel_coords as _coords
@@ -65,33 +67,13 @@ def draw_correspondence_grid(rows, method_names: list[str], out: str | Path, tit
             ax.text(0.5, -0.02, f"B: {row.get('label_b', '')}", transform=ax.transAxes, ha="center",
                     va="top", fontsize=6)
     for ax in axes.ravel():
-        _hide_axes(ax)
+        hide_axes(ax)
     if not rows:
         axes[0, 0].text(0.5, 0.5, "no pairs", ha="center")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, out)
-
-
-def _hide_axes(ax) -> None:
-    """``ax.axis("off")`` and its x and y axes hidden: nothing shows either way, but a hidden
-    axis spares laying out the image's ticks, which matplotlib otherwise does to place every
-    title (0.5 s of the two figures' 1.3 s of drawing on the default run)."""
-    ax.axis("off")
-    ax.xaxis.set_visible(False)
-    ax.yaxis.set_visible(False)
-
-
-def _save(fig, out: str | Path, dpi: int = 100) -> None:
-    """The evaluation's figures: a PNG as RGB at zlib level 3 (four times faster than
-    ``savefig``'s RGBA at level 6, and smaller); another suffix (e.g. .svg) through ``savefig``."""
-    from ..io import save_figure, save_raster_figure
-
-    if Path(out).suffix.lower() in (".png", ".jpg", ".jpeg"):
-        save_raster_figure(fig, out, dpi, compress_level=3)
-    else:
-        save_figure(fig, out, dpi=dpi)
+    save_plot(fig, out, 100, compress_level=3)
 
 
 def figure_pairs(cat, n_pairs: int = 2) -> list[tuple[int, int]]:

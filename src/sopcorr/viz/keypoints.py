@@ -16,14 +16,15 @@ def draw_keypoint_predictions(panels, out: str | Path, title: str = "", ncol: in
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .correspondence import _hide_axes, _save
+    from ..io import save_plot
+    from .axes import hide_axes
 
     n = max(1, len(panels))
     ncol = min(ncol, n)
     nrow = int(np.ceil(n / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 2.6 * nrow), squeeze=False)
     for ax in axes.ravel():
-        _hide_axes(ax)
+        hide_axes(ax)
     for ax, p in zip(axes.ravel(), panels):
         ax.imshow(p["image"])
         gt = np.asarray(p["gt"], float)
@@ -39,7 +40,7 @@ def draw_keypoint_predictions(panels, out: str | Path, title: str = "", ncol: in
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, out)
+    save_plot(fig, out, 100, compress_level=3)
 
 
 def keypoint_method(predicted, methods) -> str | None:

@@ -98,7 +98,7 @@ def match_figure(img_a: np.ndarray, img_b: np.ndarray, corr_ba, out: str | Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import save_figure, save_raster_figure
+    from ..io import save_plot
 
     ha, wa = img_a.shape[:2]
     hb, wb = img_b.shape[:2]
@@ -159,7 +159,4 @@ def match_figure(img_a: np.ndarray, img_b: np.ndarray, corr_ba, out: str | Path,
     _legend(ax_sw, fig.add_subplot(leg[1]), box_a is not None, n_drawn, box_b is not None)
     if title:
         fig.suptitle(title, fontsize=8.5, y=1 - 0.12 / fig_h, va="top")
-    if Path(out).suffix.lower() in (".png", ".jpg", ".jpeg"):
-        save_raster_figure(fig, out, dpi)  # RGB, fast PNG compression
-    else:
-        save_figure(fig, out, dpi=dpi)
+    save_plot(fig, out, dpi)  # a PNG or JPEG as RGB, fast PNG compression
