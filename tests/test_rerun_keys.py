@@ -180,6 +180,7 @@ KEYS: dict[str, tuple] = {
     "siamese.rounds": (2, "pseudo_flow_round"),          # a second round; round 1 stays
     "siamese.round_teacher": ("ours_network", ""),       # read by rounds > 1 only
     "siamese.round_start": ("afresh", ""),
+    "siamese.round_interpolation": (1.0, ""),        # read by rounds > 1 only
     "siamese.correlation.steps": (7, "train_siamese"),
     "siamese.correlation.batch_size": (3, "train_siamese"),
     "siamese.correlation.lr": (0.002, "train_siamese"),

@@ -285,6 +285,15 @@ def test_training_starts_from_a_checkpoint(run, tmp_path):
     with pytest.raises(SopcorrError, match="not both"):
         run_training(_sources(run), _section(), BACKBONE, 1, tmp_path / "x.pt", None, progress=False,
                      init_checkpoint=tmp_path / "r1.pt", start_from=tmp_path / "r1.pt")
+    # siamese.round_interpolation: the written network is that fraction of the way from the start
+    # to the weights the same training ends with (training is deterministic for one seed)
+    run_training(_sources(run), _section(), BACKBONE, 1, tmp_path / "half.pt", None, progress=False,
+                 start_from=tmp_path / "r1.pt", interpolation=0.25)
+    half = read_checkpoint(tmp_path / "half.pt").data
+    assert half["round_interpolation"] == {"start": str(tmp_path / "r1.pt"), "weight": 0.25}
+    for k in cont:
+        assert torch.allclose(half["model"][k], 0.75 * first[k] + 0.25 * cont[k], atol=1e-6), k
+    assert "round_interpolation" not in read_checkpoint(tmp_path / "cont.pt").data  # 1: the trained weights
 
 
 def test_best_learned_matcher_takes_the_last_round(run, tmp_path):

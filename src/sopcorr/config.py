@@ -103,6 +103,11 @@ def _check_semantics(config: dict) -> None:
     if fl["cycle_min"] > fl["cycle_images"]:
         raise ConfigError(f"config error: flow.cycle_min: {fl['cycle_min']} confirmations need at least as many "
                           f"hubs, flow.cycle_images is {fl['cycle_images']}")
+    si = config["siamese"]
+    if si["rounds"] > 1 and si["round_start"] == "afresh" and si["round_interpolation"] != 1:
+        raise ConfigError(f"config error: siamese.round_interpolation: {si['round_interpolation']} interpolates a "
+                          "round's weights with the round before's, which needs siamese.round_start: previous "
+                          "(with round_start: afresh set round_interpolation: 1)")
     lo, hi = config["siamese"]["paper"]["scale_range"]
     if lo > hi:
         raise ConfigError(f"config error: siamese.paper.scale_range: lower bound {lo} exceeds upper bound {hi}")

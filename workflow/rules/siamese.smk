@@ -144,6 +144,9 @@ use rule train_siamese as train_siamese_round with:
         results("logs", "train_siamese", "{variant}_round{round}.log"),
     benchmark:
         results("benchmarks", "train_siamese", "{variant}_round{round}.tsv")
+    params:
+        # the round's network between its start and its trained weights (siamese.round_interpolation)
+        interpolation=config["siamese"]["round_interpolation"],
 
 
 rule train_siamese_architecture:

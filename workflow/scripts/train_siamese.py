@@ -13,7 +13,8 @@ def main(smk):
     start = [start] if isinstance(start, str) else list(start)
     run_training(sources, section, dict(smk.params.backbone), int(smk.params.seed),
                  smk.output.model, smk.output.loss, start_from=start[0] if start else None,
-                 min_confirmations=int(smk.params.get("cycle_min", 0)))
+                 min_confirmations=int(smk.params.get("cycle_min", 0)),
+                 interpolation=float(smk.params.get("interpolation", 1.0)))
 
 
 run(main, snakemake)  # noqa: F821

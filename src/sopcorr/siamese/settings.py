@@ -21,7 +21,8 @@ from ..errors import ConfigError, SopcorrError
 ARCHITECTURES = ("paper", "correlation")
 #: the keys of ``siamese`` both architectures read (the rest live in ``siamese.<architecture>``)
 SHARED_KEYS = ("architecture", "device", "checkpoint_every", "freeze_encoder", "keypoint_supervision",
-               "keypoint_weight", "grad_clip", "rounds", "round_teacher", "round_start")
+               "keypoint_weight", "grad_clip", "rounds", "round_teacher", "round_start",
+               "round_interpolation")
 
 
 def architecture(section: dict) -> str:

@@ -34,14 +34,18 @@ STEPS = {"paper": _paper, "correlation": _correlation}
 def run_training(sources: list[tuple[str | Path, str | Path, str | Path]], section: dict, backbone: dict,
                  seed: int, out_path: str | Path, loss_png: str | Path | None = None,
                  init_checkpoint: str | Path | None = None, progress: bool = True,
-                 start_from: str | Path | None = None, min_confirmations: int = 0) -> list[float]:
+                 start_from: str | Path | None = None, min_confirmations: int = 0,
+                 interpolation: float = 1.0) -> list[float]:
     """Train (``init_checkpoint`` None) or fine-tune the configured architecture; ``start_from``:
     a checkpoint a training starts from (a round that continues the round before's network);
-    ``min_confirmations``: the teacher's cells confirmed by that many hubs only (``flow.cycle_min``).
+    ``min_confirmations``: the teacher's cells confirmed by that many hubs only (``flow.cycle_min``);
+    ``interpolation``: with ``start_from``, the network written is that fraction of the way from
+    its weights to the trained ones (``siamese.round_interpolation``; 1: the trained weights).
 
     sources: per category (features zarr, flow zarr, instances.json); section, backbone: the
     config sections ``siamese`` and ``backbone``. Writes the checkpoint to ``out_path`` and the
     loss curve to ``loss_png``; returns the per-step losses."""
     return STEPS[architecture(section)]().run(sources, section, backbone, seed, out_path, loss_png,
                                              init_checkpoint=init_checkpoint, progress=progress,
-                                             start_from=start_from, min_confirmations=min_confirmations)
+                                             start_from=start_from, min_confirmations=min_confirmations,
+                                             interpolation=interpolation)

@@ -74,12 +74,15 @@ class TrainingStep:
     def run(self, sources, section: dict, backbone: dict, seed: int, out_path: str | Path,
             loss_png: str | Path | None = None, init_checkpoint: str | Path | None = None,
             progress: bool = True, start_from: str | Path | None = None,
-            min_confirmations: int = 0) -> list[float]:
+            min_confirmations: int = 0, interpolation: float = 1.0) -> list[float]:
         """Train (``init_checkpoint`` None) or fine-tune; write the checkpoint to ``out_path`` and
         the loss curve to ``loss_png``; return the per-step losses. ``start_from``: a checkpoint
         whose weights a training (not a fine-tuning) starts from instead of a new network (a
         self-training round that continues the round before's head); ``min_confirmations``: train
-        on the teacher's cells confirmed by at least that many hubs (``flow.cycle_min``)."""
+        on the teacher's cells confirmed by at least that many hubs (``flow.cycle_min``);
+        ``interpolation``: with ``start_from``, the written network is that fraction of the way
+        from ``start_from``'s weights to the trained ones (``siamese.round_interpolation``,
+        :mod:`sopcorr.siamese.interpolate`; 1: the trained weights)."""
         from ..device import resolve_device
 
         finetune = init_checkpoint is not None
@@ -116,6 +119,10 @@ class TrainingStep:
         else:
             extra = dict(data=data.fingerprint(), init=str(init) if init is not None else None)
             history = self.fit(model, data, cfg, out_path, dev, progress, extra, "finetune" if finetune else "train")
+        if start_from is not None:
+            from .interpolate import interpolate_checkpoint
+
+            interpolate_checkpoint(out_path, start_from, interpolation)
         if loss_png is not None:
             plot_loss(history, loss_png, title=self.titles[finetune], ylabel=self.ylabel)
         return history
