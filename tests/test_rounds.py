@@ -53,6 +53,11 @@ def test_round_two_learns_from_round_one_on_the_same_pairs(built):
         [f"{run}/features/{c}.zarr" for c in CATS] + [f"{run}/flow/improved/round2/{c}.zarr" for c in CATS]
         + [f"{run}/data/{c}/instances.json" for c in CATS]
         + [f"{run}/siamese/improved/model.pt"])  # round_start: previous, round 1's weights
+    # siamese.round_interpolation (0.5): round 2's network lies between round 1's and its training's
+    from sopcorr.siamese.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(wd / run / "siamese" / "improved" / "round2" / "model.pt")
+    assert ck["round_interpolation"] == {"start": f"{run}/siamese/improved/model.pt", "weight": 0.5}
 
 
 def test_the_last_round_is_the_runs_network(built):
