@@ -82,7 +82,8 @@ def test_benchmarks_that_need_a_run_say_so(tmp_path):
     _assert_usage_exit(_py("bench_evaluate.py", cwd=tmp_path), "needs a finished run", "results/default")
     _assert_usage_exit(_py("bench_evaluate.py", "--run", "nothing", cwd=tmp_path), "needs", "not found")
     _assert_usage_exit(_py("cycle_study.py", cwd=tmp_path), "needs a finished run", "results/default")
-    for name in ("rounds_study.py", "cycle_training_study.py", "keypoint_breakdown.py", "point_readout_study.py"):
+    for name in ("rounds_study.py", "cycle_training_study.py", "keypoint_breakdown.py", "point_readout_study.py",
+                 "round_interpolation_study.py"):
         _assert_usage_exit(_py(name, "--run", "nothing", cwd=tmp_path), "needs a finished run", "nothing")
     _assert_usage_exit(_py("cycle_study.py", "--ks", "0", cwd=tmp_path), "--ks")
 
