@@ -37,3 +37,19 @@ def require_paths(ap: argparse.ArgumentParser, paths, what: str) -> None:
     for p in paths:
         if not Path(p).exists():
             ap.error(f"needs {what}: {p} not found")
+
+
+def add_pair_options(ap: argparse.ArgumentParser) -> None:
+    """The pair studies' options: which pairs of each category (``--max-pairs``, ``--all-pairs``;
+    :func:`pairs_per_category`) and the bootstrap's resamples (``--boot``)."""
+    ap.add_argument("--max-pairs", type=positive_int, default=None,
+                    help="pairs per category (default: the config's evaluate.max_eval_pairs)")
+    ap.add_argument("--all-pairs", action="store_true", help="every dataset pair of each category")
+    ap.add_argument("--boot", type=positive_int, default=2000, help="bootstrap resamples")
+
+
+def pairs_per_category(args: argparse.Namespace, config: dict) -> int | None:
+    """The pairs per category :func:`add_pair_options` asks for (None: every pair)."""
+    if args.all_pairs:
+        return None
+    return args.max_pairs if args.max_pairs is not None else config["evaluate"].get("max_eval_pairs")

@@ -34,6 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from _cli import add_pair_options, pairs_per_category  # noqa: E402
 from sopcorr.config import load_config  # noqa: E402
 from sopcorr.evaluate.category import EvalCategory  # noqa: E402
 from sopcorr.evaluate.dense import ground_truth_field, has_dense_ground_truth, sample_points  # noqa: E402
@@ -66,17 +67,14 @@ def main(argv=None) -> int:
     ap.add_argument("--run", default=str(REPO / "results" / "default"))
     ap.add_argument("--config", nargs="*", default=None, help="the run's config files (default: config/config.yaml)")
     ap.add_argument("--methods", default="ours_network,ours_network_geometric")
-    ap.add_argument("--max-pairs", type=int, default=None,
-                    help="pairs per category (default: the config's evaluate.max_eval_pairs)")
-    ap.add_argument("--all-pairs", action="store_true", help="every dataset pair of each category")
-    ap.add_argument("--boot", type=int, default=2000)
+    add_pair_options(ap)
     a = ap.parse_args(argv)
     run = Path(a.run)
     if not (run / "features").is_dir():
         ap.error(f"needs a finished run: {run}/features not found (snakemake --cores all)")
     config = load_config(*(a.config or [str(REPO / "config" / "config.yaml")]))
     ev = config["evaluate"]
-    max_pairs = None if a.all_pairs else (a.max_pairs if a.max_pairs is not None else ev.get("max_eval_pairs"))
+    max_pairs = pairs_per_category(a, config)
     stride = int(ev.get("dense_stride", 4))
     seed = int(config["seed"])
     g = {k: v for k, v in config["flow"]["geometric"].items() if k != "fb_tolerance"}

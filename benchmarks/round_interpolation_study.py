@@ -36,6 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from _cli import add_pair_options, pairs_per_category  # noqa: E402
 from sopcorr.config import load_config  # noqa: E402
 from sopcorr.evaluate.category import EvalCategory  # noqa: E402
 from sopcorr.evaluate.pck import correct_keypoints  # noqa: E402
@@ -103,10 +104,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", nargs="*", default=None,
                     help="the run's config files (default: config/config.yaml config/pfwillow.yaml)")
     ap.add_argument("--protocols", default="trained-on,left-out")
-    ap.add_argument("--max-pairs", type=int, default=None,
-                    help="pairs per category (default: the config's evaluate.max_eval_pairs)")
-    ap.add_argument("--all-pairs", action="store_true", help="every dataset pair of each category")
-    ap.add_argument("--boot", type=int, default=2000)
+    add_pair_options(ap)
     a = ap.parse_args(argv)
     run = Path(a.run)
     if not (run / "features").is_dir():
@@ -118,8 +116,7 @@ def main(argv=None) -> int:
     rounds = int(config["siamese"]["rounds"])
     if rounds < 2:
         ap.error("needs a run with siamese.rounds >= 2 (the config given has one round)")
-    ev = config["evaluate"]
-    max_pairs = None if a.all_pairs else (a.max_pairs if a.max_pairs is not None else ev.get("max_eval_pairs"))
+    max_pairs = pairs_per_category(a, config)
     seed = int(config["seed"])
     g = {k: v for k, v in config["flow"]["geometric"].items() if k != "fb_tolerance"}
     settings = MatcherSettings.from_params({"nn": {}, "geometric": {**g, "seed": seed}, "siamese": {}},
