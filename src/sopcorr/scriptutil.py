@@ -78,11 +78,40 @@ def run(main: Callable, smk) -> None:
                                       extra={"file_only": True})
 
 
-def limit_threads(smk) -> None:
-    """Limit torch (and BLAS through threadpoolctl when installed) to the rule's threads."""
-    import torch
+def job_threads(smk) -> int:
+    """The number of threads a job computes with.
 
-    torch.set_num_threads(max(1, int(smk.threads)))
+    A rule whose numbers depend on its thread count (torch's convolutions and products, the
+    manifold's BLAS products split their sums differently with more threads) declares
+    ``params.numeric_threads`` (the config's ``numeric_threads``): its job computes with that
+    many whatever ``--cores`` or ``--set-threads`` gave it, so ``snakemake --cores 1`` and a
+    cluster profile give the tables of ``--cores all`` (on a machine with at least that many
+    cores: OpenBLAS runs no more threads than the machine has). Any other rule computes with the
+    threads Snakemake gave it (one, for every such rule of the pipeline)."""
+    declared = smk.params.get("numeric_threads") if hasattr(smk.params, "get") else None
+    return max(1, int(declared if declared is not None else smk.threads))
+
+
+def limit_threads(smk, torch: bool = True) -> int:
+    """Set BLAS (through threadpoolctl) and, with ``torch``, torch's intra-op threads to
+    :func:`job_threads`; returns the count. Snakemake's OMP_NUM_THREADS & co. follow the job's
+    scheduled threads, which ``--cores`` can scale down: this call is what fixes the count, for
+    the libraries already loaded (threadpoolctl) and for those loaded later (the variables,
+    which OpenBLAS, MKL and OpenMP read when they load)."""
+    n = job_threads(smk)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn depends on it
+        pass
+    else:
+        threadpool_limits(n)
+    if torch:
+        import torch as _torch
+
+        _torch.set_num_threads(n)
+    return n
 
 
 def _get(named, key):

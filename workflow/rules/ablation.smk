@@ -17,10 +17,11 @@ rule ablation_category:
         results("benchmarks", "ablation", "{category}.tsv")
     conda:
         "../../envs/sopcorr.yaml"
-    threads: 2
+    threads: config["numeric_threads"]["ablation"]
     resources:
         mem_mb=4000,
     params:
+        numeric_threads=config["numeric_threads"]["ablation"],
         variants=VARIANTS,
         matchers=ablation_matchers(),
         raw_matchers=matcher_params(["nn_raw"]),

@@ -21,7 +21,7 @@ rule extract_features:
     priority: 1
     conda:
         "../../envs/sopcorr.yaml"
-    threads: 2
+    threads: config["numeric_threads"]["features"]
     resources:
         mem_mb=job_memory_mb(
             config["backbone"]["name"],
@@ -30,6 +30,7 @@ rule extract_features:
             config["backbone"]["layers"],
         ),
     params:
+        numeric_threads=config["numeric_threads"]["features"],
         backbone=backbone_settings(config["backbone"]),
         # where and how fast, not what: a params function of `resources` is "derived", and
         # Snakemake's params trigger ignores it (features are bit-identical across batch sizes)

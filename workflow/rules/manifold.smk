@@ -40,10 +40,11 @@ rule manifold:
     priority: 1
     conda:
         "../../envs/sopcorr.yaml"
-    threads: 2
+    threads: config["numeric_threads"]["manifold"]
     resources:
         mem_mb=4000,
     params:
+        numeric_threads=config["numeric_threads"]["manifold"],
         manifold=lambda wc: manifold_settings(config["manifold"], wc.variant),
         seed=config["seed"],
         state_dir=lambda wc: results("manifold", wc.variant, wc.category, "state"),

@@ -38,7 +38,7 @@ rule train_siamese:
         results("benchmarks", "train_siamese", "{variant}.tsv")
     conda:
         "../../envs/sopcorr.yaml"
-    threads: 2
+    threads: config["numeric_threads"]["training"]
     resources:
         gpu=1,
         mem_mb=_SIAMESE_MEM,
@@ -46,6 +46,7 @@ rule train_siamese:
         **cycle_min_params(),
         # where and how often state is saved, not what is learned: params functions of
         # `resources` are "derived", and Snakemake's params trigger ignores them
+        numeric_threads=config["numeric_threads"]["training"],
         siamese=siamese_settings(config["siamese"], finetune=False),
         backbone=backbone_settings(config["backbone"]),
         seed=config["seed"],
@@ -81,7 +82,7 @@ rule finetune_siamese:
         results("benchmarks", "finetune_siamese", "{variant}.tsv")
     conda:
         "../../envs/sopcorr.yaml"
-    threads: 2
+    threads: config["numeric_threads"]["training"]
     resources:
         gpu=1,
         mem_mb=_SIAMESE_MEM,
@@ -89,6 +90,7 @@ rule finetune_siamese:
         **cycle_min_params(),
         # where and how often state is saved, not what is learned: params functions of
         # `resources` are "derived", and Snakemake's params trigger ignores them
+        numeric_threads=config["numeric_threads"]["training"],
         siamese=siamese_settings(config["siamese"], finetune=True),
         backbone=backbone_settings(config["backbone"]),
         seed=config["seed"],
@@ -165,13 +167,14 @@ rule train_siamese_architecture:
         results("benchmarks", "train_siamese", "{variant}_{architecture}.tsv")
     conda:
         "../../envs/sopcorr.yaml"
-    threads: 2
+    threads: config["numeric_threads"]["training"]
     resources:
         gpu=1,
         mem_mb=lambda wildcards: siamese_memory_mb(
             config, CATEGORIES, wildcards.architecture
         ),
     params:
+        numeric_threads=config["numeric_threads"]["training"],
         siamese=architecture_settings(False),
         backbone=backbone_settings(config["backbone"]),
         seed=config["seed"],
@@ -203,13 +206,14 @@ rule finetune_siamese_architecture:
         results("benchmarks", "finetune_siamese", "{variant}_{architecture}.tsv")
     conda:
         "../../envs/sopcorr.yaml"
-    threads: 2
+    threads: config["numeric_threads"]["training"]
     resources:
         gpu=1,
         mem_mb=lambda wildcards: siamese_memory_mb(
             config, CATEGORIES, wildcards.architecture
         ),
     params:
+        numeric_threads=config["numeric_threads"]["training"],
         siamese=architecture_settings(True),
         backbone=backbone_settings(config["backbone"]),
         seed=config["seed"],

@@ -1,12 +1,10 @@
 """Snakemake script of rule finetune_siamese: fine-tune on the keypoint training split."""
-import torch
-
-from sopcorr.scriptutil import run
+from sopcorr.scriptutil import limit_threads, run
 from sopcorr.siamese.stage import run_training
 
 
 def main(smk):
-    torch.set_num_threads(max(1, int(smk.threads)))
+    limit_threads(smk)
     sources = list(zip(smk.input.features, smk.input.flows, smk.input.instances))
     section = {**smk.params.siamese, "device": smk.params.device, "checkpoint_every": smk.params.checkpoint_every}
     run_training(sources, section, dict(smk.params.backbone), int(smk.params.seed),

@@ -6,15 +6,11 @@ from sopcorr.data.groundtruth import read_parts
 from sopcorr.features.store import FeatureStore
 from sopcorr.manifold.metrics import gt_parts_on_grid
 from sopcorr.manifold.refine import ManifoldOutputs, ManifoldParams, run_manifold, write_outputs
-from sopcorr.scriptutil import run
+from sopcorr.scriptutil import limit_threads, run
 
 
 def main(smk):
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(max(1, int(smk.threads)))
-    except ImportError:  # pragma: no cover
-        pass
+    limit_threads(smk, torch=False)
     category = smk.wildcards.category
     store = FeatureStore.open(smk.input.features)
     params = ManifoldParams.from_config(smk.params.manifold, seed=int(smk.params.seed), category=category)

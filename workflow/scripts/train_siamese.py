@@ -1,12 +1,10 @@
 """Snakemake script of rule train_siamese: one network for all categories."""
-import torch
-
-from sopcorr.scriptutil import run
+from sopcorr.scriptutil import limit_threads, run
 from sopcorr.siamese.stage import run_training
 
 
 def main(smk):
-    torch.set_num_threads(max(1, int(smk.threads)))
+    limit_threads(smk)
     sources = list(zip(smk.input.features, smk.input.flows, smk.input.instances))
     section = {**smk.params.siamese, "device": smk.params.device, "checkpoint_every": smk.params.checkpoint_every}
     start = getattr(smk.input, "start", None) or []  # a round that continues the round before's
