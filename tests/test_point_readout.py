@@ -206,4 +206,7 @@ def test_the_matchers_transfer_adaptively_by_default():
     pts = np.random.default_rng(3).random((200, 2)) * [127, 95]
     agree = c.agreeing(c.grid.image_to_cell(pts))
     assert 0 < agree.sum() < len(pts)
-    np.testing.assert_allclose(c.transfer(pts)[0], _adaptive_reference(c, pts), atol=1e-9)
+    # the reference reads points out one at a time, the matcher all at once: the network's float32
+    # read-out may round differently with the batch's shape on some CPUs (a few ulp of ~100 px);
+    # a wrong choice between read-out and interpolation is off by pixels
+    np.testing.assert_allclose(c.transfer(pts)[0], _adaptive_reference(c, pts), rtol=0, atol=1e-4)
