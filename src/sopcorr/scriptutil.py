@@ -88,7 +88,7 @@ def job_threads(smk) -> int:
     cluster profile give the tables of ``--cores all`` (on a machine with at least that many
     cores: OpenBLAS runs no more threads than the machine has). Any other rule computes with the
     threads Snakemake gave it (one, for every such rule of the pipeline)."""
-    declared = smk.params.get("numeric_threads") if hasattr(smk.params, "get") else None
+    declared = smk.params.get("numeric_threads")
     return max(1, int(declared if declared is not None else smk.threads))
 
 

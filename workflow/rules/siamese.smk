@@ -44,9 +44,9 @@ rule train_siamese:
         mem_mb=_SIAMESE_MEM,
     params:
         **cycle_min_params(),
+        numeric_threads=config["numeric_threads"]["training"],
         # where and how often state is saved, not what is learned: params functions of
         # `resources` are "derived", and Snakemake's params trigger ignores them
-        numeric_threads=config["numeric_threads"]["training"],
         siamese=siamese_settings(config["siamese"], finetune=False),
         backbone=backbone_settings(config["backbone"]),
         seed=config["seed"],
@@ -88,9 +88,9 @@ rule finetune_siamese:
         mem_mb=_SIAMESE_MEM,
     params:
         **cycle_min_params(),
+        numeric_threads=config["numeric_threads"]["training"],
         # where and how often state is saved, not what is learned: params functions of
         # `resources` are "derived", and Snakemake's params trigger ignores them
-        numeric_threads=config["numeric_threads"]["training"],
         siamese=siamese_settings(config["siamese"], finetune=True),
         backbone=backbone_settings(config["backbone"]),
         seed=config["seed"],
