@@ -75,8 +75,8 @@ KEYS: dict[str, tuple] = {
     "seed": (1, EVERY),
     "categories": (["bird"], "data_summary train_siamese eval_table viewer"),  # pooled jobs lose car
     # the threads of the jobs whose numbers depend on them (their results change)
-    "numeric_threads.features": (2, "extract_features"),
-    "numeric_threads.manifold": (2, "manifold"),
+    "numeric_threads.features": (1, "extract_features"),
+    "numeric_threads.manifold": (1, "manifold"),
     "numeric_threads.training": (1, "train_siamese"),    # + finetune_siamese (downstream)
     "numeric_threads.ablation": (1, ""),                 # the ablation target only
     # dataset (synthetic): the generator and what reads the split
