@@ -15,8 +15,9 @@ rule extract_features:
         results("logs", "extract_features", "{category}.log"),
     benchmark:
         results("benchmarks", "extract_features", "{category}.tsv")
-    # before the pseudo flows: the features -> manifold chains (the run's longest serial
-    # stretch) run first, the flows after them (docs/PERFORMANCE.md, "Which job runs first")
+    # before the one-thread pseudo flows: the features -> manifold chains (two threads each)
+    # run first, so the flows then run two at a time instead of one beside an idle core
+    # (docs/PERFORMANCE.md, "Which job runs first")
     priority: 1
     conda:
         "../../envs/sopcorr.yaml"
