@@ -78,6 +78,7 @@ KEYS: dict[str, tuple] = {
     "numeric_threads.features": (1, "extract_features"),
     "numeric_threads.manifold": (1, "manifold"),
     "numeric_threads.training": (1, "train_siamese"),    # + finetune_siamese (downstream)
+    "numeric_threads.finetuning": (2, "finetune_siamese"),
     "numeric_threads.ablation": (1, ""),                 # the ablation target only
     # dataset (synthetic): the generator and what reads the split
     "dataset.path": ("elsewhere", ""),                   # generic only

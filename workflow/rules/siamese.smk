@@ -82,13 +82,13 @@ rule finetune_siamese:
         results("benchmarks", "finetune_siamese", "{variant}.tsv")
     conda:
         "../../envs/sopcorr.yaml"
-    threads: config["numeric_threads"]["training"]
+    threads: config["numeric_threads"]["finetuning"]
     resources:
         gpu=1,
         mem_mb=_SIAMESE_MEM,
     params:
         **cycle_min_params(),
-        numeric_threads=config["numeric_threads"]["training"],
+        numeric_threads=config["numeric_threads"]["finetuning"],
         # where and how often state is saved, not what is learned: params functions of
         # `resources` are "derived", and Snakemake's params trigger ignores them
         siamese=siamese_settings(config["siamese"], finetune=True),
@@ -206,14 +206,14 @@ rule finetune_siamese_architecture:
         results("benchmarks", "finetune_siamese", "{variant}_{architecture}.tsv")
     conda:
         "../../envs/sopcorr.yaml"
-    threads: config["numeric_threads"]["training"]
+    threads: config["numeric_threads"]["finetuning"]
     resources:
         gpu=1,
         mem_mb=lambda wildcards: siamese_memory_mb(
             config, CATEGORIES, wildcards.architecture
         ),
     params:
-        numeric_threads=config["numeric_threads"]["training"],
+        numeric_threads=config["numeric_threads"]["finetuning"],
         siamese=architecture_settings(True),
         backbone=backbone_settings(config["backbone"]),
         seed=config["seed"],
