@@ -9,6 +9,14 @@ Each size runs in a fresh subprocess (so peak RSS is per size): the loop's initi
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_manifold.py            # 50 100 (~1.5 min)
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_manifold.py --full     # 50 100 200 400 (~6 min)
     .venv/bin/python benchmarks/bench_manifold.py --sizes 50 100 --channels 256
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_manifold.py --sizes 1000 --config config/paper.yaml
+
+The loop's parameters are :class:`~sopcorr.manifold.refine.ManifoldParams`' defaults (the
+benchmark's defaults, the settings of docs/MANIFOLD.md's goals); ``--config FILE...`` takes the
+``manifold`` section (and ``seed``) of those config files instead (merged left to right, over the
+schema's defaults, as the pipeline reads them: e.g. ``config/paper.yaml``'s 1000 landmarks, kernel
+rank 512, 50 000 fit samples and 500 pre-clusters). Either way one iteration is run and reported
+(``max_iter`` 1, ``tol`` 0).
 
 The goals of docs/MANIFOLD.md (200 images <= 30 s per iteration, <= 4 GB, exponent <= 1.1) need
 ``--full``; with no flags two sizes keep it within about two minutes on 2 cores.
@@ -19,6 +27,7 @@ iteration time (least squares on log-log from the smallest to the largest size).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -27,7 +36,7 @@ import sys
 import time
 
 import numpy as np
-from _cli import positive_int
+from _cli import positive_int, require_paths
 
 
 def synthetic_features(n_images: int, side: int = 44, channels: int = 512, true_parts: int = 10, seed: int = 0):
@@ -54,16 +63,30 @@ def synthetic_features(n_images: int, side: int = 44, channels: int = 512, true_
     return feats, valid, gt
 
 
-def worker(n: int, channels: int, threads: int) -> dict:
+def loop_params(config_paths=None):
+    """The :class:`ManifoldParams` of one benchmarked iteration: the dataclass defaults, or the
+    ``manifold`` section of the merged, validated config files (``from_config``, no category),
+    with ``max_iter`` 1 and ``tol`` 0."""
+    from sopcorr.manifold.refine import ManifoldParams
+
+    if not config_paths:
+        return ManifoldParams(max_iter=1, tol=0.0)
+    from sopcorr.config import load_config
+
+    cfg = load_config(*config_paths)
+    return dataclasses.replace(ManifoldParams.from_config(cfg["manifold"], seed=cfg["seed"]), max_iter=1, tol=0.0)
+
+
+def worker(n: int, channels: int, threads: int, config_paths=None) -> dict:
     from threadpoolctl import threadpool_limits
 
-    from sopcorr.manifold.refine import ManifoldParams, run_manifold
+    from sopcorr.manifold.refine import run_manifold
 
     threadpool_limits(threads)
+    params = loop_params(config_paths)
     t = time.perf_counter()
     feats, valid, gt = synthetic_features(n, channels=channels)
     gen_s = time.perf_counter() - t
-    params = ManifoldParams(max_iter=1, tol=0.0)
     r = run_manifold(feats, valid, params, gt_parts=gt)
     row = r.rows[1]
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
@@ -82,19 +105,36 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="the sizes of docs/MANIFOLD.md: 50 100 200 400")
     ap.add_argument("--channels", type=positive_int, default=512)
     ap.add_argument("--threads", type=positive_int, default=2)
+    ap.add_argument("--config", nargs="+", default=None, metavar="FILE",
+                    help="take the loop's settings from these config files' manifold section (default: "
+                         "ManifoldParams' defaults), e.g. config/paper.yaml")
     ap.add_argument("--worker", type=positive_int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.sizes is None:
         a.sizes = [50, 100, 200, 400] if a.full else [50, 100]
     elif a.full:
         ap.error("--full and --sizes exclude each other")
+    if a.config:
+        require_paths(ap, a.config, "a config file")
+        from sopcorr.errors import SopcorrError
+
+        try:
+            p = loop_params(a.config)
+        except SopcorrError as exc:
+            ap.error(str(exc))
+        if a.worker is None:
+            keys = ("n_parts", "n_components", "landmarks", "kernel_rank", "fit_samples", "precluster", "init_dims",
+                    "pairwise", "recluster_until", "raw_weight")
+            print(f"manifold settings of {' '.join(a.config)}: "
+                  + ", ".join(f"{k} {getattr(p, k)}" for k in keys), flush=True)
     if a.worker is not None:
-        print(json.dumps(worker(a.worker, a.channels, a.threads)))
+        print(json.dumps(worker(a.worker, a.channels, a.threads, a.config)))
         return
     res = []
     for n in a.sizes:
         out = subprocess.run([sys.executable, __file__, "--worker", str(n), "--channels", str(a.channels),
-                              "--threads", str(a.threads)], capture_output=True, text=True)
+                              "--threads", str(a.threads), *(["--config", *a.config] if a.config else [])],
+                             capture_output=True, text=True)
         if out.returncode != 0:
             print(out.stderr[-2000:], file=sys.stderr)
             sys.exit(out.returncode)

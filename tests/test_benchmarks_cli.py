@@ -64,6 +64,7 @@ def test_shell_benchmark_rejects_a_bad_flag_and_says_how_long_it_takes(name, tmp
     ("bench_generator.py", ["--categories", "unicorn"], "unicorn"),
     ("bench_manifold.py", ["--sizes", "ten"], "--sizes"),
     ("bench_manifold.py", ["--full", "--sizes", "50"], "--full"),
+    ("bench_manifold.py", ["--config", "no_such.yaml"], "no_such.yaml"),
     ("bench_siamese.py", ["--batch", "-1"], "--batch"),
     ("bench_features.py", ["throughput", "--backbone", "nope"], "nope"),
     ("bench_siftflow.py", ["sideways"], "sideways"),
@@ -86,6 +87,20 @@ def test_benchmarks_that_need_a_run_say_so(tmp_path):
                  "round_interpolation_study.py"):
         _assert_usage_exit(_py(name, "--run", "nothing", cwd=tmp_path), "needs a finished run", "nothing")
     _assert_usage_exit(_py("cycle_study.py", "--ks", "0", cwd=tmp_path), "--ks")
+
+
+def test_bench_manifold_takes_the_loop_settings_from_config_files(tmp_path):
+    """--config: the manifold section of the merged files (config/paper.yaml's paper variant:
+    1000 landmarks, kernel rank 512, no re-clustering limit) runs the iteration, not the
+    dataclass defaults (500, 256); a section the schema rejects is a usage error."""
+    out = _py("bench_manifold.py", "--sizes", "3", "--channels", "8", "--threads", "1", "--config",
+              str(REPO / "config" / "paper.yaml"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "landmarks 1000, kernel_rank 512" in out.stdout and "recluster_until None" in out.stdout, out.stdout
+    assert "3 images:" in out.stdout, out.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("manifold:\n  landmarks: -3\n")
+    _assert_usage_exit(_py("bench_manifold.py", "--sizes", "3", "--config", str(bad), cwd=tmp_path), "landmarks")
 
 
 def test_bench_siamese_without_cuda_refuses_cuda_in_one_line(tmp_path):
