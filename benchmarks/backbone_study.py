@@ -23,6 +23,10 @@ category. ``--full``: every pair of both datasets::
 
     OMP_NUM_THREADS=2 python benchmarks/backbone_study.py
     OMP_NUM_THREADS=2 python benchmarks/backbone_study.py --full --out results/backbone_study.json
+    OMP_NUM_THREADS=2 python benchmarks/backbone_study.py --full --skip-synthetic --backbones efficientnet_lite0 --config size.yaml
+
+``--config`` merges overlays after each dataset's own config files (above: ``size.yaml`` holding
+``backbone: {input_size: 576}`` runs the dev split at 576 px instead of 448).
 
 The synthetic default is read from ``results/default/dataset/dataset.json`` (made by
 ``snakemake --cores 2 results/default/dataset/dataset.json``), the dev split from
@@ -279,7 +283,12 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-dev", action="store_true")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the extraction process")
     ap.add_argument("--out", type=Path, default=None, help="also write the records as JSON")
+    ap.add_argument("--config", type=Path, nargs="+", default=[], metavar="FILE",
+                    help="config overlays merged after each dataset's own files (e.g. another backbone.input_size)")
     args = ap.parse_args(argv)
+    for f in args.config:
+        if not f.is_file():
+            ap.error(f"--config: {f} not found")
     sys.path.insert(0, str(ROOT / "src"))
     import torch
 
@@ -290,11 +299,11 @@ def main(argv=None) -> int:
         if not args.synthetic.is_file():
             raise SystemExit(f"{args.synthetic}: no synthetic dataset; make it with "
                              f"`snakemake --cores 2 results/default/dataset/dataset.json` or pass --synthetic")
-        jobs.append(("synthetic", args.synthetic, [cfg_default], None if args.full else 20))
+        jobs.append(("synthetic", args.synthetic, [cfg_default, *args.config], None if args.full else 20))
     if not args.skip_dev:
         if not args.dev.exists():
             raise SystemExit(f"{args.dev}: no dev split; pass --dev or --skip-dev")
-        jobs.append(("dev", args.dev, [cfg_default, cfg_dev], None if args.full else 30))
+        jobs.append(("dev", args.dev, [cfg_default, cfg_dev, *args.config], None if args.full else 30))
     t0 = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory(prefix="backbone_study_") as work:

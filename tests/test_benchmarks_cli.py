@@ -65,6 +65,7 @@ def test_shell_benchmark_rejects_a_bad_flag_and_says_how_long_it_takes(name, tmp
     ("bench_manifold.py", ["--sizes", "ten"], "--sizes"),
     ("bench_manifold.py", ["--full", "--sizes", "50"], "--full"),
     ("bench_manifold.py", ["--config", "no_such.yaml"], "no_such.yaml"),
+    ("backbone_study.py", ["--config", "no_such.yaml"], "no_such.yaml"),
     ("bench_siamese.py", ["--batch", "-1"], "--batch"),
     ("bench_features.py", ["throughput", "--backbone", "nope"], "nope"),
     ("bench_siftflow.py", ["sideways"], "sideways"),
