@@ -12,11 +12,11 @@ Each size runs in a fresh subprocess (so peak RSS is per size): the loop's initi
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_manifold.py --sizes 1000 --config config/paper.yaml
 
 The loop's parameters are :class:`~sopcorr.manifold.refine.ManifoldParams`' defaults (the
-benchmark's defaults, the settings of docs/MANIFOLD.md's goals); ``--config FILE...`` takes the
-``manifold`` section (and ``seed``) of those config files instead (merged left to right, over the
-schema's defaults, as the pipeline reads them: e.g. ``config/paper.yaml``'s 1000 landmarks, kernel
-rank 512, 50 000 fit samples and 500 pre-clusters). Either way one iteration is run and reported
-(``max_iter`` 1, ``tol`` 0).
+benchmark's defaults, with which the goals in docs/MANIFOLD.md were measured); ``--config
+FILE...`` takes the ``manifold`` section (and ``seed``) of those config files instead (merged
+left to right, over the schema's defaults, as the pipeline reads them: e.g. ``config/paper.yaml``'s
+1000 landmarks, kernel rank 512, 50 000 fit samples and 500 pre-clusters). Either way one
+iteration is run and reported (``max_iter`` 1, ``tol`` 0).
 
 The goals of docs/MANIFOLD.md (200 images <= 30 s per iteration, <= 4 GB, exponent <= 1.1) need
 ``--full``; with no flags two sizes keep it within about two minutes on 2 cores.
