@@ -18,7 +18,7 @@ rule extract_features:
     # before the one-thread pseudo flows: the features -> manifold chains (two threads each)
     # run first, so the flows then run two at a time instead of one beside an idle core
     # (docs/PERFORMANCE.md, "Which job runs first")
-    priority: 1
+    priority: 3
     conda:
         "../../envs/sopcorr.yaml"
     threads: config["numeric_threads"]["features"]
