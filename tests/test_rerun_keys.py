@@ -76,7 +76,7 @@ KEYS: dict[str, tuple] = {
     "categories": (["bird"], "data_summary train_siamese eval_table viewer"),  # pooled jobs lose car
     # the threads of the jobs whose numbers depend on them (their results change)
     "numeric_threads.features": (1, "extract_features"),
-    "numeric_threads.manifold": (1, "manifold"),
+    "numeric_threads.manifold": (2, "manifold"),
     "numeric_threads.training": (1, "train_siamese"),    # + finetune_siamese (downstream)
     "numeric_threads.finetuning": (2, "finetune_siamese"),
     "numeric_threads.ablation": (1, ""),                 # the ablation target only

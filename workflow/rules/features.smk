@@ -15,9 +15,11 @@ rule extract_features:
         results("logs", "extract_features", "{category}.log"),
     benchmark:
         results("benchmarks", "extract_features", "{category}.tsv")
-    # before the one-thread pseudo flows: the features -> manifold chains (two threads each)
-    # run first, so the flows then run two at a time instead of one beside an idle core
-    # (docs/PERFORMANCE.md, "Which job runs first")
+    # before everything else: a category's two-thread features job starts ahead of the
+    # one-thread manifolds (Snakemake sums the priorities of the jobs it starts together, so two
+    # manifolds at 1 each would otherwise keep it waiting), then the features -> manifold chains
+    # run side by side, before the one-thread pseudo flows (docs/PERFORMANCE.md, "Which job runs
+    # first")
     priority: 3
     conda:
         "../../envs/sopcorr.yaml"

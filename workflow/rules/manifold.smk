@@ -34,9 +34,9 @@ rule manifold:
         results("logs", "manifold", "{variant}", "{category}.log"),
     benchmark:
         results("benchmarks", "manifold", "{variant}", "{category}.tsv")
-    # before the one-thread pseudo flows: the features -> manifold chains (two threads each)
-    # run first, so the flows then run two at a time instead of one beside an idle core
-    # (docs/PERFORMANCE.md, "Which job runs first")
+    # before the one-thread pseudo flows: the features -> manifold chains run first (the
+    # manifolds on one thread each, two side by side), so the flows then run two at a time
+    # instead of one beside an idle core (docs/PERFORMANCE.md, "Which job runs first")
     priority: 1
     conda:
         "../../envs/sopcorr.yaml"
