@@ -77,13 +77,13 @@ def loop_params(config_paths=None):
     return dataclasses.replace(ManifoldParams.from_config(cfg["manifold"], seed=cfg["seed"]), max_iter=1, tol=0.0)
 
 
-def worker(n: int, channels: int, threads: int, config_paths=None) -> dict:
+def worker(n: int, channels: int, threads: int, params) -> dict:
+    """One size in this process: ``params`` from :func:`loop_params`."""
     from threadpoolctl import threadpool_limits
 
     from sopcorr.manifold.refine import run_manifold
 
     threadpool_limits(threads)
-    params = loop_params(config_paths)
     t = time.perf_counter()
     feats, valid, gt = synthetic_features(n, channels=channels)
     gen_s = time.perf_counter() - t
@@ -116,19 +116,19 @@ def main() -> None:
         ap.error("--full and --sizes exclude each other")
     if a.config:
         require_paths(ap, a.config, "a config file")
-        from sopcorr.errors import SopcorrError
+    from sopcorr.errors import SopcorrError
 
-        try:
-            p = loop_params(a.config)
-        except SopcorrError as exc:
-            ap.error(str(exc))
-        if a.worker is None:
-            keys = ("n_parts", "n_components", "landmarks", "kernel_rank", "fit_samples", "precluster", "init_dims",
-                    "pairwise", "recluster_until", "raw_weight")
-            print(f"manifold settings of {' '.join(a.config)}: "
-                  + ", ".join(f"{k} {getattr(p, k)}" for k in keys), flush=True)
+    try:
+        p = loop_params(a.config)
+    except SopcorrError as exc:
+        ap.error(str(exc))
+    if a.config and a.worker is None:
+        keys = ("n_parts", "n_components", "landmarks", "kernel_rank", "fit_samples", "precluster", "init_dims",
+                "pairwise", "recluster_until", "raw_weight")
+        print(f"manifold settings of {' '.join(a.config)}: "
+              + ", ".join(f"{k} {getattr(p, k)}" for k in keys), flush=True)
     if a.worker is not None:
-        print(json.dumps(worker(a.worker, a.channels, a.threads, a.config)))
+        print(json.dumps(worker(a.worker, a.channels, a.threads, p)))
         return
     res = []
     for n in a.sizes:
