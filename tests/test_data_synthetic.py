@@ -30,6 +30,23 @@ def test_generate_is_deterministic(tmp_path):
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
+def test_worker_processes_write_the_same_files(tmp_path):
+    """Rendering in worker processes (the rule's threads) changes no byte: every instance has
+    its own generator, and the dataset lists the instances in the same order. Run in a fresh
+    interpreter, as the job runs (the workers are forked)."""
+    import subprocess
+    import sys
+
+    kw = dict(categories=["bird", "car"], images_per_category=5, image_size=64, pairs_per_category=3, seed=3)
+    syn.generate(tmp_path / "one", **kw)
+    code = (f"from sopcorr.data.synthetic import generate; "
+            f"generate({str(tmp_path / 'three')!r}, workers=3, **{kw!r})")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert _digest(tmp_path / "one") == _digest(tmp_path / "three")
+    a = load_dataset(tmp_path / "one" / "dataset.json")
+    assert [i.id for i in a.instances] == [f"{c}/{k:04d}" for c in ("bird", "car") for k in range(5)]
+
+
 def test_categories_are_independent(tmp_path):
     a = syn.generate(tmp_path / "a", categories=["car"], images_per_category=2, image_size=64, pairs_per_category=1)
     b = syn.generate(tmp_path / "b", categories=["bird", "car"], images_per_category=2, image_size=64, pairs_per_category=1)

@@ -87,7 +87,9 @@ def job_threads(smk) -> int:
     many whatever ``--cores`` or ``--set-threads`` gave it, so ``snakemake --cores 1`` and a
     cluster profile give the tables of ``--cores all`` (on a machine with at least that many
     cores: OpenBLAS runs no more threads than the machine has). Any other rule computes with the
-    threads Snakemake gave it (one, for every such rule of the pipeline)."""
+    threads Snakemake gave it: one, for every such rule of the pipeline but
+    ``generate_synthetic``, whose threads are rendering processes that leave its files
+    byte-identical."""
     declared = smk.params.get("numeric_threads")
     return max(1, int(declared if declared is not None else smk.threads))
 

@@ -12,7 +12,9 @@ _ENV = "../../envs/sopcorr.yaml"
 
 rule generate_synthetic:
     """Generate the synthetic part-annotated benchmark (images, part maps, canonical maps,
-    dataset.json with keypoints and evaluation pairs)."""
+    dataset.json with keypoints and evaluation pairs). Its threads are rendering processes:
+    the files are byte-identical for any count (each instance has its own generator), and
+    every other job waits for this one."""
     output:
         dataset=results("dataset", "dataset.json"),
     log:
@@ -21,7 +23,7 @@ rule generate_synthetic:
         results("benchmarks", "generate_synthetic.tsv")
     conda:
         _ENV
-    threads: 1
+    threads: 2
     resources:
         mem_mb=1000,
     params:

@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from sopcorr.data.synthetic import generate
-from sopcorr.scriptutil import run
+from sopcorr.scriptutil import job_threads, run
 
 
 def main(smk):
@@ -11,7 +11,8 @@ def main(smk):
              images_per_category=int(s["images_per_category"]), image_size=int(s["image_size"]),
              pairs_per_category=int(s["pairs_per_category"]), seed=int(smk.params.seed),
              occluders=int(s["occluders"]), train_fraction=float(smk.params.train_fraction),
-             image_format=s.get("image_format", "jpg"), progress=True)
+             image_format=s.get("image_format", "jpg"), progress=True,
+             workers=job_threads(smk))
 
 
 run(main, snakemake)  # noqa: F821

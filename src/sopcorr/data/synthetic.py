@@ -688,10 +688,50 @@ def instance_rng(seed: int, category: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(category.encode("utf-8")), index])
 
 
+def _render_to_files(out: Path, cat: str, k: int, seed: int, occluders: int, image_size: int,
+                     image_format: str) -> tuple[tuple[float, float, float, float], dict]:
+    """Render instance ``k`` of ``cat`` and write its image, part map and canonical map under
+    ``out``; returns its (bbox, keypoints). Depends on nothing but its arguments (the instance's
+    own generator, :func:`instance_rng`), so instances can be rendered in any order and process."""
+    from PIL import Image
+
+    t = template(cat)
+    r = render_instance(t, sample_params(t, instance_rng(seed, cat, k), occluders), image_size)
+    stem = f"{k:04d}"
+    im = Image.fromarray(r.image)
+    if image_format in ("jpg", "jpeg"):
+        im.save(out / f"images/{cat}/{stem}.{image_format}", quality=94)
+    else:
+        im.save(out / f"images/{cat}/{stem}.{image_format}")
+    Image.fromarray(r.parts).save(out / f"gt/{cat}/{stem}_parts.png")
+    np.save(out / f"gt/{cat}/{stem}_canon.npy", r.canonical)
+    return r.bbox, r.keypoints
+
+
+def _render_task(task: tuple) -> tuple:
+    return _render_to_files(*task)
+
+
+def _rendered(tasks: list[tuple], workers: int):
+    """:func:`_render_to_files` of each task, in the tasks' order; on ``workers`` > 1 worker
+    processes (forked, where the platform can fork) render them concurrently. Each instance's
+    files and result are the same either way: every instance draws from its own generator."""
+    import multiprocessing
+
+    if workers <= 1 or len(tasks) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield from map(_render_task, tasks)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = min(int(workers), len(tasks))
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield from pool.map(_render_task, tasks, chunksize=max(1, len(tasks) // (8 * n)))
+
+
 def generate(out_dir: str | Path, categories=("bird", "quadruped", "car", "aircraft"),
              images_per_category: int = 40, image_size: int = 256, pairs_per_category: int = 60,
              seed: int = 0, occluders: int = 2, train_fraction: float = 0.8,
-             image_format: str = "jpg", progress: bool = False) -> Dataset:
+             image_format: str = "jpg", progress: bool = False, workers: int = 1) -> Dataset:
     """Generate the benchmark under ``out_dir`` and return its Dataset.
 
     Writes ``images/<cat>/<k>.<image_format>``, ``gt/<cat>/<k>_parts.png`` (uint8 labels),
@@ -700,16 +740,17 @@ def generate(out_dir: str | Path, categories=("bird", "quadruped", "car", "aircr
     atomically). Split: the first ``round(n * train_fraction)`` instances of each category are
     "train" (instances are i.i.d.; at least two are "test"). Pairs: ``pairs_per_category`` ordered (source, target)
     pairs of distinct *test* instances (fewer when there are fewer test pairs), drawn without
-    replacement. Deterministic given ``seed``.
+    replacement. Deterministic given ``seed``; ``workers`` processes render the images
+    (byte-identical files for any count: each instance has its own generator).
     """
-    from PIL import Image
-
     out = Path(out_dir)
     cats: dict[str, CategorySpec] = {}
     instances: list[Instance] = []
     pairs: list[tuple[str, str]] = []
     templates_info = {}
     it = list(categories)
+    n_train = int(round(images_per_category * train_fraction))
+    n_train = min(max(n_train, 1), images_per_category - min(2, images_per_category - 1))
     for cat in it:
         t = template(cat)
         cats[cat] = category_spec(cat)
@@ -721,29 +762,18 @@ def generate(out_dir: str | Path, categories=("bird", "quadruped", "car", "aircr
         }
         (out / "images" / cat).mkdir(parents=True, exist_ok=True)
         (out / "gt" / cat).mkdir(parents=True, exist_ok=True)
-        n_train = int(round(images_per_category * train_fraction))
-        n_train = min(max(n_train, 1), images_per_category - min(2, images_per_category - 1))
-        ids = []
-        for k in Progress(range(images_per_category), desc=f"synthetic {cat}", unit="img", leave=False,
-                          disable=not progress, logger=log):
-            params = sample_params(t, instance_rng(seed, cat, k), occluders)
-            r = render_instance(t, params, image_size)
-            stem = f"{k:04d}"
-            iid = f"{cat}/{stem}"
-            img_rel = f"images/{cat}/{stem}.{image_format}"
-            parts_rel = f"gt/{cat}/{stem}_parts.png"
-            canon_rel = f"gt/{cat}/{stem}_canon.npy"
-            im = Image.fromarray(r.image)
-            if image_format in ("jpg", "jpeg"):
-                im.save(out / img_rel, quality=94)
-            else:
-                im.save(out / img_rel)
-            Image.fromarray(r.parts).save(out / parts_rel)
-            np.save(out / canon_rel, r.canonical)
-            instances.append(Instance(iid, img_rel, cat, r.bbox, r.keypoints,
-                                      "train" if k < n_train else "test", parts_rel, canon_rel))
-            ids.append(iid)
-        test_ids = ids[n_train:]
+    tasks = [(out, cat, k, seed, occluders, image_size, image_format)
+             for cat in it for k in range(images_per_category)]
+    results = Progress(_rendered(tasks, workers), total=len(tasks), desc="synthetic " + ", ".join(it), unit="img",
+                       leave=False, disable=not progress, logger=log)
+    for i, (bbox, keypoints) in enumerate(results):
+        cat, k = tasks[i][1], tasks[i][2]
+        stem = f"{k:04d}"
+        instances.append(Instance(f"{cat}/{stem}", f"images/{cat}/{stem}.{image_format}", cat, bbox, keypoints,
+                                  "train" if k < n_train else "test", f"gt/{cat}/{stem}_parts.png",
+                                  f"gt/{cat}/{stem}_canon.npy"))
+    for cat in it:
+        test_ids = [f"{cat}/{k:04d}" for k in range(n_train, images_per_category)]
         cand = [(a, b) for a in test_ids for b in test_ids if a != b]
         prng = np.random.default_rng([seed, zlib.crc32(cat.encode("utf-8")), 2**31 - 1])
         take = min(pairs_per_category, len(cand))
