@@ -62,6 +62,7 @@ def correlation_bench(a, dev) -> int:
     from sopcorr.siamese.correlation.net import NetworkSpec, build_network
     from sopcorr.siamese.correlation.train import CorrelationSettings, network_loss
     from sopcorr.siamese.loop import lr_lambda
+    from sopcorr.siamese.optim import AdamW, LambdaSchedule
     from sopcorr.siamese.settings import truncation_T2
 
     amp = dev.type == "cuda"
@@ -84,8 +85,8 @@ def correlation_bench(a, dev) -> int:
           flush=True)
     cfg = CorrelationSettings(steps=a.steps + a.warmup, lr=1e-4, cells_per_pair=a.cells, freeze_encoder=freeze,
                               flow_weight=a.flow_weight)
-    opt = torch.optim.AdamW(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    opt = AdamW(params, lr=cfg.lr)
+    sched = LambdaSchedule(opt, lr_lambda(cfg))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     B, S = a.batch, a.size
     g = torch.Generator().manual_seed(0)
@@ -206,6 +207,7 @@ def main(argv=None) -> int:
     from sopcorr.device import resolve_device
     from sopcorr.errors import SopcorrError
     from sopcorr.siamese.loop import lr_lambda
+    from sopcorr.siamese.optim import AdamW, LambdaSchedule
     from sopcorr.siamese.paper.augment import augment_batch
     from sopcorr.siamese.paper.net import ModelSpec, truncated_euclidean_loss
     from sopcorr.siamese.paper.train import PaperSettings
@@ -239,8 +241,8 @@ def main(argv=None) -> int:
           f"{'frozen' if a.freeze_encoder else 'trained'}, {sum(p.numel() for p in params)/1e6:.1f}M trainable "
           f"params, built in {time.perf_counter() - t0:.1f}s", flush=True)
     cfg = PaperSettings(steps=a.steps + a.warmup, lr=1e-4)
-    opt = torch.optim.AdamW(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    opt = AdamW(params, lr=cfg.lr)
+    sched = LambdaSchedule(opt, lr_lambda(cfg))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     B, S = a.batch, a.size
     src = torch.randn(B, 3, S, S, device=dev)
