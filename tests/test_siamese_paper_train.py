@@ -70,6 +70,25 @@ def test_state_with_other_settings_is_ignored(tmp_path):
     assert len(h) == 3  # started from step 0, not resumed
 
 
+def test_state_of_torch_optim_is_ignored(tmp_path, caplog):
+    """A state file written when the loop used torch.optim (same settings) is not resumed:
+    the run starts over and equals an uninterrupted one."""
+    from sopcorr.siamese.checkpoint import save_checkpoint
+
+    data = _data()
+    full = tmp_path / "full.pt"
+    h_full = train(tiny_model(S), data, _cfg(), full, progress=False)
+    out = tmp_path / "m.pt"
+    train(tiny_model(S), data, _cfg(), out, progress=False, stop_after=2)
+    state = out.with_name(out.name + ".state.pt")
+    st = load_checkpoint(state)
+    st["optimizer"] = torch.optim.SGD(tiny_model(S).parameters(), lr=0.1).state_dict()
+    save_checkpoint(state, st)
+    with caplog.at_level("WARNING", logger="sopcorr.siamese"):
+        h = train(tiny_model(S), data, _cfg(), out, progress=False)
+    assert h == h_full and "torch.optim" in caplog.text
+
+
 def test_frozen_encoder_and_keypoint_term_and_reload(tmp_path):
     data = _data(keypoints=True)
     out = tmp_path / "m.pt"
