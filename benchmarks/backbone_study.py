@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _cli import require_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
@@ -286,9 +287,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config", type=Path, nargs="+", default=[], metavar="FILE",
                     help="config overlays merged after each dataset's own files (e.g. another backbone.input_size)")
     args = ap.parse_args(argv)
-    for f in args.config:
-        if not f.is_file():
-            ap.error(f"--config: {f} not found")
+    require_paths(ap, args.config, "a config file")
     sys.path.insert(0, str(ROOT / "src"))
     import torch
 
