@@ -30,3 +30,15 @@ rule all:
     default_target: True
     input:
         ALL_TARGETS,
+
+
+onstart:
+    # local runs: the heavy jobs fork from one process that has imported torch & co. once
+    # (sopcorr.jobserver; job_server: false turns it off). Not for cluster jobs.
+    if config["job_server"] and workflow.local_exec and workflow.is_main_process:
+        from sopcorr.jobserver import start
+
+        start(
+            ".snakemake",
+            log_path=Path(".snakemake", "log", "sopcorr-job-server.log"),
+        )

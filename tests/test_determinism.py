@@ -1,6 +1,7 @@
 """Determinism (issue 7, item 6): the same config twice, in two different directories, gives
 byte-identical tables. The two runs are the integration tests' shared references
-(tests/integration/references.py): ``a`` uninterrupted, ``b`` killed twice and resumed."""
+(tests/integration/references.py): ``a`` uninterrupted, every job in a fresh process; ``b``
+killed twice and resumed, its heavy jobs forked from the run's job server (sopcorr.jobserver)."""
 from __future__ import annotations
 
 import pytest

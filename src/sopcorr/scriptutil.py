@@ -51,12 +51,16 @@ def process_age() -> float | None:
 
 def startup_line(started: float | None, worked: float) -> str:
     """The job log's last line: seconds before ``main`` (interpreter, Snakemake's preamble,
-    the script's imports), seconds of work, and which of :data:`HEAVY_MODULES` the job loaded
-    (``tests/test_startup.py`` reads it: a job that runs no tensor code loads none)."""
+    the script's imports; in a child of the run's job server, :mod:`sopcorr.jobserver`: from
+    the fork), seconds of work, and which of :data:`HEAVY_MODULES` the job loaded
+    (``tests/test_startup.py`` reads it: a job that runs no tensor code loads none; a job
+    forked from the job server has them preloaded, and the line says so)."""
     heavy = [m for m in HEAVY_MODULES if m in sys.modules]
     before = "?" if started is None else f"{started:.2f}"
+    forked = " (forked from the run's job server, which preloads them)" if os.environ.get(
+        "SOPCORR_JOB_SERVER_CHILD") else ""
     return (f"job time: {before} s start, {worked:.2f} s work; heavy modules loaded: "
-            f"{', '.join(heavy) if heavy else 'none'}")
+            f"{', '.join(heavy) if heavy else 'none'}{forked}")
 
 
 def run(main: Callable, smk) -> None:

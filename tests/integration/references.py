@@ -2,9 +2,10 @@
 session and shared by every test process (pytest-xdist workers) through a file lock.
 
 * ``a``: one uninterrupted run of the default target plus the HTML report, as ``make demo``
-  leaves the default run. Every integration test that needs a finished run clones it
+  leaves the default run, with ``job_server: false`` (every job in a fresh process). Every integration test that needs a finished run clones it
   (:func:`helpers.clone`) or reads it without writing.
-* ``b``: the same config in another folder, killed twice and resumed (SIGKILL of the whole
+* ``b``: the same config in another folder, its heavy jobs forked from the run's job server
+  (:mod:`sopcorr.jobserver`, the default of local runs), killed twice and resumed (SIGKILL of the whole
   Snakemake process group while a manifold job runs, again right after the Siamese training's
   first resumable checkpoint, then ``--rerun-incomplete`` to the tables). What the kills saw is
   kept in ``b/kill_resume.json`` for tests/test_kill_resume.py; tests/test_determinism.py
@@ -46,7 +47,10 @@ def shared_root(tmp_path_factory) -> Path:
 
 def _build_a(wd: Path) -> None:
     copy_workflow(wd)
-    run_snakemake(wd, cores=2)
+    # every job in a fresh process (tests/test_startup.py reads what each job imported); ``b``
+    # runs with the job server of local runs (config job_server: true, the default), so
+    # tests/test_determinism.py compares the two ways a job runs
+    run_snakemake(wd, cores=2, extra=["--config", "job_server=false"])
     run_snakemake(wd, cores=1, extra=["--report", f"results/{TINY_RUN}/report.html"])
 
 

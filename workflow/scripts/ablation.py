@@ -1,4 +1,8 @@
 """Snakemake script of rule ablation_category."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 from sopcorr.evaluate.ablation import AblationVariant, BackboneParams, run_ablation
 from sopcorr.evaluate.category import EvalCategory
 from sopcorr.evaluate.tables import write_records

@@ -1,4 +1,8 @@
 """Snakemake script of rule ablation: the table and its figure."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 from sopcorr.evaluate.ablation import ablation_figure, ablation_table
 from sopcorr.evaluate.tables import read_records, to_csv, to_markdown
 from sopcorr.io import write_text

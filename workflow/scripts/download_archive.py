@@ -1,4 +1,8 @@
 """Snakemake script of the download rules: fetch, verify (sha256) and unpack an archive."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 from sopcorr.data.download import download_archive
 from sopcorr.scriptutil import run
 

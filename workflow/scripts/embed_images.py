@@ -1,4 +1,8 @@
 """Snakemake script of rule embed_inductive: every image embedded with a manifold fitted elsewhere."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 import logging
 
 from sopcorr.manifold.refine import embed_new_images

@@ -1,4 +1,8 @@
 """Bar chart of a result table (PCK per category per method)."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 import pandas as pd
 
 from sopcorr.scriptutil import run

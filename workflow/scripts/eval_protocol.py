@@ -1,5 +1,9 @@
 """Pair-wise PCK of one category under a generalisation protocol (inductive, leave one category
 out, another run's network): the protocol's methods on the dataset's pairs its instances hold."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 from sopcorr.evaluate.category import EvalCategory
 from sopcorr.evaluate.pairs import run_pair_evaluation
 from sopcorr.evaluate.tables import write_records

@@ -1,4 +1,8 @@
 """Gather per-category records into one table (CSV, Markdown, LaTeX, HTML)."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 from sopcorr.evaluate.tables import build_table
 from sopcorr.scriptutil import run
 

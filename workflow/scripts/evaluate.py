@@ -1,5 +1,9 @@
 """Every evaluation protocol of one category (sopcorr.evaluate.protocols): Tables 1 and 2,
 pair-wise PCK, the dense table and the category's figures, in one process."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 from sopcorr.evaluate.protocols import CategoryEvaluation, CategoryOutputs, evaluate_category
 from sopcorr.matchers.methods import MatcherSettings
 from sopcorr.scriptutil import evaluation_inputs, limit_threads, run

@@ -1,4 +1,8 @@
 """Snakemake script of rule extract_features: one category's feature store."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 from sopcorr.features.extract import extract_category
 from sopcorr.scriptutil import limit_threads, run
 

@@ -1,4 +1,8 @@
 """Snakemake script of rule finetune_siamese: fine-tune on the keypoint training split."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 from sopcorr.scriptutil import limit_threads, run
 from sopcorr.siamese.stage import run_training
 

@@ -1,4 +1,8 @@
 """Snakemake script of rule generate_synthetic: the synthetic part-annotated benchmark."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 from pathlib import Path
 
 from sopcorr.data.synthetic import generate

@@ -1,4 +1,8 @@
 """Snakemake script of rule inductive_split: one category's fit half and evaluation set."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 import logging
 
 from sopcorr.evaluate.generalisation import write_inductive_split

@@ -1,4 +1,8 @@
 """Snakemake script of rule manifold: the paper's loop on one category's feature store."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 import numpy as np
 
 from sopcorr.data.generic import load_dataset

@@ -1,4 +1,8 @@
 """Snakemake script of rule prepare_category: one category's instances.json."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 from sopcorr.data.prepare import prepare_category, source_dataset
 from sopcorr.scriptutil import run
 

@@ -1,5 +1,9 @@
 """Snakemake script of rule pseudo_flow: one category's pseudo-ground-truth flow store (with the
 cycle confirmation counts when params.cycle is given: flow.cycle_images > 0)."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 import logging
 
 import torch

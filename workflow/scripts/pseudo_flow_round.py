@@ -1,6 +1,10 @@
 """Snakemake script of rule pseudo_flow_round: round r's pseudo-ground-truth flow store of one
 category, made by round r - 1's network on round 1's pairs (with the cycle confirmation counts
 through round 1's hubs when params.cycle is given: flow.cycle_images > 0)."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 import logging
 
 import torch

@@ -1,4 +1,8 @@
 """Snakemake script of rule report_description: the report's first screen from the run's tables."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 from sopcorr.io import atomic_path
 from sopcorr.report_summary import SummaryParams, read_run_table, render_summary
 from sopcorr.scriptutil import run

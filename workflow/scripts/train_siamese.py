@@ -1,4 +1,8 @@
 """Snakemake script of rule train_siamese: one network for all categories."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 from sopcorr.scriptutil import limit_threads, run
 from sopcorr.siamese.stage import run_training
 

@@ -1,4 +1,8 @@
 """Snakemake script of rule viewer: the run's interactive correspondence viewer."""
+from sopcorr.jobserver import delegate
+
+delegate(snakemake)  # noqa: F821  (in the run's job server when one is up: docs/PERFORMANCE.md)
+
 from sopcorr.scriptutil import limit_threads, run
 from sopcorr.viewer.build import ViewerSettings, write_viewer
 
