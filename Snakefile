@@ -34,7 +34,7 @@ rule all:
 
 onstart:
     # local runs: the heavy jobs fork from one process that has imported torch & co. once
-    # (sopcorr.jobserver; job_server: false turns it off). Not for cluster jobs.
+    # (sopcorr.jobserver; --config job_server=False turns it off). Not for cluster jobs.
     if config["job_server"] and workflow.local_exec and workflow.is_main_process:
         from sopcorr.jobserver import start
 

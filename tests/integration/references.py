@@ -50,7 +50,7 @@ def _build_a(wd: Path) -> None:
     # every job in a fresh process (tests/test_startup.py reads what each job imported); ``b``
     # runs with the job server of local runs (config job_server: true, the default), so
     # tests/test_determinism.py compares the two ways a job runs
-    run_snakemake(wd, cores=2, extra=["--config", "job_server=false"])
+    run_snakemake(wd, cores=2, extra=["--config", "job_server=False"])
     run_snakemake(wd, cores=1, extra=["--report", f"results/{TINY_RUN}/report.html"])
 
 
