@@ -20,6 +20,14 @@ Snakemake says "Nothing to be done"); its wall time and peak RSS are the median 
 
 Prints one table: script, median seconds, peak RSS (MB), torch loaded before the work; then the
 median over the scripts that load no torch, and the dry run's line.
+
+``--job-server`` starts the scripts as a local run does with its job server (config
+``job_server``, :mod:`sopcorr.jobserver`): a server is started first (its own start, until it
+accepts jobs, is printed), and each figure is from spawning the job's process to the script's
+``run`` call in the child forked from the server (its imports preloaded there); the column
+"torch loaded" is then always yes, and the peak RSS is the child's::
+
+    python benchmarks/bench_startup.py --job-server     # about 1 min
 """
 from __future__ import annotations
 
@@ -65,17 +73,26 @@ print(json.dumps({"s": time.time() - t0, "rss_mb": resource.getrusage(resource.R
 
 
 def _env() -> dict:
+    from sopcorr.jobserver import ENV_SOCKET
+
     env = dict(os.environ)
+    env.pop(ENV_SOCKET, None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env.setdefault(var, "1")
     return env
 
 
-def probe_script(script: Path, env: dict) -> dict:
-    """One start of ``script`` up to its ``run(main, snakemake)`` call."""
+#: the probe as a file handed to the job server: a job script's first statement, then the probe
+_SERVED_PROBE = "from sopcorr.jobserver import delegate\ndelegate()\n" + _PROBE
+
+
+def probe_script(script: Path, env: dict, served: Path | None = None) -> dict:
+    """One start of ``script`` up to its ``run(main, snakemake)`` call (through the job server
+    when ``served`` is the probe's file and ``env`` names the server's socket)."""
     t0 = time.time()
-    out = subprocess.run([sys.executable, "-c", _PROBE, str(script), repr(t0)], env=env,
+    argv = [sys.executable, str(served)] if served else [sys.executable, "-c", _PROBE]
+    out = subprocess.run(argv + [str(script), repr(t0)], env=env,
                          capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise SystemExit(f"bench_startup: {script.name} failed to start:\n{out.stderr[-2000:]}")
@@ -109,6 +126,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=positive_int, default=3, help="starts per figure (median; default 3)")
     ap.add_argument("--workdir", help="run `snakemake -n` here (a finished run) instead of a fresh copy")
     ap.add_argument("--scripts", nargs="*", help="only these script names (default: all)")
+    ap.add_argument("--job-server", action="store_true",
+                    help="start the scripts through a job server, as a local run does (module docstring)")
     args = ap.parse_args(argv)
     if args.workdir and not (Path(args.workdir) / "Snakefile").is_file():
         ap.error(f"--workdir {args.workdir}: no Snakefile there")
@@ -121,16 +140,59 @@ def main(argv=None) -> int:
     env = _env()
     print(f"bench_startup: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f}, "
           f"{args.repeats} starts per figure (median)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="sopcorr-bench-startup-") as tmp:
+        served = None
+        server = None
+        if args.job_server:
+            server, served = _start_server(Path(tmp), env)
+        try:
+            rows = _probe_all(scripts, env, args.repeats, served)
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
+        _dry_run(args, env, rows)
+    return 0
+
+
+def _start_server(tmp: Path, env: dict):
+    """A job server on a socket in ``tmp``: (its process, the probe's file); sets ``env``'s
+    socket variable. Prints the server's start."""
+    from sopcorr.jobserver import ENV_SOCKET
+
+    sock = tmp / "jobs.sock"
+    t0 = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "sopcorr.jobserver", "--socket", str(sock), "--parent",
+                               str(os.getpid())], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not sock.exists():
+        if server.poll() is not None or time.perf_counter() - t0 > 300:
+            raise SystemExit("bench_startup: the job server did not start")
+        time.sleep(0.02)
+    print(f"  job server: accepting jobs {time.perf_counter() - t0:.2f} s after its start "
+          "(once per run, beside the first jobs)", flush=True)
+    env[ENV_SOCKET] = str(sock)
+    served = tmp / "probe.py"
+    served.write_text(_SERVED_PROBE)
+    return server, served
+
+
+def _probe_all(scripts, env, repeats, served) -> list:
     rows = []
     for script in scripts:
-        runs = [probe_script(script, env) for _ in range(args.repeats)]
+        runs = [probe_script(script, env, served) for _ in range(repeats)]
         if not all(r["reached"] for r in runs):
             print(f"  {script.name}: never calls sopcorr.scriptutil.run(main, snakemake)", flush=True)
         rows.append((script.stem, statistics.median(r["s"] for r in runs),
                      max(r["rss_mb"] for r in runs), runs[0]["torch"]))
         print(f"  {script.stem:22s} {rows[-1][1]:6.2f} s {rows[-1][2]:7.0f} MB  torch: "
               f"{'yes' if rows[-1][3] else 'no'}", flush=True)
+    return rows
 
+
+def _dry_run(args, env, rows) -> None:
+    from sopcorr.jobserver import ENV_SOCKET
+
+    env = {k: v for k, v in env.items() if k != ENV_SOCKET}
     with tempfile.TemporaryDirectory(prefix="sopcorr-bench-startup-") as tmp:
         wd = Path(args.workdir).resolve() if args.workdir else workflow_copy(Path(tmp))
         dry = [timed_process([sys.executable, "-m", "snakemake", "-n", "--cores", "2",
@@ -151,7 +213,6 @@ def main(argv=None) -> int:
     where = args.workdir or "a fresh copy of the workflow"
     print(f"snakemake -n --cores 2 --configfile config/config.yaml ({where}): "
           f"{statistics.median(d[0] for d in dry):.2f} s, peak RSS {max(d[1] for d in dry):.0f} MB")
-    return 0
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ ENV_CHILD = "SOPCORR_JOB_SERVER_CHILD"
 PRELOAD = ("numpy", "scipy.ndimage", "scipy.linalg", "scipy.sparse", "PIL.Image", "zarr",
            "threadpoolctl", "torch", "torch.nn.functional", "efficientnet_lite_pytorch",
            "sklearn.svm", "sklearn.cluster", "sklearn.decomposition", "sklearn.metrics", "cv2",
-           "matplotlib", "maxflow", "snakemake.script")
+           "matplotlib", "matplotlib.pyplot", "maxflow", "snakemake.script")
 #: seconds a client waits for the server to accept and answer before it runs the job itself
 HANDSHAKE_TIMEOUT = 5.0
 _MAX_MSG = 1 << 20
@@ -218,6 +218,10 @@ def serve(sock_path: str, parent: int | None = None, log=None, idle_exit: float 
         os.environ[var] = "1"       # no BLAS or OpenMP worker threads in the process that forks
     t0 = time.perf_counter()
     _preload(log)
+    import gc
+
+    gc.collect()
+    gc.freeze()     # the children's collections skip (and so do not write to) the preloaded objects
     print(f"job server: ready in {time.perf_counter() - t0:.2f} s, pid {os.getpid()}", file=log, flush=True)
     tmp = f"{sock_path}.{os.getpid()}.tmp"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
