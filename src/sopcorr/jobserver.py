@@ -196,7 +196,30 @@ def _run_child(request: dict, fds: list[int]) -> None:
 
 
 # --------------------------------------------------------------------------- server
+#: niceness of the thread that preloads (Linux nice values are per thread): the server starts
+#: beside the run's first job, which renders the synthetic data on every core; the children fork
+#: from the main thread, which keeps the run's own priority
+PRELOAD_NICE = 10
+
+
 def _preload(log) -> None:
+    """Import :data:`PRELOAD` in a thread of lower priority, and wait for it (no thread is left
+    when the server forks)."""
+    import threading
+
+    def work():
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PRELOAD_NICE)
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            pass
+        _import_all(log)
+
+    t = threading.Thread(target=work, name="preload")
+    t.start()
+    t.join()
+
+
+def _import_all(log) -> None:
     import importlib
 
     for name in PRELOAD:
