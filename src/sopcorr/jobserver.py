@@ -237,6 +237,7 @@ def serve(sock_path: str, parent: int | None = None, log=None, idle_exit: float 
     came for ``idle_exit`` seconds with none running. Imports :data:`PRELOAD` first; the socket
     appears when the server is ready."""
     log = log or sys.stderr
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # ends through the cleanup below
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"       # no BLAS or OpenMP worker threads in the process that forks
     t0 = time.perf_counter()
@@ -387,7 +388,9 @@ def supported() -> bool:
 
 def start(run_dir: str | Path, log_path: str | Path | None = None) -> str | None:
     """Start the server for this process's Snakemake run, in the background (it exits when this
-    process does), and export its socket path (:data:`ENV_SOCKET`) to the jobs this process
+    process does; it stays in this process's session and process group, so that an interrupt or
+    a kill of the run's group reaches it and its children, and so that Linux's per-session
+    scheduling groups do not give its preload a core of its own), and export its socket path (:data:`ENV_SOCKET`) to the jobs this process
     starts. Returns the socket path (None where :func:`supported` is False). ``run_dir``: where the socket goes (a short path:
     a Unix socket's path holds about 100 bytes at most, so a long one falls back to /tmp)."""
     import subprocess
@@ -409,7 +412,7 @@ def start(run_dir: str | Path, log_path: str | Path | None = None) -> str | None
     env.pop(ENV_SOCKET, None)
     subprocess.Popen([sys.executable, "-m", "sopcorr.jobserver", "--socket", str(path), "--parent",
                       str(os.getpid())], stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
-                     start_new_session=True, close_fds=True)
+                     close_fds=True)   # in the run's session: its nice values compare with the jobs' (autogroups)
     if out is not subprocess.DEVNULL:
         out.close()
     os.environ[ENV_SOCKET] = str(path)
