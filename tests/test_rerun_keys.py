@@ -73,6 +73,7 @@ _EV = "evaluate"                                         # every protocol of a c
 KEYS: dict[str, tuple] = {
     "run": ("tiny_other", EVERY),                        # a new results/<run>/: every job
     "seed": (1, EVERY),
+    "job_server": (False, ""),                           # how jobs start, not what they compute
     "categories": (["bird"], "data_summary train_siamese eval_table viewer"),  # pooled jobs lose car
     # the threads of the jobs whose numbers depend on them (their results change)
     "numeric_threads.features": (1, "extract_features"),

@@ -96,6 +96,22 @@ def delegate(smk=None) -> None:
     if not script or not os.path.isfile(script):
         return
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    child: list[int] = []           # the child's pid, once the server has answered
+    pending: list[int] = []         # signals that came before that
+
+    def forward(signum, _frame):
+        if not child:
+            pending.append(signum)
+            return
+        try:
+            _send(conn, {"signal": signum})
+        except OSError:
+            try:
+                os.kill(child[0], signum)
+            except OSError:
+                pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         conn.settimeout(HANDSHAKE_TIMEOUT)
         conn.connect(os.environ[ENV_SOCKET])
@@ -107,25 +123,18 @@ def delegate(smk=None) -> None:
         lines = _Lines(conn)
         answer = lines.read()
     except (OSError, ValueError):
-        conn.close()
-        return
+        answer = None
     if not answer or "pid" not in answer:
         conn.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in pending:            # the job runs here: what came meanwhile is its own
+            os.kill(os.getpid(), sig)
         return
     conn.settimeout(None)
-    pid = int(answer["pid"])
-
-    def forward(signum, _frame):
-        try:
-            _send(conn, {"signal": signum})
-        except OSError:
-            try:
-                os.kill(pid, signum)
-            except OSError:
-                pass
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
+    child.append(int(answer["pid"]))
+    for sig in pending:
+        forward(sig, None)
     while True:
         try:
             msg = lines.read()
