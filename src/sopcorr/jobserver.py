@@ -311,11 +311,6 @@ def serve(sock_path: str, parent: int | None = None, log=None, idle_exit: float 
             _kill(pid, signal.SIGTERM)
         listener.close()
         try:
-            if os.path.exists(sock_path) and os.stat(sock_path).st_ino == os.fstat(listener.fileno()).st_ino:
-                os.unlink(sock_path)
-        except (OSError, ValueError):
-            pass
-        try:
             os.unlink(sock_path)
         except OSError:
             pass
