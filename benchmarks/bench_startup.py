@@ -18,8 +18,10 @@ Snakemake says "Nothing to be done"); its wall time and peak RSS are the median 
     python benchmarks/bench_startup.py                  # about 1 min on an idle 2-core machine
     python benchmarks/bench_startup.py --repeats 5 --workdir .
 
-Prints one table: script, median seconds, peak RSS (MB), torch loaded before the work; then the
-median over the scripts that load no torch, and the dry run's line.
+Prints one table: script, median seconds, peak RSS (MB), torch loaded before the work, and the
+median of the whole probe process, from its spawn to its exit (with a job server: until the
+server has relayed the child's exit); then the median over the scripts that load no torch, and
+the dry run's line.
 
 ``--job-server`` starts the scripts as a local run does with its job server (config
 ``job_server``, :mod:`sopcorr.jobserver`): a server is started first (its own start, until it
@@ -94,9 +96,10 @@ def probe_script(script: Path, env: dict, served: Path | None = None) -> dict:
     argv = [sys.executable, str(served)] if served else [sys.executable, "-c", _PROBE]
     out = subprocess.run(argv + [str(script), repr(t0)], env=env,
                          capture_output=True, text=True, timeout=300)
+    wall = time.time() - t0
     if out.returncode != 0:
         raise SystemExit(f"bench_startup: {script.name} failed to start:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "process": wall}
 
 
 def timed_process(argv: list[str], cwd: Path, env: dict) -> tuple[float, float, int]:
@@ -185,7 +188,8 @@ def _probe_all(scripts, env, repeats, served) -> list:
         rows.append((script.stem, statistics.median(r["s"] for r in runs),
                      max(r["rss_mb"] for r in runs), runs[0]["torch"]))
         print(f"  {script.stem:22s} {rows[-1][1]:6.2f} s {rows[-1][2]:7.0f} MB  torch: "
-              f"{'yes' if rows[-1][3] else 'no'}", flush=True)
+              f"{'yes' if rows[-1][3] else 'no'}  (whole process, to its exit: "
+              f"{statistics.median(r['process'] for r in runs):.2f} s)", flush=True)
     return rows
 
 

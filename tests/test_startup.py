@@ -76,3 +76,13 @@ def test_the_startup_line_names_what_was_loaded():
     assert out == ["job time: 0.50 s start, 1.25 s work; heavy modules loaded: none",
                    "job time: ? s start, 2.00 s work; heavy modules loaded: torch"]
     assert _LINE.search(startup_line(0.1, 0.2))
+
+
+def test_the_prepare_stage_imports_no_pandas_until_it_writes_the_summary():
+    """prepare_category's jobs run before the job server is up, in fresh processes: pandas
+    (0.3 s) is imported by the data summary only, when it builds its table."""
+    code = ("import sys; import sopcorr.data.prepare as p; print('pandas' in sys.modules); "
+            "p.summarize([]); print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+    assert out == ["False", "True"]

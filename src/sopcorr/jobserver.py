@@ -50,6 +50,9 @@ PRELOAD = ("numpy", "scipy.ndimage", "scipy.linalg", "scipy.sparse", "PIL.Image"
            "matplotlib", "matplotlib.pyplot", "maxflow", "snakemake.script")
 #: seconds a client waits for the server to accept and answer before it runs the job itself
 HANDSHAKE_TIMEOUT = 5.0
+#: seconds between the server's checks that the run is still there (requests, messages and
+#: its children's exits wake it at once)
+LOOP_TIMEOUT = 0.25
 _MAX_MSG = 1 << 20
 
 
@@ -264,6 +267,13 @@ def serve(sock_path: str, parent: int | None = None, log=None, idle_exit: float 
     os.replace(tmp, sock_path)       # clients see the socket only once it accepts
     children: dict[int, socket.socket] = {}
     by_conn: dict[socket.socket, tuple[int, _Lines]] = {}
+    # a child's exit wakes the loop at once (its job process waits for the answer): SIGCHLD's
+    # C handler writes to this pipe, which the select below watches
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     last = time.monotonic()
     try:
         while True:
@@ -271,12 +281,14 @@ def serve(sock_path: str, parent: int | None = None, log=None, idle_exit: float 
                 break
             if not children and time.monotonic() - last > idle_exit:
                 break
-            ready, _, _ = select.select([listener, *by_conn], [], [], 0.05)
+            ready, _, _ = select.select([listener, wake_r, *by_conn], [], [], LOOP_TIMEOUT)
             for r in ready:
-                if r is listener:
+                if r == wake_r:
+                    _drain(wake_r)
+                elif r is listener:
                     conn, _ = listener.accept()
                     last = time.monotonic()
-                    _accept(listener, conn, children, by_conn, log)
+                    _accept(listener, conn, children, by_conn, log, (wake_r, wake_w))
                 else:
                     pid, lines = by_conn[r]
                     try:
@@ -307,6 +319,9 @@ def serve(sock_path: str, parent: int | None = None, log=None, idle_exit: float 
                 conn.close()
                 last = time.monotonic()
     finally:
+        signal.set_wakeup_fd(-1)
+        for fd in (wake_r, wake_w):
+            os.close(fd)
         for pid in children:
             _kill(pid, signal.SIGTERM)
         listener.close()
@@ -316,7 +331,15 @@ def serve(sock_path: str, parent: int | None = None, log=None, idle_exit: float 
             pass
 
 
-def _accept(listener, conn, children, by_conn, log) -> None:
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _accept(listener, conn, children, by_conn, log, wake=()) -> None:
     lines = _Lines(conn)
     try:
         conn.settimeout(HANDSHAKE_TIMEOUT)
@@ -343,6 +366,9 @@ def _accept(listener, conn, children, by_conn, log) -> None:
         return
     pid = os.fork()
     if pid == 0:
+        signal.set_wakeup_fd(-1)
+        for fd in wake:
+            os.close(fd)
         for sock in (listener, conn, *by_conn):
             sock.close()
         _run_child(request, fds)
