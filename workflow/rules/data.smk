@@ -128,9 +128,6 @@ rule data_summary:
     conda:
         _ENV
     threads: 1
-    # a leaf of the run (only the report reads it): it runs when no other job can start
-    # (docs/PERFORMANCE.md, "Which job runs first")
-    priority: -1
     resources:
         mem_mb=500,
     script:
@@ -150,8 +147,6 @@ rule contact_sheet:
     conda:
         _ENV
     threads: 1
-    # a leaf of the run, as data_summary
-    priority: -1
     resources:
         mem_mb=1000,
     params:
