@@ -1,5 +1,6 @@
 """The improved variant's matcher: robust affine fit and the affine location prior."""
 import numpy as np
+import pytest
 
 from sopcorr.flow.geometric import (fit_affine_ransac, geometric_correspondence, neighbourhood_descriptors,
                                     ransac_triples)
@@ -114,6 +115,35 @@ def test_gated_consensus_ignores_dissimilar_neighbours():
     assert np.allclose(np.delete(blocks, [1, 4]), 0, atol=1e-6)               # all others muted
     # gate 0 is the plain stacked descriptor of the existing behaviour
     assert np.allclose(neighbourhood_descriptors(f, None, 1).numpy(), neighbourhood_descriptors(f, None, 1, 0.0).numpy())
+
+
+@pytest.mark.parametrize("radius,gate", [(0, 0.0), (1, 0.0), (1, 4.0), (2, 2.0)])
+def test_consensus_similarity_equals_the_stacked_descriptors_product(radius, gate):
+    """The factored similarity (one product of the plain features, read off at shifted
+    offsets) against the slow exact reference: the product of the stacked descriptors, on two
+    grids of different shapes with invalid cells, borders and a dissimilar neighbourhood."""
+    from sopcorr.flow.geometric import consensus_similarity, consensus_terms
+
+    rng = np.random.default_rng(radius * 10 + int(gate))
+    a = rng.normal(size=(6, 7, 5)).astype(np.float32)
+    b = rng.normal(size=(5, 9, 5)).astype(np.float32)
+    a[2:4, 2:4] = a[3, 3]                              # a patch of equal cells (gates at 1)
+    va, vb = rng.random((6, 7)) > 0.25, rng.random((5, 9)) > 0.25
+    va[0, 0] = False                                   # an invalid corner (its neighbours still count)
+    ref = (neighbourhood_descriptors(a, va, radius, gate).reshape(42, -1)
+           @ neighbourhood_descriptors(b, vb, radius, gate).reshape(45, -1).T).numpy()
+    got = consensus_similarity(consensus_terms(a, va, radius, gate), consensus_terms(b, vb, radius, gate)).numpy()
+    assert got.shape == (42, 45)
+    assert np.allclose(got, ref, atol=2e-6), np.abs(got - ref).max()
+    assert np.abs(ref).max() > 0.5                     # the comparison is not of zeros
+
+
+def test_consensus_similarity_needs_one_radius():
+    from sopcorr.flow.geometric import consensus_similarity, consensus_terms
+
+    f = np.ones((3, 3, 2), np.float32)
+    with pytest.raises(ValueError, match="radius"):
+        consensus_similarity(consensus_terms(f, None, 1), consensus_terms(f, None, 2))
 
 
 def test_sequential_ransac_finds_two_motions():

@@ -119,12 +119,12 @@ def test_geometric_matcher_keeps_consensus_per_frame_and_equals_the_function():
     p = GeometricParams(ransac_iterations=50)
     m = build("geometric", p)
     calls = []
-    real = G.neighbourhood_descriptors
-    G.neighbourhood_descriptors = lambda *a, **k: calls.append(1) or real(*a, **k)
+    real = G.consensus_terms
+    G.consensus_terms = lambda *a, **k: calls.append(1) or real(*a, **k)
     try:
         out = {(s, t): m.correspondence(frames[s], frames[t]) for s in range(3) for t in range(3) if s != t}
     finally:
-        G.neighbourhood_descriptors = real
+        G.consensus_terms = real
     assert len(calls) == 3  # one per frame, not two per pair
     for (s, t), corr in out.items():
         d = [concat_descriptors(frames[k].features, frames[k].embedding, p.embedding_weight) for k in (s, t)]

@@ -12,6 +12,9 @@ the graph cut). This module exploits it between the two images of a pair:
    the part the cell lies on and not over the background next to it (a bilateral filter of the
    correlation). Plain consensus (γ = 0) helps on photographs where the object fills the grid
    and hurts on small objects, whose 3x3 neighbourhood is mostly background (docs/RESULTS.md).
+   The similarity of two images' stacked descriptors is computed in that summed form
+   (:func:`consensus_similarity` of :func:`consensus_terms`): one product of the plain
+   features instead of one of descriptors (2r+1)^2 times longer.
 2. **Mutual nearest neighbours** between the two grids are the confident matches.
 3. **Affine maps** between the grids are fitted to them robustly (similarity-weighted RANSAC,
    then weighted least squares on the inliers). ``prior='global'``: one affine for the whole
@@ -42,8 +45,8 @@ import torch.nn.functional as F
 from ..geometry import DenseCorrespondence, FeatureGrid
 
 __all__ = ["Affine", "ransac_triples", "fit_affine_ransac", "fit_affine_models", "assign_models",
-           "neighbourhood_descriptors", "mutual_matches", "prior_target_cells", "prior_distance2", "geometric_correspondence",
-           "PRIORS"]
+           "neighbourhood_descriptors", "ConsensusTerms", "consensus_terms", "consensus_similarity",
+           "mutual_matches", "prior_target_cells", "prior_distance2", "geometric_correspondence", "PRIORS"]
 
 PRIORS = ("global", "piecewise")
 
@@ -231,6 +234,70 @@ def neighbourhood_descriptors(feat: np.ndarray | torch.Tensor, valid: np.ndarray
     return F.normalize(u.T.reshape(h, w, c * k * k), dim=-1, eps=1e-12)
 
 
+@dataclass(frozen=True)
+class ConsensusTerms:
+    """One image's consensus descriptors (:func:`neighbourhood_descriptors`) in factored form,
+    for :func:`consensus_similarity`: feat (H * W, C) float32 L2-normalised features (zeros at
+    invalid cells); weights ((2r+1)^2, H, W) float32, the weight of each neighbour's block in
+    each cell's stacked descriptor, sqrt(gate) / norm (None for radius 0); shape (H, W);
+    radius r. Neighbour o = (dy, dx) in row-major order over the (2r+1) x (2r+1) window, as
+    ``F.unfold`` orders it."""
+
+    feat: torch.Tensor
+    weights: torch.Tensor | None
+    shape: tuple[int, int]
+    radius: int
+
+
+def consensus_terms(feat: np.ndarray | torch.Tensor, valid: np.ndarray | None, radius: int,
+                    gate_power: float = 0.0) -> ConsensusTerms:
+    """The factored form of ``neighbourhood_descriptors(feat, valid, radius, gate_power)``
+    (same arguments): the descriptor of cell i is the stack over offsets o of
+    ``weights[o, i] * feat[i + o]`` (zeros outside the grid). Memory: H * W * (C + (2r+1)^2)
+    floats instead of H * W * C * (2r+1)^2."""
+    f = torch.as_tensor(np.asarray(feat, dtype=np.float32) if not torch.is_tensor(feat) else feat,
+                        dtype=torch.float32)
+    f = F.normalize(f, dim=-1, eps=1e-12)
+    if valid is not None:
+        f = f * torch.as_tensor(np.asarray(valid), dtype=torch.float32, device=f.device)[..., None]
+    h, w, c = f.shape
+    if radius <= 0:
+        return ConsensusTerms(f.reshape(h * w, c), None, (h, w), 0)
+    k = 2 * radius + 1
+    fp = F.pad(f.permute(2, 0, 1), (radius,) * 4)                        # (C, H+2r, W+2r)
+    nb = torch.stack([fp[:, dy:dy + h, dx:dx + w] for dy in range(k) for dx in range(k)], 1)  # (C, k*k, H, W)
+    if gate_power > 0:
+        gate = (nb * nb[:, (k * k) // 2][:, None]).sum(0).clamp(min=0) ** float(gate_power)   # (k*k, H, W)
+        gate[(k * k) // 2] = 1.0
+    else:
+        gate = torch.ones(k * k, h, w)
+    norm = (gate * (nb * nb).sum(0)).sum(0).sqrt().clamp(min=1e-12)    # the stacked descriptor's norm
+    return ConsensusTerms(f.reshape(h * w, c), gate.sqrt() / norm, (h, w), int(radius))
+
+
+def consensus_similarity(src: ConsensusTerms, tgt: ConsensusTerms) -> torch.Tensor:
+    """(Ns, Nt) cosine similarity of two images' consensus descriptors, equal (up to float
+    rounding) to ``A @ B.T`` of their :func:`neighbourhood_descriptors` A (Ns, C (2r+1)^2), B:
+    sum over offsets o of ``w_s[o, i] w_t[o, j] <f_s(i + o), f_t(j + o)>``, read off one
+    (Ns, Nt) product of the plain features shifted by o on both grids. That is (2r+1)^2 times
+    fewer multiply-adds than the stacked descriptors' product (docs/PERFORMANCE.md)."""
+    if src.radius != tgt.radius:
+        raise ValueError(f"consensus radius {src.radius} against {tgt.radius}")
+    base = src.feat @ tgt.feat.T                                         # (Ns, Nt)
+    r = src.radius
+    if r <= 0:
+        return base
+    (hs, ws), (ht, wt) = src.shape, tgt.shape
+    k = 2 * r + 1
+    c4 = F.pad(base.reshape(hs, ws, ht, wt), (r,) * 8)                  # zero beyond both grids
+    out = torch.zeros(hs, ws, ht, wt, dtype=base.dtype, device=base.device)
+    for o in range(k * k):
+        dy, dx = divmod(o, k)
+        block = c4[dy:dy + hs, dx:dx + ws, dy:dy + ht, dx:dx + wt]        # <f_s(i + o), f_t(j + o)>
+        out.addcmul_(block * src.weights[o][:, :, None, None], tgt.weights[o])
+    return out.reshape(hs * ws, ht * wt)
+
+
 def mutual_matches(fs: torch.Tensor, ft: torch.Tensor, valid_s: torch.Tensor, valid_t: torch.Tensor,
                    sim: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mutual nearest neighbours of flat L2-normalised features fs (Ns, C), ft (Nt, C) among valid
@@ -247,20 +314,21 @@ def mutual_matches(fs: torch.Tensor, ft: torch.Tensor, valid_s: torch.Tensor, va
     return si.numpy(), ti.numpy(), sim[si, ti].numpy()
 
 
-def prior_target_cells(ds: torch.Tensor, dt: torch.Tensor, sim: torch.Tensor, vs_t: torch.Tensor,
-                       vt_t: torch.Tensor, shape_src: tuple[int, int], shape_tgt: tuple[int, int], prior: str = "piecewise",
-                       max_models: int = 3, min_support: float = 0.15, bandwidth: float = 0.1,
-                       ransac_threshold: float = 0.08, ransac_iterations: int = 300, seed: int = 0) -> torch.Tensor:
+def prior_target_cells(sim: torch.Tensor, vs_t: torch.Tensor, vt_t: torch.Tensor, shape_src: tuple[int, int],
+                       shape_tgt: tuple[int, int], prior: str = "piecewise", max_models: int = 3,
+                       min_support: float = 0.15, bandwidth: float = 0.1, ransac_threshold: float = 0.08,
+                       ransac_iterations: int = 300, seed: int = 0) -> torch.Tensor:
     """The location prior's predicted target cell of every source cell: (Ns, 2) float32 (col,
-    row). ds (Ns, C), dt (Nt, C) consensus descriptors, sim = ds @ dt.T, vs_t / vt_t (Ns,) /
-    (Nt,) bool; affine models (one, or up to ``max_models`` with 'piecewise') fitted by RANSAC
-    to the mutual matches, each source cell assigned to a model (:func:`assign_models`)."""
+    row). sim (Ns, Nt): the consensus descriptors' similarity (:func:`consensus_similarity`),
+    vs_t / vt_t (Ns,) / (Nt,) bool; affine models (one, or up to ``max_models`` with
+    'piecewise') fitted by RANSAC to the mutual matches, each source cell assigned to a model
+    (:func:`assign_models`)."""
     hs, ws = shape_src
     ht, wt = shape_tgt
     gside = float(max(ht, wt))
     ys, xs = np.divmod(np.arange(hs * ws), ws)
     yt, xt = np.divmod(np.arange(ht * wt), wt)
-    si, ti, w = mutual_matches(ds, dt, vs_t, vt_t, sim=sim)
+    si, ti, w = mutual_matches(None, None, vs_t, vt_t, sim=sim)
     w = np.clip(w, 0, None)
     src_pts = np.c_[xs[si], ys[si]]
     models = fit_affine_models(src_pts, np.c_[xt[ti], yt[ti]], w, threshold=ransac_threshold * gside,
@@ -291,8 +359,8 @@ def geometric_correspondence(feat_src: np.ndarray, feat_tgt: np.ndarray, grid_sr
                              consensus_radius: int = 1, consensus_gate: float = 4.0,
                              prior: str = "piecewise", max_models: int = 3, min_support: float = 0.15,
                              bandwidth: float = 0.1, ransac_threshold: float = 0.08,
-                             ransac_iterations: int = 300, seed: int = 0, consensus_src: torch.Tensor | None = None,
-                             consensus_tgt: torch.Tensor | None = None) -> DenseCorrespondence:
+                             ransac_iterations: int = 300, seed: int = 0, consensus_src: ConsensusTerms | None = None,
+                             consensus_tgt: ConsensusTerms | None = None) -> DenseCorrespondence:
     """Dense matching under an affine location prior (see the module docstring).
 
     feat_src (Hs, Ws, C), feat_tgt (Ht, Wt, C); valid_* (H, W) bool (default: the grids' valid
@@ -301,11 +369,11 @@ def geometric_correspondence(feat_src: np.ndarray, feat_tgt: np.ndarray, grid_sr
     :func:`neighbourhood_descriptors`; ``prior`` 'global' (one affine) or 'piecewise'
     (:func:`fit_affine_models` + :func:`assign_models`, ``bandwidth`` as a fraction of the source
     grid side); ``ransac_threshold`` is the inlier distance as a fraction of the target grid
-    side. ``consensus_src`` / ``consensus_tgt``: the images' consensus descriptors
-    ``neighbourhood_descriptors(feat, valid, consensus_radius, consensus_gate)`` (H, W, C') when
-    the caller keeps them per image (a matcher reusing an image across pairs); computed here
-    otherwise. Returns the correspondence whose score is the cosine similarity of the chosen
-    match and whose valid mask is the source valid mask."""
+    side. ``consensus_src`` / ``consensus_tgt``: the images' consensus descriptors in factored
+    form, ``consensus_terms(feat, valid, consensus_radius, consensus_gate)``, when the caller
+    keeps them per image (a matcher reusing an image across pairs); computed here otherwise.
+    Returns the correspondence whose score is the cosine similarity of the chosen match (of the
+    consensus descriptors) and whose valid mask is the source valid mask."""
     if prior not in PRIORS:
         raise ValueError(f"flow.geometric.prior: unknown prior {prior!r} (expected one of {', '.join(PRIORS)})")
     hs, ws = feat_src.shape[:2]
@@ -313,18 +381,16 @@ def geometric_correspondence(feat_src: np.ndarray, feat_tgt: np.ndarray, grid_sr
     vs = grid_src.valid_mask() if valid_src is None else np.asarray(valid_src, dtype=bool)
     vt = grid_tgt.valid_mask() if valid_tgt is None else np.asarray(valid_tgt, dtype=bool)
     if consensus_src is None:
-        consensus_src = neighbourhood_descriptors(feat_src, vs, consensus_radius, consensus_gate)
+        consensus_src = consensus_terms(feat_src, vs, consensus_radius, consensus_gate)
     if consensus_tgt is None:
-        consensus_tgt = neighbourhood_descriptors(feat_tgt, vt, consensus_radius, consensus_gate)
-    ds = consensus_src.reshape(hs * ws, -1)
-    dt = consensus_tgt.reshape(ht * wt, -1)
+        consensus_tgt = consensus_terms(feat_tgt, vt, consensus_radius, consensus_gate)
     vs_t = torch.as_tensor(vs.reshape(-1))
     vt_t = torch.as_tensor(vt.reshape(-1))
-    sim = ds @ dt.T                                                    # (Ns, Nt)
+    sim = consensus_similarity(consensus_src, consensus_tgt)          # (Ns, Nt)
     gside = float(max(ht, wt))
     yt, xt = np.divmod(np.arange(ht * wt), wt)
     if strength > 0:
-        pred = prior_target_cells(ds, dt, sim, vs_t, vt_t, (hs, ws), (ht, wt), prior=prior, max_models=max_models,
+        pred = prior_target_cells(sim, vs_t, vt_t, (hs, ws), (ht, wt), prior=prior, max_models=max_models,
                                   min_support=min_support, bandwidth=bandwidth, ransac_threshold=ransac_threshold,
                                   ransac_iterations=ransac_iterations, seed=seed)
         objective = sim - strength * prior_distance2(pred, (ht, wt)) / gside ** 2

@@ -103,15 +103,15 @@ class GeometricMatcher:
         return frame.cached(("geometric.descriptors", w), make), frame.grid
 
     def consensus(self, frame: Frame):
-        """The frame's consensus descriptors (H, W, C') of
-        :func:`~sopcorr.flow.geometric.neighbourhood_descriptors` on :meth:`descriptors`, cached
-        on the frame (an image is matched against many others)."""
-        from ..flow.geometric import neighbourhood_descriptors
+        """The frame's consensus descriptors of :meth:`descriptors` in factored form
+        (:func:`~sopcorr.flow.geometric.consensus_terms`), cached on the frame (an image is
+        matched against many others)."""
+        from ..flow.geometric import consensus_terms
 
         p = self.params
         key = ("geometric.consensus", float(p.embedding_weight), p.consensus_radius, p.consensus_gate)
         valid = frame.valid if frame.valid is not None else frame.grid.valid_mask()
-        return frame.cached(key, lambda: neighbourhood_descriptors(
+        return frame.cached(key, lambda: consensus_terms(
             self.descriptors(frame)[0], np.asarray(valid, bool), p.consensus_radius, p.consensus_gate))
 
     def correspondence(self, src: Frame, tgt: Frame) -> DenseCorrespondence:

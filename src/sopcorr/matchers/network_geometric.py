@@ -104,14 +104,15 @@ class NetworkGeometricMatcher:
         return frame.cached(("network_geometric.descriptors", str(self.network.path)), make)
 
     def _consensus(self, frame: Frame):
-        """The frame's consensus descriptors (H, W, D') of the learned descriptors, cached."""
-        from ..flow.geometric import neighbourhood_descriptors
+        """The frame's consensus descriptors of the learned descriptors in factored form
+        (:func:`~sopcorr.flow.geometric.consensus_terms`), cached."""
+        from ..flow.geometric import consensus_terms
 
         p = self.params.geometric
 
         def make():
             d, _, v = self._described(frame)
-            return neighbourhood_descriptors(d, v, p.consensus_radius, p.consensus_gate)
+            return consensus_terms(d, v, p.consensus_radius, p.consensus_gate)
 
         key = ("network_geometric.consensus", str(self.network.path), p.consensus_radius, p.consensus_gate)
         return frame.cached(key, make)
@@ -126,20 +127,19 @@ class NetworkGeometricMatcher:
 
     @torch.no_grad()
     def _soft_readout(self, ds, dt, gs, gt, vs, vt, cs, ct) -> DenseCorrespondence:
-        """cs, ct: the consensus descriptors (H, W, D') of ds, dt."""
-        from ..flow.geometric import prior_distance2, prior_target_cells
+        """cs, ct: the consensus descriptors of ds, dt (:func:`~sopcorr.flow.geometric.consensus_terms`)."""
+        from ..flow.geometric import consensus_similarity, prior_distance2, prior_target_cells
 
         p = self.params.geometric
         hs, ws = ds.shape[:2]
         ht, wt = dt.shape[:2]
         vs_t, vt_t = torch.as_tensor(vs.reshape(-1)), torch.as_tensor(vt.reshape(-1))
-        a = cs.reshape(hs * ws, -1)
-        b = ct.reshape(ht * wt, -1)
         corr = self.network.correlate(torch.as_tensor(ds.reshape(hs * ws, -1)) @ torch.as_tensor(dt.reshape(ht * wt, -1)).T,
                                       (hs, ws), (ht, wt))
         objective = corr
         if p.strength > 0:
-            pred = prior_target_cells(a, b, a @ b.T, vs_t, vt_t, (hs, ws), (ht, wt), **p.prior_kwargs())
+            pred = prior_target_cells(consensus_similarity(cs, ct), vs_t, vt_t, (hs, ws), (ht, wt),
+                                      **p.prior_kwargs())
             objective = corr - p.strength * prior_distance2(pred, (ht, wt)) / float(max(ht, wt)) ** 2
         cells = self.network.readout(objective, (ht, wt), vt_t)
         idx = torch.where(vt_t[None], objective, torch.tensor(-float("inf"))).argmax(1)
