@@ -298,10 +298,11 @@ def consensus_similarity(src: ConsensusTerms, tgt: ConsensusTerms) -> torch.Tens
     return out.reshape(hs * ws, ht * wt)
 
 
-def mutual_matches(fs: torch.Tensor, ft: torch.Tensor, valid_s: torch.Tensor, valid_t: torch.Tensor,
+def mutual_matches(fs: torch.Tensor | None, ft: torch.Tensor | None, valid_s: torch.Tensor, valid_t: torch.Tensor,
                    sim: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mutual nearest neighbours of flat L2-normalised features fs (Ns, C), ft (Nt, C) among valid
-    cells (``sim``: their similarity ``fs @ ft.T`` when the caller has it already). Returns
+    cells (``sim``: their similarity ``fs @ ft.T`` when the caller has it already, e.g.
+    :func:`consensus_similarity`; fs and ft are then not read and may be None). Returns
     (source index (M,), target index (M,), similarity (M,))."""
     sim = fs @ ft.T if sim is None else sim
     neg = torch.tensor(-float("inf"))
