@@ -270,7 +270,7 @@ def consensus_terms(feat: np.ndarray | torch.Tensor, valid: np.ndarray | None, r
         gate = (nb * nb[:, (k * k) // 2][:, None]).sum(0).clamp(min=0) ** float(gate_power)   # (k*k, H, W)
         gate[(k * k) // 2] = 1.0
     else:
-        gate = torch.ones(k * k, h, w)
+        gate = torch.ones(k * k, h, w, device=f.device)
     norm = (gate * (nb * nb).sum(0)).sum(0).sqrt().clamp(min=1e-12)    # the stacked descriptor's norm
     return ConsensusTerms(f.reshape(h * w, c), gate.sqrt() / norm, (h, w), int(radius))
 
